@@ -1,0 +1,205 @@
+package apns
+
+// This file owns the feedback client: a goroutine that polls Apple's feedback service and
+// hands the bad tokens it reads to GetBadTokens.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// Limits of a feedback read.
+const (
+	// MaxFeedbackTokens caps the tuples read in one poll; the rest wait for the next poll.
+	MaxFeedbackTokens = 100_000
+	// maxFeedbackTokenSize is the largest token length a tuple may declare.
+	maxFeedbackTokenSize = 100
+	// feedbackReadTimeout bounds one whole feedback read.
+	feedbackReadTimeout = time.Minute
+)
+
+// BadToken is a device token that the feedback service reported: APNs could not deliver to it
+// because the app is no longer on the device.
+type BadToken struct {
+	Token     string    // hexadecimal device token
+	Timestamp time.Time // when APNs found the app gone; ignore the report if the device registered again after it
+}
+
+// FeedbackClient polls the feedback service. It is safe for concurrent use.
+type FeedbackClient struct {
+	// Immutable.
+	addr      string
+	tlsConfig *tls.Config
+	poll      time.Duration
+	timeout   time.Duration
+	onError   func(error)
+	ctx       context.Context // ends when Stop is called
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when the poller has exited
+	ready     chan struct{} // capacity 1: tokens arrived
+
+	mu      sync.Mutex
+	pending []BadToken // read but not yet returned
+	stopped bool
+}
+
+// SetupFeedbackClient returns a client for the feedback service at gateway ("host" or
+// "host:port", port 2196 by default) that shares the client's certificate and TLS settings.
+// It starts polling at once and then every poll interval; a failed poll is retried at the next
+// interval and passed to the error handler. While tokens read are waiting for GetBadTokens, no
+// new poll is made, so they stay with Apple instead of piling up here. The client's Stop also
+// stops the feedback client.
+func (c *Client) SetupFeedbackClient(gateway string, poll time.Duration) (*FeedbackClient, error) {
+	if poll <= 0 {
+		return nil, errors.New("apns: feedback poll interval must be positive")
+	}
+	addr, host, err := splitAddr(gateway, DefaultFeedbackPort)
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.tlsConfig.Clone()
+	if c.set.tlsConfig == nil || c.set.tlsConfig.ServerName == "" {
+		cfg.ServerName = host
+	}
+	fc := &FeedbackClient{
+		addr:      addr,
+		tlsConfig: cfg,
+		poll:      poll,
+		timeout:   c.set.dial(),
+		onError:   c.set.errorHandler,
+		done:      make(chan struct{}),
+		ready:     make(chan struct{}, 1),
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return nil, ErrStopped
+	}
+	fc.ctx, fc.cancel = context.WithCancel(context.Background())
+	c.feedbacks = append(c.feedbacks, fc)
+	go fc.run()
+	return fc, nil
+}
+
+// GetBadTokens waits until a poll has read at least one bad token and returns every token read
+// since the last call. After Stop it returns the tokens still waiting, then ErrFeedbackStopped.
+func (fc *FeedbackClient) GetBadTokens() ([]BadToken, error) {
+	for {
+		fc.mu.Lock()
+		tokens, stopped := fc.pending, fc.stopped
+		fc.pending = nil
+		fc.mu.Unlock()
+		if len(tokens) > 0 {
+			return tokens, nil
+		}
+		if stopped {
+			return nil, ErrFeedbackStopped
+		}
+		select {
+		case <-fc.ready:
+		case <-fc.ctx.Done():
+		}
+	}
+}
+
+// Stop stops polling and waits for the poller to exit. It is idempotent.
+func (fc *FeedbackClient) Stop() {
+	fc.mu.Lock()
+	if !fc.stopped {
+		fc.stopped = true
+		fc.cancel()
+	}
+	fc.mu.Unlock()
+	<-fc.done
+}
+
+func (fc *FeedbackClient) run() {
+	defer close(fc.done)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-fc.ctx.Done():
+			return
+		}
+		fc.mu.Lock()
+		busy := len(fc.pending) > 0
+		fc.mu.Unlock()
+		if !busy {
+			tokens, err := fc.fetch()
+			if len(tokens) > 0 {
+				fc.mu.Lock()
+				fc.pending = append(fc.pending, tokens...)
+				fc.mu.Unlock()
+				select {
+				case fc.ready <- struct{}{}:
+				default:
+				}
+			}
+			if err != nil && fc.onError != nil {
+				fc.onError(fmt.Errorf("apns: feedback poll of %s: %w", fc.addr, err))
+			}
+		}
+		t.Reset(fc.poll)
+	}
+}
+
+// fetch connects to the feedback service and reads its tuples until it closes.
+func (fc *FeedbackClient) fetch() ([]BadToken, error) {
+	conn, err := dialTLS(fc.ctx, fc.addr, fc.tlsConfig, fc.timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	// Stop interrupts a read in progress by closing the connection.
+	defer context.AfterFunc(fc.ctx, func() { conn.Close() })()
+	if err := conn.SetReadDeadline(time.Now().Add(feedbackReadTimeout)); err != nil {
+		return nil, err
+	}
+	return readFeedback(conn, MaxFeedbackTokens)
+}
+
+// readFeedback reads feedback tuples (4-byte time, 2-byte length, token) until EOF or until it
+// has max of them. It returns the tuples read before any error; a truncated or implausible
+// tuple gives ErrMalformedFeedback.
+func readFeedback(r io.Reader, max int) ([]BadToken, error) {
+	br := bufio.NewReader(r)
+	var tokens []BadToken
+	var head [6]byte
+	var tok [maxFeedbackTokenSize]byte
+	for len(tokens) < max {
+		if _, err := io.ReadFull(br, head[:]); err != nil {
+			if err == io.EOF {
+				return tokens, nil
+			}
+			if err == io.ErrUnexpectedEOF {
+				err = fmt.Errorf("%w: truncated header", ErrMalformedFeedback)
+			}
+			return tokens, err
+		}
+		n := int(binary.BigEndian.Uint16(head[4:]))
+		if n == 0 || n > maxFeedbackTokenSize {
+			return tokens, fmt.Errorf("%w: token length %d", ErrMalformedFeedback, n)
+		}
+		if _, err := io.ReadFull(br, tok[:n]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				err = fmt.Errorf("%w: truncated token", ErrMalformedFeedback)
+			}
+			return tokens, err
+		}
+		tokens = append(tokens, BadToken{
+			Token:     hex.EncodeToString(tok[:n]),
+			Timestamp: time.Unix(int64(binary.BigEndian.Uint32(head[:4])), 0).UTC(),
+		})
+	}
+	return tokens, nil
+}

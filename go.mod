@@ -1,0 +1,3 @@
+module github.com/Kwik-messenger/apns-go
+
+go 1.24

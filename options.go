@@ -1,0 +1,106 @@
+package apns
+
+// This file owns the client's settings and the options that change them.
+
+import (
+	"crypto/tls"
+	"time"
+)
+
+// Option changes a setting of a client made by CreateClient.
+type Option func(*settings)
+
+// settings holds the per-client configuration. A zero field means "use the default"; the
+// accessor methods apply the defaults.
+type settings struct {
+	tlsConfig         *tls.Config
+	assumeSentTimeout time.Duration
+	idleTimeout       time.Duration
+	dialTimeout       time.Duration
+	writeTimeout      time.Duration
+	queueSize         int
+	inflightBytes     int
+	errorHandler      func(error)
+}
+
+// Defaults of the settings that have no constant of their own.
+const (
+	DefaultDialTimeout   = 10 * time.Second
+	DefaultWriteTimeout  = 30 * time.Second
+	DefaultQueueSize     = 4096
+	DefaultInflightBytes = 8 << 20
+)
+
+// WithTLSConfig makes the client start from a copy of cfg, for example to trust a private CA
+// through RootCAs instead of disabling verification. The client adds its certificate, sets
+// ServerName to the gateway's host when cfg has none, and raises MinVersion to TLS 1.2.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(s *settings) { s.tlsConfig = cfg }
+}
+
+// WithAssumeSentTimeout sets how long a written frame stays in flight before it is assumed
+// delivered (default WORKER_ASSUME_SENT_TIMEOUT). Stop takes up to this long. Lowering it
+// raises the risk that a rejection arrives after its notification was assumed delivered.
+func WithAssumeSentTimeout(d time.Duration) Option {
+	return func(s *settings) { s.assumeSentTimeout = d }
+}
+
+// WithIdleTimeout sets how long a connection may carry no traffic before the worker replaces
+// it (default WORKER_IDLE_TIMEOUT).
+func WithIdleTimeout(d time.Duration) Option {
+	return func(s *settings) { s.idleTimeout = d }
+}
+
+// WithDialTimeout bounds each connection attempt, TCP connect and TLS handshake together
+// (default DefaultDialTimeout).
+func WithDialTimeout(d time.Duration) Option {
+	return func(s *settings) { s.dialTimeout = d }
+}
+
+// WithWriteTimeout bounds each write to a connection (default DefaultWriteTimeout). A write
+// that times out counts as a lost connection: its frames in flight are replayed elsewhere.
+func WithWriteTimeout(d time.Duration) Option {
+	return func(s *settings) { s.writeTimeout = d }
+}
+
+// WithQueueSize sets how many accepted notifications may wait for a worker (default
+// DefaultQueueSize). Send blocks while the queue is full.
+func WithQueueSize(n int) Option {
+	return func(s *settings) { s.queueSize = n }
+}
+
+// WithInflightBytes caps the bytes of frames each connection keeps in flight (default
+// DefaultInflightBytes, 8 MiB). A worker whose ring is full waits for its oldest frames to be
+// assumed delivered, so one connection carries at most about
+// inflightBytes ÷ frame size ÷ assume-sent timeout notifications per second: with the
+// defaults and 200-byte frames, 8 MiB ÷ 200 B ÷ 5 s ≈ 8,400 per second per worker.
+func WithInflightBytes(n int) Option {
+	return func(s *settings) { s.inflightBytes = n }
+}
+
+// WithErrorHandler sets a function that is told about events that concern no single
+// notification: failed connection attempts, lost connections, error responses that name no
+// notification in flight (ErrUnknownID), failed feedback polls. It runs on the same
+// dispatcher goroutine as the callback (feedback errors: on the feedback poller's goroutine)
+// and must not block for long. Default: such events are only counted.
+func WithErrorHandler(f func(error)) Option {
+	return func(s *settings) { s.errorHandler = f }
+}
+
+func (s *settings) assumeSent() time.Duration {
+	return orDefault(s.assumeSentTimeout, WORKER_ASSUME_SENT_TIMEOUT)
+}
+func (s *settings) idle() time.Duration  { return orDefault(s.idleTimeout, WORKER_IDLE_TIMEOUT) }
+func (s *settings) dial() time.Duration  { return orDefault(s.dialTimeout, DefaultDialTimeout) }
+func (s *settings) write() time.Duration { return orDefault(s.writeTimeout, DefaultWriteTimeout) }
+func (s *settings) queue() int           { return orDefault(s.queueSize, DefaultQueueSize) }
+func (s *settings) inflight() int {
+	return max(orDefault(s.inflightBytes, DefaultInflightBytes), maxFrameSize)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,351 @@
+package apns
+
+// This file owns one worker: a goroutine that keeps a TLS connection to the gateway, writes
+// frames from the client's queue, keeps them in the in-flight ring, and reacts to the error
+// response that a short-lived reader goroutine waits for.
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"time"
+)
+
+// Backoff between failed connection attempts of one worker.
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 30 * time.Second
+	// stopDialAttempts is how often a worker tries to connect once Stop has begun before it
+	// reports what it still holds as unsent.
+	stopDialAttempts = 3
+	// errorResponseGrace is how long a worker whose write failed waits for the error response
+	// that may explain the failure.
+	errorResponseGrace = 2 * time.Second
+	writeBufferSize    = 64 << 10
+)
+
+// backoff returns the wait after the n-th consecutive failure: exponential, capped, ±10%.
+func backoff(n int) time.Duration {
+	d := backoffMin << min(n-1, 16)
+	d = min(d, backoffMax)
+	return d - d/10 + rand.N(d/5+1)
+}
+
+// sleep waits for d; it returns false if ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+type worker struct {
+	// Immutable.
+	c     *Client
+	epoch time.Time // origin of the ring's clock
+
+	// Owned by the worker goroutine.
+	ring     *inflight
+	replay   [][]byte // frames to write before taking new ones, oldest first
+	nextID   uint32
+	failures int   // consecutive failed connection attempts
+	lastErr  error // why the last attempt failed
+	conns    int   // connections opened
+	bw       *bufio.Writer
+}
+
+func newWorker(c *Client, startErr error) *worker {
+	return &worker{
+		c:       c,
+		epoch:   time.Now(),
+		ring:    newInflight(c.set.inflight()),
+		lastErr: startErr,
+		bw:      bufio.NewWriterSize(nil, writeBufferSize),
+	}
+}
+
+func (w *worker) now() int64 { return int64(time.Since(w.epoch)) }
+
+// run is the worker goroutine. It serves conn (nil: connect first), then reconnects until the
+// queue is closed and everything it wrote has been settled.
+func (w *worker) run(conn net.Conn) {
+	defer w.c.workers.Done()
+	for {
+		if conn == nil {
+			if conn = w.connect(); conn == nil {
+				w.giveUp()
+				return
+			}
+		}
+		w.conns++
+		if w.conns > 1 {
+			w.c.stats.reconnects.Add(1)
+		}
+		if done := w.serve(conn); done {
+			return
+		}
+		conn = nil
+	}
+}
+
+// connect dials until it succeeds. It returns nil when Shutdown aborts, or when Stop has begun
+// and stopDialAttempts more attempts failed.
+func (w *worker) connect() net.Conn {
+	c := w.c
+	stopping := c.stopping // set to nil once seen closed
+	attemptsLeft := stopDialAttempts
+	for {
+		if w.lastErr != nil { // the failure before this attempt
+			w.failures++
+			c.reportError(fmt.Errorf("apns: connecting to %s: %w", c.addr, w.lastErr))
+			d := backoff(w.failures)
+			if stopping == nil {
+				d = min(d, time.Second)
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-stopping:
+				stopping = nil
+			case <-c.abortCtx.Done():
+				t.Stop()
+				return nil
+			}
+			t.Stop()
+		}
+		select {
+		case <-c.stopping:
+			stopping = nil
+			if attemptsLeft == 0 {
+				return nil
+			}
+			attemptsLeft--
+		default:
+		}
+		conn, err := c.dial()
+		if err == nil {
+			w.failures, w.lastErr = 0, nil
+			return conn
+		}
+		w.lastErr = err
+	}
+}
+
+// giveUp reports every frame the worker still holds as unsent; it runs when the worker exits
+// without a connection. Frames in the ring were written and count as delivered.
+func (w *worker) giveUp() {
+	w.c.stats.delivered.Add(uint64(w.ring.expire(1<<63 - 1)))
+	for _, f := range w.replay {
+		w.c.report(f, StatusUnknown)
+	}
+	w.replay = nil
+}
+
+// readResult is what the reader goroutine saw: an error response, or why there was none.
+type readResult struct {
+	status Status
+	id     uint32
+	err    error // nil for an error response
+}
+
+// readErrorResponse waits for the one message the gateway may send, the 6-byte error
+// response, and delivers what it read to results (capacity 1).
+func readErrorResponse(conn io.Reader, results chan<- readResult) {
+	var b [6]byte
+	_, err := io.ReadFull(conn, b[:])
+	switch {
+	case err != nil:
+		results <- readResult{err: err}
+	case b[0] != 8:
+		results <- readResult{err: fmt.Errorf("%w: first byte %#x", ErrGarbage, b[0])}
+	default:
+		results <- readResult{status: Status(b[1]), id: binary.BigEndian.Uint32(b[2:])}
+	}
+}
+
+// deadlineWriter gives every write to the connection its own deadline. The buffered writer
+// above it writes rarely, so this costs little.
+type deadlineWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.conn.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
+		return 0, err
+	}
+	return d.conn.Write(p)
+}
+
+// errDrained and errIdle end a connection on the worker's initiative.
+var (
+	errDrained = errors.New("apns: queue drained")
+	errIdle    = errors.New("apns: connection idle")
+	errAborted = errors.New("apns: shutdown aborted")
+)
+
+// serve runs one connection until it ends and settles its ring. It returns true when the
+// worker is done: the queue is closed and drained, or Shutdown aborted.
+func (w *worker) serve(conn net.Conn) (done bool) {
+	results := make(chan readResult, 1)
+	go readErrorResponse(conn, results)
+	w.bw.Reset(deadlineWriter{conn, w.c.set.write()})
+	end, res := w.loop(results)
+	w.bw.Reset(nil)
+
+	local := end == errDrained || end == errIdle || end == errAborted
+	received := end == nil
+	if !received && !local { // a write failed: the server may have said why before closing
+		t := time.NewTimer(errorResponseGrace)
+		select {
+		case res = <-results:
+			received = true
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	conn.Close()
+	if !received {
+		res = <-results // the close ends the reader, if nothing else did
+		if res.err != nil {
+			res.err = end
+		}
+	}
+	if !local || res.err == nil {
+		w.settle(res)
+	}
+	if end == errAborted {
+		w.giveUp()
+	}
+	return end == errDrained || end == errAborted
+}
+
+// loop writes frames until the connection ends. It returns why: nil with the reader's result,
+// or the error that ended it on this side.
+func (w *worker) loop(results <-chan readResult) (error, readResult) {
+	c := w.c
+	queue := c.queue
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	lastWrite := w.now()
+	for {
+		// Replayed frames go first.
+		if len(w.replay) > 0 && !w.ring.full() {
+			f := w.replay[0]
+			w.replay[0] = nil
+			w.replay = w.replay[1:]
+			c.stats.replayed.Add(1)
+			if err := w.write(f); err != nil {
+				return err, readResult{}
+			}
+			lastWrite = w.now()
+			continue
+		}
+		in := queue
+		if w.ring.full() || len(w.replay) > 0 {
+			in = nil
+		}
+		select {
+		case res := <-results:
+			return nil, res
+		case f, ok := <-in:
+			if !ok {
+				queue = nil
+				continue
+			}
+			if err := w.write(f); err != nil {
+				return err, readResult{}
+			}
+			lastWrite = w.now()
+			continue
+		default:
+		}
+
+		// Nothing to write right now.
+		if err := w.bw.Flush(); err != nil {
+			return err, readResult{}
+		}
+		now := w.now()
+		c.stats.delivered.Add(uint64(w.ring.expire(now - int64(c.set.assumeSent()))))
+		if queue == nil && len(w.replay) == 0 && w.ring.Len() == 0 {
+			return errDrained, readResult{}
+		}
+		var wait time.Duration
+		if oldest, ok := w.ring.oldest(); ok {
+			wait = time.Duration(oldest + int64(c.set.assumeSent()) - now)
+		} else {
+			wait = time.Duration(lastWrite + int64(c.set.idle()) - now)
+			if wait <= 0 {
+				return errIdle, readResult{}
+			}
+		}
+		timer.Reset(max(wait, time.Millisecond))
+		select {
+		case res := <-results:
+			return nil, res
+		case f, ok := <-in:
+			if !ok {
+				queue = nil
+				continue
+			}
+			if err := w.write(f); err != nil {
+				return err, readResult{}
+			}
+			lastWrite = w.now()
+		case <-timer.C:
+		case <-c.abortCtx.Done():
+			return errAborted, readResult{}
+		}
+	}
+}
+
+// write gives the frame the next identifier, puts it in the ring and buffers it.
+func (w *worker) write(frame []byte) error {
+	setFrameID(frame, w.nextID)
+	w.nextID++
+	w.ring.push(frame, w.now())
+	w.c.stats.written.Add(1)
+	_, err := w.bw.Write(frame)
+	return err
+}
+
+// settle empties the ring after a connection ended, according to how it ended. It is the one
+// place that decides what was delivered, what was rejected and what is written again.
+func (w *worker) settle(res readResult) {
+	c := w.c
+	if w.ring.Len() == 0 && res.err != nil {
+		return
+	}
+	var delivered int
+	var again [][]byte
+	switch i := w.ring.find(res.id); {
+	case res.err != nil: // lost without a word: the gateway may have any of them
+		c.stats.drops.Add(1)
+		c.reportError(fmt.Errorf("apns: connection to %s lost with %d frames in flight: %w", c.addr, w.ring.Len(), res.err))
+		again = w.ring.drain(0)
+		c.stats.duplicates.Add(uint64(len(again)))
+	case i < 0:
+		c.stats.unknownIDs.Add(1)
+		c.reportError(&ResponseError{Status: res.status, ID: res.id})
+		again = w.ring.drain(0)
+	case res.status == StatusShutdown: // id is the last frame delivered
+		delivered = i + 1
+		again = w.ring.drain(delivered)
+	default:
+		delivered = i
+		again = w.ring.drain(delivered)
+		c.report(again[0], res.status)
+		again = again[1:]
+	}
+	c.stats.delivered.Add(uint64(delivered))
+	w.replay = append(again, w.replay...)
+}
