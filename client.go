@@ -193,8 +193,8 @@ func (c *Client) Start(workerCount int) error {
 		return fmt.Errorf("apns: cannot reach gateway %s: %w", c.addr, errors.Join(errs...))
 	}
 	c.events = newDispatcher(c)
-	for i, conn := range conns {
-		w := newWorker(c, errs[i])
+	for _, conn := range conns {
+		w := newWorker(c, conn == nil)
 		c.workers.Add(1)
 		go w.run(conn)
 	}

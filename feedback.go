@@ -92,6 +92,11 @@ func (c *Client) SetupFeedbackClient(gateway string, poll time.Duration) (*Feedb
 // GetBadTokens waits until a poll has read at least one bad token and returns every token read
 // since the last call. After Stop it returns the tokens still waiting, then ErrFeedbackStopped.
 func (fc *FeedbackClient) GetBadTokens() ([]BadToken, error) {
+	return fc.BadTokens(context.Background())
+}
+
+// BadTokens is GetBadTokens with a context that bounds the wait.
+func (fc *FeedbackClient) BadTokens(ctx context.Context) ([]BadToken, error) {
 	for {
 		fc.mu.Lock()
 		tokens, stopped := fc.pending, fc.stopped
@@ -106,6 +111,8 @@ func (fc *FeedbackClient) GetBadTokens() ([]BadToken, error) {
 		select {
 		case <-fc.ready:
 		case <-fc.ctx.Done():
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }

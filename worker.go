@@ -57,20 +57,23 @@ type worker struct {
 	ring     *inflight
 	replay   [][]byte // frames to write before taking new ones, oldest first
 	nextID   uint32
-	failures int   // consecutive failed connection attempts
-	lastErr  error // why the last attempt failed
-	conns    int   // connections opened
+	failures int // failed dials and lost connections since frames were last delivered
+	conns    int // connections opened
 	bw       *bufio.Writer
 }
 
-func newWorker(c *Client, startErr error) *worker {
-	return &worker{
-		c:       c,
-		epoch:   time.Now(),
-		ring:    newInflight(c.set.inflight()),
-		lastErr: startErr,
-		bw:      bufio.NewWriterSize(nil, writeBufferSize),
+// newWorker returns a worker; startFailed tells that Start could not open its connection.
+func newWorker(c *Client, startFailed bool) *worker {
+	w := &worker{
+		c:     c,
+		epoch: time.Now(),
+		ring:  newInflight(c.set.inflight()),
+		bw:    bufio.NewWriterSize(nil, writeBufferSize),
 	}
+	if startFailed {
+		w.failures = 1
+	}
+	return w
 }
 
 func (w *worker) now() int64 { return int64(time.Since(w.epoch)) }
@@ -97,46 +100,57 @@ func (w *worker) run(conn net.Conn) {
 	}
 }
 
-// connect dials until it succeeds. It returns nil when Shutdown aborts, or when Stop has begun
-// and stopDialAttempts more attempts failed.
+// connect dials until it succeeds, pausing with backoff after failures. It returns nil when
+// Shutdown aborts, or when Stop has begun and stopDialAttempts more attempts failed.
 func (w *worker) connect() net.Conn {
 	c := w.c
-	stopping := c.stopping // set to nil once seen closed
-	attemptsLeft := stopDialAttempts
+	attempts := 0 // since Stop began
 	for {
-		if w.lastErr != nil { // the failure before this attempt
-			w.failures++
-			c.reportError(fmt.Errorf("apns: connecting to %s: %w", c.addr, w.lastErr))
-			d := backoff(w.failures)
-			if stopping == nil {
-				d = min(d, time.Second)
-			}
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-stopping:
-				stopping = nil
-			case <-c.abortCtx.Done():
-				t.Stop()
+		stopping := isClosed(c.stopping)
+		if stopping {
+			if attempts == stopDialAttempts {
 				return nil
 			}
-			t.Stop()
+			attempts++
 		}
-		select {
-		case <-c.stopping:
-			stopping = nil
-			if attemptsLeft == 0 {
-				return nil
-			}
-			attemptsLeft--
-		default:
+		if w.failures > 0 && !w.pause(backoff(w.failures), stopping) {
+			return nil
 		}
 		conn, err := c.dial()
 		if err == nil {
-			w.failures, w.lastErr = 0, nil
 			return conn
 		}
-		w.lastErr = err
+		w.failures++
+		c.reportError(fmt.Errorf("apns: connecting to %s: %w", c.addr, err))
+	}
+}
+
+// pause waits for d, less once Stop has begun; it returns false if Shutdown aborts.
+func (w *worker) pause(d time.Duration, stopping bool) bool {
+	c := w.c
+	var stop <-chan struct{}
+	if stopping {
+		d = min(d, time.Second)
+	} else {
+		stop = c.stopping // Stop cuts the pause short
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-stop:
+	case <-c.abortCtx.Done():
+		return false
+	}
+	return true
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -186,7 +200,7 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 	return d.conn.Write(p)
 }
 
-// errDrained and errIdle end a connection on the worker's initiative.
+// These errors end a connection on the worker's initiative.
 var (
 	errDrained = errors.New("apns: queue drained")
 	errIdle    = errors.New("apns: connection idle")
@@ -199,7 +213,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	results := make(chan readResult, 1)
 	go readErrorResponse(conn, results)
 	w.bw.Reset(deadlineWriter{conn, w.c.set.write()})
-	end, res := w.loop(results)
+	res, end := w.loop(results)
 	w.bw.Reset(nil)
 
 	local := end == errDrained || end == errIdle || end == errAborted
@@ -223,15 +237,18 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	if !local || res.err == nil {
 		w.settle(res)
 	}
+	if !local && res.err != nil {
+		w.failures++ // reconnect after a pause: a server that keeps dropping is not hammered
+	}
 	if end == errAborted {
 		w.giveUp()
 	}
 	return end == errDrained || end == errAborted
 }
 
-// loop writes frames until the connection ends. It returns why: nil with the reader's result,
-// or the error that ended it on this side.
-func (w *worker) loop(results <-chan readResult) (error, readResult) {
+// loop writes frames until the connection ends. It returns the reader's result, or the error
+// that ended the connection on this side.
+func (w *worker) loop(results <-chan readResult) (readResult, error) {
 	c := w.c
 	queue := c.queue
 	timer := time.NewTimer(time.Hour)
@@ -245,25 +262,22 @@ func (w *worker) loop(results <-chan readResult) (error, readResult) {
 			w.replay = w.replay[1:]
 			c.stats.replayed.Add(1)
 			if err := w.write(f); err != nil {
-				return err, readResult{}
+				return readResult{}, err
 			}
 			lastWrite = w.now()
 			continue
 		}
-		in := queue
-		if w.ring.full() || len(w.replay) > 0 {
-			in = nil
-		}
+		in := w.source(queue)
 		select {
 		case res := <-results:
-			return nil, res
+			return res, nil
 		case f, ok := <-in:
 			if !ok {
 				queue = nil
 				continue
 			}
 			if err := w.write(f); err != nil {
-				return err, readResult{}
+				return readResult{}, err
 			}
 			lastWrite = w.now()
 			continue
@@ -272,12 +286,15 @@ func (w *worker) loop(results <-chan readResult) (error, readResult) {
 
 		// Nothing to write right now.
 		if err := w.bw.Flush(); err != nil {
-			return err, readResult{}
+			return readResult{}, err
 		}
 		now := w.now()
-		c.stats.delivered.Add(uint64(w.ring.expire(now - int64(c.set.assumeSent()))))
+		if k := w.ring.expire(now - int64(c.set.assumeSent())); k > 0 {
+			c.stats.delivered.Add(uint64(k))
+			w.failures = 0
+		}
 		if queue == nil && len(w.replay) == 0 && w.ring.Len() == 0 {
-			return errDrained, readResult{}
+			return readResult{}, errDrained
 		}
 		var wait time.Duration
 		if oldest, ok := w.ring.oldest(); ok {
@@ -285,27 +302,37 @@ func (w *worker) loop(results <-chan readResult) (error, readResult) {
 		} else {
 			wait = time.Duration(lastWrite + int64(c.set.idle()) - now)
 			if wait <= 0 {
-				return errIdle, readResult{}
+				return readResult{}, errIdle
 			}
 		}
 		timer.Reset(max(wait, time.Millisecond))
+		in = w.source(queue)
 		select {
 		case res := <-results:
-			return nil, res
+			return res, nil
 		case f, ok := <-in:
 			if !ok {
 				queue = nil
 				continue
 			}
 			if err := w.write(f); err != nil {
-				return err, readResult{}
+				return readResult{}, err
 			}
 			lastWrite = w.now()
 		case <-timer.C:
 		case <-c.abortCtx.Done():
-			return errAborted, readResult{}
+			return readResult{}, errAborted
 		}
 	}
+}
+
+// source returns queue when the worker may take a new frame from it, else nil: replayed
+// frames go first, and a full ring takes nothing until its oldest frames age out.
+func (w *worker) source(queue chan []byte) chan []byte {
+	if w.ring.full() || len(w.replay) > 0 {
+		return nil
+	}
+	return queue
 }
 
 // write gives the frame the next identifier, puts it in the ring and buffers it.

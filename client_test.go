@@ -1,0 +1,536 @@
+package apns_test
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+// waitGuard bounds every wait in these tests. It only turns a hang into a failure; no test
+// depends on anything happening within it.
+const waitGuard = 30 * time.Second
+
+func newServer(t *testing.T) *apnstest.Server {
+	t.Helper()
+	s := apnstest.NewServer()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// newClient returns a client for s that trusts its certificate, with a short assume-sent
+// timeout, and checks after the test that Stop left no goroutine behind.
+func newClient(t *testing.T, s *apnstest.Server, opts ...apns.Option) *apns.Client {
+	t.Helper()
+	cert, key := apnstest.ClientCertPEM()
+	opts = append([]apns.Option{
+		apns.WithTLSConfig(s.ClientTLSConfig()),
+		apns.WithAssumeSentTimeout(150 * time.Millisecond),
+	}, opts...)
+	c, err := apns.CreateClient(s.Addr, cert, key, false, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+		checkNoGoroutines(t)
+	})
+	return c
+}
+
+// checkNoGoroutines fails if a goroutine of package apns is still running.
+func checkNoGoroutines(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(waitGuard)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		var leaked []string
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "/apns-go.") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines of package apns left after Stop:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// token returns the hex device token of notification i.
+func token(i int) string {
+	var b [32]byte
+	binary.BigEndian.PutUint64(b[24:], uint64(i))
+	b[0] = 0xa0
+	return hex.EncodeToString(b[:])
+}
+
+func payload(i int) map[string]interface{} {
+	return map[string]interface{}{"aps": map[string]interface{}{"alert": "hello"}, "n": i}
+}
+
+// ledger records the callbacks a client made.
+type ledger struct {
+	mu     sync.Mutex
+	calls  map[string][]uint8 // hex token -> codes
+	frames map[string]*apns.Message
+}
+
+func newLedger(c *apns.Client) *ledger {
+	l := &ledger{calls: map[string][]uint8{}, frames: map[string]*apns.Message{}}
+	c.SetCallback(func(m *apns.Message, code uint8) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		tok := hex.EncodeToString(m.Token)
+		l.calls[tok] = append(l.calls[tok], code)
+		l.frames[tok] = m
+	})
+	return l
+}
+
+func (l *ledger) snapshot() map[string][]uint8 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string][]uint8, len(l.calls))
+	for k, v := range l.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// received counts the notifications the server accepted, by hex token.
+func received(s *apnstest.Server) map[string]int {
+	got := map[string]int{}
+	for _, n := range s.Notifications() {
+		got[hex.EncodeToString(n.Token)]++
+	}
+	return got
+}
+
+func sendAll(t *testing.T, c *apns.Client, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if err := c.Send(token(i), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload(i)); err != nil {
+			t.Fatalf("Send(%d): %v", i, err)
+		}
+	}
+}
+
+// checkAllArrived fails unless every token 0..n-1 not in skip arrived, exactly once when
+// exactly is set.
+func checkAllArrived(t *testing.T, s *apnstest.Server, n int, skip map[string]bool, exactly bool) {
+	t.Helper()
+	got := received(s)
+	missing, dup := 0, 0
+	for i := 0; i < n; i++ {
+		k := got[token(i)]
+		switch {
+		case skip[token(i)]:
+			if k != 0 {
+				t.Errorf("rejected token %d arrived %d times", i, k)
+			}
+		case k == 0:
+			missing++
+		case k > 1:
+			dup++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d notifications never arrived", missing, n)
+	}
+	if exactly && dup > 0 {
+		t.Errorf("%d notifications arrived more than once", dup)
+	}
+}
+
+func TestREADMEFlowDeliversEveryNotificationOnce(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s)
+	l := newLedger(c)
+	if err := c.Start(5); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10000
+	sendAll(t, c, n)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, n, nil, true)
+	if calls := l.snapshot(); len(calls) != 0 {
+		t.Errorf("callback called for %d tokens; want none", len(calls))
+	}
+	st := c.Stats()
+	if st.Accepted != n || st.Delivered != n || st.Rejected != 0 || st.Replayed != 0 {
+		t.Errorf("stats = %+v; want %d accepted and delivered, nothing else", st, n)
+	}
+	if got := s.Conns(); got < 5 {
+		t.Errorf("server saw %d connections; want at least 5", got)
+	}
+}
+
+func TestRejectedNotificationsReachCallbackOnceAndTheRestArriveOnce(t *testing.T) {
+	s := newServer(t)
+	const n = 10000
+	bad := map[string]bool{}
+	for i := 0; i < n; i += 100 {
+		b, _ := hex.DecodeString(token(i))
+		s.RejectToken(b, 8)
+		bad[token(i)] = true
+	}
+	c := newClient(t, s)
+	l := newLedger(c)
+	if err := c.Start(4); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, n)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	calls := l.snapshot()
+	for tok := range bad {
+		if codes := calls[tok]; len(codes) != 1 || codes[0] != 8 {
+			t.Errorf("token %s: callback codes %v; want [8]", tok[56:], codes)
+		}
+	}
+	if len(calls) != len(bad) {
+		t.Errorf("callback called for %d tokens; want %d", len(calls), len(bad))
+	}
+	// The message handed to the callback is the one that was sent.
+	m := l.frames[token(100)]
+	if m == nil || m.Priority != apns.PRIORITY_IMMEDIATE || !strings.Contains(string(m.Payload), `"n":100`) {
+		t.Errorf("callback message = %+v", m)
+	}
+	checkAllArrived(t, s, n, bad, true)
+	st := c.Stats()
+	if st.Rejected != uint64(len(bad)) || st.Delivered+st.Rejected != n || st.Duplicates != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestSendBeforeStartIsQueued(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s)
+	sendAll(t, c, 100)
+	if got := s.Count(); got != 0 {
+		t.Fatalf("server got %d notifications before Start", got)
+	}
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, 100, nil, true)
+}
+
+func TestConnectionEndsAreRecoveredWithoutLoss(t *testing.T) {
+	cases := []struct {
+		name    string
+		script  apnstest.ConnScript
+		exactly bool // whether the end tells the client exactly what was delivered
+		drops   bool // whether the client must count a lost connection
+	}{
+		{"drop without error response", apnstest.ConnScript{After: 300, Drop: true}, false, true},
+		{"status 10 shutdown", apnstest.ConnScript{After: 300, Shutdown: true}, true, false},
+		{"garbage bytes", apnstest.ConnScript{After: 300, Garbage: []byte("HTTP/1.1 400\r\n")}, false, true},
+		{"truncated error response", apnstest.ConnScript{After: 300, Garbage: []byte{8, 8, 0}}, false, true},
+		{"short stall", apnstest.ConnScript{After: 300, Stall: 50 * time.Millisecond}, true, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newServer(t)
+			s.Script(tc.script, tc.script)
+			c := newClient(t, s)
+			l := newLedger(c)
+			if err := c.Start(1); err != nil {
+				t.Fatal(err)
+			}
+			const n = 2000
+			sendAll(t, c, n)
+			if err := c.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			checkAllArrived(t, s, n, nil, tc.exactly)
+			if calls := l.snapshot(); len(calls) != 0 {
+				t.Errorf("callback called for %d tokens; want none", len(calls))
+			}
+			st := c.Stats()
+			if st.Delivered != n {
+				t.Errorf("stats = %+v; want %d delivered", st, n)
+			}
+			if tc.drops && (st.Drops == 0 || st.Duplicates == 0) {
+				t.Errorf("stats = %+v; want drops and duplicates counted", st)
+			}
+			if tc.name == "status 10 shutdown" && (st.Replayed == 0 || st.Reconnects == 0) {
+				t.Errorf("stats = %+v; want replays after the shutdown", st)
+			}
+		})
+	}
+}
+
+func TestUnknownIDIsReportedAndInflightReplayed(t *testing.T) {
+	s := newServer(t)
+	// A well-formed error response naming an identifier the client never used.
+	s.Script(apnstest.ConnScript{After: 100, Garbage: []byte{8, 8, 0xff, 0xff, 0xff, 0xf0}})
+	var mu sync.Mutex
+	var errs []error
+	c := newClient(t, s, apns.WithErrorHandler(func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 500)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, 500, nil, false)
+	mu.Lock()
+	defer mu.Unlock()
+	var re *apns.ResponseError
+	found := false
+	for _, err := range errs {
+		if errors.As(err, &re) && re.ID == 0xfffffff0 && re.Status == apns.StatusInvalidToken {
+			found = errors.Is(err, apns.ErrUnknownID)
+		}
+	}
+	if !found || c.Stats().UnknownIDs != 1 {
+		t.Errorf("errors %v, stats %+v; want one ResponseError for id 0xfffffff0", errs, c.Stats())
+	}
+}
+
+func TestStartFailsCleanlyWhenGatewayRefusesHandshakes(t *testing.T) {
+	s := newServer(t)
+	refuse := apnstest.ConnScript{RefuseHandshake: true}
+	s.Script(refuse, refuse, refuse)
+	c := newClient(t, s)
+	if err := c.Start(1); err == nil {
+		t.Fatal("Start succeeded although every handshake was refused")
+	}
+	checkNoGoroutines(t)
+	// The next attempt finds a willing server.
+	if err := c.Start(1); err != nil {
+		t.Fatalf("second Start: %v", err)
+	}
+	sendAll(t, c, 10)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, 10, nil, true)
+}
+
+func TestWorkerReconnectsAfterRefusedHandshakes(t *testing.T) {
+	s := newServer(t)
+	refuse := apnstest.ConnScript{RefuseHandshake: true}
+	// The first connection is dropped; the next two attempts are refused; then all is well.
+	s.Script(apnstest.ConnScript{After: 100, Drop: true}, refuse, refuse)
+	c := newClient(t, s)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 1000)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, 1000, nil, false)
+	if st := c.Stats(); st.Reconnects == 0 || st.Delivered != 1000 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestStopReportsWhatCouldNotBeWritten(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s)
+	l := newLedger(c)
+	sendAll(t, c, 20) // never started
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	calls := l.snapshot()
+	for i := 0; i < 20; i++ {
+		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d: codes %v; want [255]", i, codes)
+		}
+	}
+	if st := c.Stats(); st.Unsent != 20 {
+		t.Errorf("stats = %+v; want 20 unsent", st)
+	}
+}
+
+func TestSendAfterStopReturnsErrStoppedAndStopIsIdempotent(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	err := c.Send(token(1), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(1))
+	if !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("Send after Stop = %v; want ErrStopped", err)
+	}
+	if err := c.Start(1); !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("Start after Stop = %v; want ErrStopped", err)
+	}
+}
+
+func TestSendRejectsBadInputWithItsOwnError(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s)
+	cases := map[error]error{
+		apns.ErrTokenNotHex:     c.Send(strings.Repeat("g", 64), time.Time{}, 10, payload(0)),
+		apns.ErrTokenLength:     c.Send("abcd", time.Time{}, 10, payload(0)),
+		apns.ErrInvalidPriority: c.Send(token(0), time.Time{}, 7, payload(0)),
+		apns.ErrPayloadMarshal:  c.Send(token(0), time.Time{}, 10, map[string]interface{}{"f": func() {}}),
+		apns.ErrPayloadTooLarge: c.Send(token(0), time.Time{}, 10, map[string]interface{}{"a": strings.Repeat("x", 3000)}),
+	}
+	for want, got := range cases {
+		if !errors.Is(got, want) {
+			t.Errorf("got %v; want %v", got, want)
+		}
+	}
+	if st := c.Stats(); st.Accepted != 0 {
+		t.Errorf("accepted %d bad notifications", st.Accepted)
+	}
+}
+
+func TestSendBlocksOnAFullQueueUntilItsContextEnds(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s, apns.WithQueueSize(1))
+	l := newLedger(c)
+	if err := c.Send(token(0), time.Time{}, 10, payload(0)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := c.SendContext(ctx, token(1), time.Time{}, 10, payload(1)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("SendContext on a full queue = %v; want DeadlineExceeded", err)
+	}
+	// A Send blocked on the full queue returns ErrStopped when Stop begins.
+	blocked := make(chan error)
+	go func() { blocked <- c.Send(token(2), time.Time{}, 10, payload(2)) }()
+	time.Sleep(10 * time.Millisecond) // let it block; the test holds either way
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-blocked; !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("blocked Send = %v; want ErrStopped", err)
+	}
+	if calls := l.snapshot(); len(calls) != 1 {
+		t.Errorf("callbacks for %d tokens; want 1 (the queued, never-started one)", len(calls))
+	}
+}
+
+func TestServerCertificateIsVerifiedUnlessAnyServerCert(t *testing.T) {
+	s := newServer(t)
+	cert, key := apnstest.ClientCertPEM()
+	strict, err := apns.CreateClient(s.Addr, cert, key, false, apns.WithDialTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := strict.Start(1); err == nil {
+		strict.Stop()
+		t.Fatal("Start trusted an unknown CA")
+	}
+	strict.Stop()
+
+	lax, err := apns.CreateClient(s.Addr, cert, key, true, apns.WithAssumeSentTimeout(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lax.Start(1); err != nil {
+		t.Fatalf("Start with anyServerCert: %v", err)
+	}
+	if err := lax.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkNoGoroutines(t)
+}
+
+func TestClientCertificateIsPresented(t *testing.T) {
+	s := apnstest.NewUnstartedServer()
+	s.RequireClientCert = true
+	s.Start()
+	defer s.Close()
+	c := newClient(t, s)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 10)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, 10, nil, true)
+}
+
+func TestIdleConnectionIsReplaced(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s, apns.WithIdleTimeout(300*time.Millisecond))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 10)
+	deadline := time.Now().Add(waitGuard)
+	for s.Conns() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection was never replaced")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sendAll(t, c, 20)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Count(); got != 30 {
+		t.Errorf("server got %d notifications; want 30", got)
+	}
+}
+
+func TestSmallInflightBudgetStillDeliversEverything(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s, apns.WithInflightBytes(1), apns.WithAssumeSentTimeout(5*time.Millisecond))
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 300)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, 300, nil, true)
+}
+
+func TestGatewayAddressForms(t *testing.T) {
+	for _, addr := range []string{"gateway.push.apple.com", "gateway.push.apple.com:2195", "[::1]:2195", "[::1]", "::1", "127.0.0.1"} {
+		if _, err := apns.CreateClient(addr, nil, nil, false); err != nil {
+			t.Errorf("CreateClient(%q): %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"", ":2195"} {
+		if _, err := apns.CreateClient(addr, nil, nil, false); err == nil {
+			t.Errorf("CreateClient(%q) succeeded", addr)
+		}
+	}
+	if _, err := apns.CreateClient("localhost", []byte("not pem"), []byte("x"), false); err == nil {
+		t.Error("CreateClient accepted a bad certificate")
+	}
+}
