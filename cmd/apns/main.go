@@ -141,7 +141,9 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	stopProgress()
 
 	st := client.Stats()
-	fmt.Fprintf(stdout, "sent       %d notifications with %d workers in %v (%.0f/s)\n", *n, *workers, sent.Round(time.Millisecond), float64(*n)/sent.Seconds())
+	total := time.Since(begin)
+	fmt.Fprintf(stdout, "sent       %d notifications with %d workers: Send took %v, Start to Stop %v (%.0f/s end to end)\n",
+		*n, *workers, sent.Round(time.Millisecond), total.Round(time.Millisecond), float64(*n)/total.Seconds())
 	fmt.Fprintf(stdout, "delivered  %d (the mock gateway counted %d)\n", st.Delivered, srv.Count())
 	codes := make([]int, 0, len(rejected))
 	for code := range rejected {
