@@ -534,3 +534,131 @@ func TestGatewayAddressForms(t *testing.T) {
 		t.Error("CreateClient accepted a bad certificate")
 	}
 }
+
+func TestFeedbackTokensReachGetBadTokensAndStopEndsPolling(t *testing.T) {
+	s := newServer(t)
+	fs := apnstest.NewFeedbackServer()
+	defer fs.Close()
+	tok1, _ := hex.DecodeString(token(1))
+	tok2, _ := hex.DecodeString(token(2))
+	fs.Add(tok1, time.Unix(1600000000, 0))
+	fs.Add(tok2, time.Unix(1600000001, 0))
+	fs.AddRaw([]byte{0, 0, 0, 1, 0}) // a truncated tuple after two good ones
+
+	errc := make(chan error, 10)
+	c := newClient(t, s, apns.WithErrorHandler(func(err error) { errc <- err }))
+	fc, err := c.SetupFeedbackClient(fs.Addr, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := fc.GetBadTokens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Token != token(1) || !got[1].Timestamp.Equal(time.Unix(1600000001, 0)) {
+		t.Errorf("GetBadTokens = %+v", got)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, apns.ErrMalformedFeedback) {
+			t.Errorf("error handler got %v; want ErrMalformedFeedback", err)
+		}
+	case <-time.After(waitGuard):
+		t.Error("the malformed tuple was not reported")
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fc.GetBadTokens(); !errors.Is(err, apns.ErrFeedbackStopped) {
+		t.Errorf("GetBadTokens after Stop = %v; want ErrFeedbackStopped", err)
+	}
+	if _, err := c.SetupFeedbackClient(fs.Addr, time.Hour); !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("SetupFeedbackClient after Stop = %v; want ErrStopped", err)
+	}
+}
+
+func TestFailedFeedbackPollIsRetriedNextInterval(t *testing.T) {
+	s := newServer(t)
+	fs := apnstest.NewUnstartedFeedbackServer()
+	fs.Start()
+	addr := fs.Addr
+	fs.Close() // the first polls find nobody listening
+
+	errc := make(chan error, 100)
+	c := newClient(t, s, apns.WithErrorHandler(func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+	}))
+	fc, err := c.SetupFeedbackClient(addr, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-errc:
+	case <-time.After(waitGuard):
+		t.Fatal("the failed poll was not reported")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := fc.BadTokens(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("BadTokens with nothing to read = %v; want DeadlineExceeded", err)
+	}
+}
+
+func TestStopGivesUpOnAnUnreachableGatewayAndReportsUnsent(t *testing.T) {
+	s := apnstest.NewServer()
+	connecting := make(chan struct{}, 1)
+	c := newClient(t, s, apns.WithErrorHandler(func(err error) {
+		if strings.Contains(err.Error(), "connecting") {
+			select {
+			case connecting <- struct{}{}:
+			default:
+			}
+		}
+	}))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	select {
+	case <-connecting: // the worker lost its connection and cannot get another
+	case <-time.After(waitGuard):
+		t.Fatal("the worker never tried to reconnect")
+	}
+	sendAll(t, c, 50)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	calls := l.snapshot()
+	for i := 0; i < 50; i++ {
+		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d: codes %v; want [255]", i, codes)
+		}
+	}
+	if st := c.Stats(); st.Unsent != 50 || st.Accepted != 50 {
+		t.Errorf("stats = %+v; want 50 accepted and unsent", st)
+	}
+}
+
+func TestShutdownDeadlineEndsTheWaitAndReportsUnsent(t *testing.T) {
+	s := apnstest.NewServer()
+	c := newClient(t, s, apns.WithErrorHandler(func(error) {}))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	sendAll(t, c, 50)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := c.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) && err != nil {
+		t.Errorf("Shutdown = %v; want nil or DeadlineExceeded", err)
+	}
+	st := c.Stats()
+	if len(l.snapshot()) != int(st.Unsent) || st.Unsent+st.Delivered != 50 {
+		t.Errorf("stats = %+v with %d callbacks; want every notification delivered or reported", st, len(l.snapshot()))
+	}
+}
