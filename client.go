@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,10 +36,13 @@ type Client struct {
 	abort     context.CancelFunc // called when Shutdown's context ends: workers stop waiting
 	done      chan struct{}      // closed when Stop has finished
 
+	h2 *h2Transport // nil for the binary protocol
+
 	mu        sync.Mutex // guards the fields below
 	started   bool
 	stopped   bool
 	cb        BadMessageCallback
+	rejectCB  func(*Rejection)
 	feedbacks []*FeedbackClient
 	events    *dispatcher // nil until Start
 
@@ -55,12 +60,51 @@ type Client struct {
 // connection uses TLS 1.2 or later.
 //
 // No connection is made until Start.
+//
+// The gateway also decides the protocol, unless WithProtocol does: Apple's hosts (the retired
+// gateway.push.apple.com and gateway.sandbox.push.apple.com, and api.push.apple.com and
+// api.sandbox.push.apple.com) and https:// URLs mean the HTTP/2 provider API, where the
+// binary hosts map to their api.* successors on port 443; any other address means the binary
+// protocol.
 func CreateClient(gateway string, cert, key []byte, anyServerCert bool, opts ...Option) (*Client, error) {
+	return newClient(gateway, cert, key, anyServerCert, nil, opts)
+}
+
+// CreateTokenClient returns a client of the HTTP/2 provider API that authenticates with a
+// provider token (JWT) instead of a certificate. p8 is the PEM-encoded P-256 signing key from
+// Apple, keyID its 10-character key ID, teamID the team's ID and topic the default apns-topic
+// (usually the app's bundle ID). All connections share one token, made on first use and
+// replaced every 50 minutes. gateway is as for CreateClient; the protocol is always HTTP/2.
+func CreateTokenClient(gateway string, p8 []byte, keyID, teamID, topic string, opts ...Option) (*Client, error) {
+	key, err := parseAuthKey(p8)
+	if err != nil {
+		return nil, err
+	}
+	tok := &providerToken{key: key, keyID: keyID, teamID: teamID}
+	opts = append([]Option{WithTopic(topic)}, opts...)
+	opts = append(opts, WithProtocol(ProtocolHTTP2))
+	return newClient(gateway, nil, nil, false, tok, opts)
+}
+
+func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *providerToken, opts []Option) (*Client, error) {
 	var set settings
 	for _, opt := range opts {
 		opt(&set)
 	}
-	addr, host, err := splitAddr(gateway, DefaultGatewayPort)
+	endpoint, isH2 := h2Endpoint(gateway)
+	switch set.protocol {
+	case ProtocolBinary:
+		isH2 = false
+	case ProtocolHTTP2:
+		if !isH2 {
+			endpoint, isH2 = "https://"+gateway, true
+		}
+	}
+	addrIn, defPort := gateway, DefaultGatewayPort
+	if isH2 {
+		addrIn, defPort = strings.TrimPrefix(endpoint, "https://"), "443"
+	}
+	addr, host, err := splitAddr(addrIn, defPort)
 	if err != nil {
 		return nil, err
 	}
@@ -72,16 +116,46 @@ func CreateClient(gateway string, cert, key []byte, anyServerCert bool, opts ...
 		cfg.ServerName = host
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{
+	c := &Client{
 		addr:      addr,
 		tlsConfig: cfg,
 		set:       set,
-		queue:     make(chan []byte, set.queue()),
 		stopping:  make(chan struct{}),
 		abortCtx:  ctx,
 		abort:     cancel,
 		done:      make(chan struct{}),
-	}, nil
+	}
+	if !isH2 {
+		c.queue = make(chan []byte, set.queue())
+		return c, nil
+	}
+	cfg.NextProtos = []string{"h2"}
+	if tok != nil {
+		tok.now = orClock(set.clock)
+	}
+	proxy := set.proxy
+	if !set.proxySet {
+		proxy = http.ProxyFromEnvironment
+	}
+	c.h2 = &h2Transport{
+		c:       c,
+		url:     "https://" + addr,
+		addr:    addr,
+		queue:   make(chan *h2Request, set.queue()),
+		token:   tok,
+		topic:   set.topic,
+		proxy:   proxy,
+		streams: orDefault(set.streams, DefaultStreams),
+		tries:   orDefault(set.maxAttempts, DefaultMaxAttempts),
+	}
+	return c, nil
+}
+
+func orClock(now func() time.Time) func() time.Time {
+	if now == nil {
+		return time.Now
+	}
+	return now
 }
 
 // splitAddr returns addr as host:port, adding defPort when it has none, and its host.
@@ -132,11 +206,22 @@ func makeTLSConfig(base *tls.Config, cert, key []byte, anyServerCert bool) (*tls
 // Callbacks run on one goroutine owned by the client, one at a time, never while a lock of
 // the client is held, in the order in which the workers learned of the rejections (for one
 // connection, in the order the frames were written). A slow callback delays later callbacks
-// but never the workers. Stop returns after every callback already due has run. A panic in
-// the callback is not recovered.
+// but never the workers. Stop returns after every callback already due has run, so the
+// callback must not call Stop or Shutdown itself (it would wait for itself); it may start them
+// on another goroutine. A panic in the callback is not recovered.
 func (c *Client) SetCallback(cb BadMessageCallback) {
 	c.mu.Lock()
 	c.cb = cb
+	c.mu.Unlock()
+}
+
+// SetRejectionCallback sets a function that is told about every notification that will not be
+// delivered, with everything known about it: for the HTTP/2 API the HTTP status, APNs' reason
+// string (unknown reasons are passed through), apns-id and, with 410, the timestamp. It runs
+// like the callback of SetCallback, after it, on the same goroutine. nil removes it.
+func (c *Client) SetRejectionCallback(f func(*Rejection)) {
+	c.mu.Lock()
+	c.rejectCB = f
 	c.mu.Unlock()
 }
 
@@ -159,6 +244,9 @@ func (c *Client) Start(workerCount int) error {
 	}
 	c.started = true // claims Start; undone below if no connection opens
 	c.mu.Unlock()
+	if c.h2 != nil {
+		return c.startH2(workerCount)
+	}
 
 	conns := make([]net.Conn, workerCount)
 	errs := make([]error, workerCount)
@@ -197,6 +285,21 @@ func (c *Client) Start(workerCount int) error {
 		w := newWorker(c, conn == nil)
 		c.workers.Add(1)
 		go w.run(conn)
+	}
+	return nil
+}
+
+func (c *Client) startH2(n int) error {
+	c.mu.Lock()
+	c.events = newDispatcher(c)
+	c.mu.Unlock()
+	if err := c.h2.start(n); err != nil {
+		c.mu.Lock()
+		events := c.events
+		c.events, c.started = nil, false
+		c.mu.Unlock()
+		events.close()
+		return err
 	}
 	return nil
 }
@@ -246,11 +349,63 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 
 // SendContext is Send with a context that bounds the wait for room in the queue. When ctx ends
 // first, the notification is not queued and ctx's error is returned.
+//
+// On a client of the HTTP/2 API the token may have any even number of hex digits, the payload
+// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0.
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
+	if c.h2 != nil {
+		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
+			return ErrInvalidPriority
+		}
+		if payload == nil {
+			return ErrPayloadEmpty
+		}
+		r, err := newH2Request(&Notification{DeviceToken: token, Expiration: expiry, Priority: int(priority), Payload: payload}, c.h2.topic)
+		if err != nil {
+			return err
+		}
+		if expiry.IsZero() {
+			r.header["Apns-Expiration"] = []string{"0"}
+		}
+		return enqueue(ctx, c, c.h2.queue, r)
+	}
 	frame, err := encodeFrame(token, expiry, priority, payload)
 	if err != nil {
 		return err
 	}
+	return enqueue(ctx, c, c.queue, frame)
+}
+
+// SendNotification validates a notification of the HTTP/2 API and queues it, like Send. Its
+// outcome reaches the callbacks only if it is not delivered.
+func (c *Client) SendNotification(ctx context.Context, n *Notification) error {
+	if c.h2 == nil {
+		return ErrNotHTTP2
+	}
+	r, err := newH2Request(n, c.h2.topic)
+	if err != nil {
+		return err
+	}
+	return enqueue(ctx, c, c.h2.queue, r)
+}
+
+// Push sends one notification of the HTTP/2 API synchronously, bypassing the queue and the
+// callbacks, and returns APNs' answer; a rejection is a Response whose Sent is false, not an
+// error. It retries like the queue does. The error reports bad input, a client that is not
+// started, or a notification that got no answer (ctx ended, or the connection kept failing).
+func (c *Client) Push(ctx context.Context, n *Notification) (*Response, error) {
+	if c.h2 == nil {
+		return nil, ErrNotHTTP2
+	}
+	r, err := newH2Request(n, c.h2.topic)
+	if err != nil {
+		return nil, err
+	}
+	return c.h2.push(ctx, r)
+}
+
+// enqueue puts an accepted notification on a queue, unless Stop has begun or ctx ends first.
+func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -260,7 +415,7 @@ func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time
 	c.mu.Unlock()
 	defer c.senders.Done()
 	select {
-	case c.queue <- frame:
+	case queue <- v:
 		c.stats.accepted.Add(1)
 		return nil
 	case <-c.stopping:
@@ -301,7 +456,11 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Unlock()
 
 	c.senders.Wait()
-	close(c.queue)
+	if c.h2 != nil {
+		close(c.h2.queue)
+	} else {
+		close(c.queue)
+	}
 	workersDone := make(chan struct{})
 	go func() { c.workers.Wait(); close(workersDone) }()
 	var err error
@@ -315,8 +474,15 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.abort()
 
 	// Whatever is left in the queue was never written: no worker ran, or all gave up.
-	for frame := range c.queue {
-		c.report(frame, StatusUnknown)
+	if c.h2 != nil {
+		for r := range c.h2.queue {
+			c.h2.settle(r, outcome{})
+		}
+		c.h2.close()
+	} else {
+		for frame := range c.queue {
+			c.report(frame, StatusUnknown)
+		}
 	}
 	for _, fc := range feedbacks {
 		fc.Stop()
@@ -338,14 +504,26 @@ func (c *Client) report(frame []byte, status Status) {
 	} else {
 		c.stats.rejected.Add(1)
 	}
+	c.push(event{frame: frame, status: status})
+}
+
+// reportRejection hands a notification of the HTTP/2 API that will not be delivered to the
+// callbacks. The caller has counted it.
+func (c *Client) reportRejection(r *Rejection) {
+	c.push(event{rej: r})
+}
+
+// push queues an event for the dispatcher, or, before Start, runs it on the caller's goroutine
+// (Stop's, the only caller then).
+func (c *Client) push(e event) {
 	c.mu.Lock()
 	events := c.events
 	c.mu.Unlock()
-	if events == nil { // never started: Stop is the only caller, on its own goroutine
-		c.runCallback(frame, status)
+	if events == nil {
+		c.run(e)
 		return
 	}
-	events.push(event{frame: frame, status: status})
+	events.push(e)
 }
 
 // reportError hands an event that concerns no single notification to the error handler.
@@ -353,29 +531,48 @@ func (c *Client) reportError(err error) {
 	if c.set.errorHandler == nil {
 		return
 	}
-	c.mu.Lock()
-	events := c.events
-	c.mu.Unlock()
-	if events == nil {
-		c.set.errorHandler(err)
+	c.push(event{err: err})
+}
+
+// run runs the callbacks for one event.
+func (c *Client) run(e event) {
+	if e.err != nil {
+		c.set.errorHandler(e.err)
 		return
 	}
-	events.push(event{err: err})
-}
-
-func (c *Client) runCallback(frame []byte, status Status) {
 	c.mu.Lock()
-	cb := c.cb
+	cb, rejectCB := c.cb, c.rejectCB
 	c.mu.Unlock()
+	if cb == nil && rejectCB == nil {
+		return
+	}
+	r := e.rej
+	if r == nil {
+		r = &Rejection{Message: messageOf(e.frame), Code: uint8(e.status), Reason: e.status.String()}
+	}
 	if cb != nil {
-		cb(messageOf(frame), uint8(status))
+		cb(r.Message, r.Code)
+	}
+	if rejectCB != nil {
+		rejectCB(r)
 	}
 }
 
-// event is one report waiting for the dispatcher: a notification and its status, or an error.
+// addBadToken hands a token that APNs answered with 410 to the feedback clients.
+func (c *Client) addBadToken(t BadToken) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, fc := range c.feedbacks {
+		fc.add([]BadToken{t})
+	}
+}
+
+// event is one report waiting for the dispatcher: a binary frame and its status, an HTTP/2
+// rejection, or an error.
 type event struct {
 	frame  []byte
 	status Status
+	rej    *Rejection
 	err    error
 }
 
@@ -436,11 +633,7 @@ func (d *dispatcher) run() {
 				break
 			}
 			for _, e := range batch {
-				if e.err != nil {
-					d.c.set.errorHandler(e.err)
-				} else {
-					d.c.runCallback(e.frame, e.status)
-				}
+				d.c.run(e)
 			}
 		}
 	}
@@ -452,7 +645,7 @@ type Stats struct {
 	Written    uint64 // frames written, replays included
 	Delivered  uint64 // frames assumed delivered
 	Rejected   uint64 // notifications reported with an APNs status
-	Unsent     uint64 // notifications reported with StatusUnknown because they were never written
+	Unsent     uint64 // notifications reported with StatusUnknown: the client gave up before the gateway took them
 	Replayed   uint64 // frames written again after a rejection, a shutdown or a lost connection
 	Duplicates uint64 // replayed frames that the gateway may already have delivered (lost connection)
 	Drops      uint64 // connections lost without an error response

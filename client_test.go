@@ -662,3 +662,84 @@ func TestShutdownDeadlineEndsTheWaitAndReportsUnsent(t *testing.T) {
 		t.Errorf("stats = %+v with %d callbacks; want every notification delivered or reported", st, len(l.snapshot()))
 	}
 }
+
+func TestStopReturnsWhenTheGatewayKeepsDroppingConnections(t *testing.T) {
+	s := newServer(t)
+	drops := make([]apnstest.ConnScript, 1000)
+	for i := range drops {
+		drops[i] = apnstest.ConnScript{After: 1, Drop: true}
+	}
+	s.Script(drops...)
+	c := newClient(t, s, apns.WithErrorHandler(func(error) {}))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 3)
+	stopped := make(chan error)
+	go func() { stopped <- c.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitGuard):
+		t.Fatalf("Stop did not return; stats %+v", c.Stats())
+	}
+	got, calls := received(s), l.snapshot()
+	for i := 0; i < 3; i++ {
+		if got[token(i)] == 0 && len(calls[token(i)]) != 1 {
+			t.Errorf("token %d neither arrived nor was reported", i)
+		}
+	}
+}
+
+func TestShutdownDeadlineInterruptsABlockedWrite(t *testing.T) {
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{Stall: time.Hour}) // reads nothing, ever
+	c := newClient(t, s, apns.WithInflightBytes(64<<20), apns.WithWriteTimeout(time.Hour),
+		apns.WithQueueSize(20000), apns.WithErrorHandler(func(error) {}))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 1900)
+	for i := 0; i < 10000; i++ {
+		if err := c.Send(token(i), time.Time{}, 10, map[string]interface{}{"p": big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error)
+	go func() { stopped <- c.Shutdown(ctx) }()
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown = %v; want DeadlineExceeded", err)
+		}
+	case <-time.After(waitGuard):
+		t.Fatal("Shutdown waited for a write that the server never reads")
+	}
+	st := c.Stats()
+	if st.Delivered+st.Rejected+st.Unsent != 10000 {
+		t.Errorf("stats %+v: not every notification accounted for", st)
+	}
+}
+
+func TestShutdownStatusNamingNoFrameReplaysEverything(t *testing.T) {
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{Shutdown: true}) // status 10 before accepting any frame: id 0
+	c := newClient(t, s)
+	l := newLedger(c)
+	sendAll(t, c, 5)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkAllArrived(t, s, 5, nil, true)
+	if calls := l.snapshot(); len(calls) != 0 {
+		t.Errorf("callbacks %v; want none", calls)
+	}
+}

@@ -18,7 +18,9 @@ import (
 
 // Limits of a feedback read.
 const (
-	// MaxFeedbackTokens caps the tuples read in one poll; the rest wait for the next poll.
+	// MaxFeedbackTokens caps the tuples kept from one poll, and the tokens waiting for
+	// GetBadTokens. Tuples beyond it are read and dropped (the service forgets what it sent),
+	// and the error handler is told how many.
 	MaxFeedbackTokens = 100_000
 	// maxFeedbackTokenSize is the largest token length a tuple may declare.
 	maxFeedbackTokenSize = 100
@@ -57,7 +59,14 @@ type FeedbackClient struct {
 // interval and passed to the error handler. While tokens read are waiting for GetBadTokens, no
 // new poll is made, so they stay with Apple instead of piling up here. The client's Stop also
 // stops the feedback client.
+//
+// On a client of the HTTP/2 API, which has no feedback service, the feedback client makes no
+// connection: gateway and poll are ignored, and GetBadTokens returns the tokens that APNs
+// answered with 410 (Unregistered, ExpiredToken) since, with the 410's timestamp.
 func (c *Client) SetupFeedbackClient(gateway string, poll time.Duration) (*FeedbackClient, error) {
+	if c.h2 != nil {
+		return c.addFeedback(&FeedbackClient{ready: make(chan struct{}, 1)}, false)
+	}
 	if poll <= 0 {
 		return nil, errors.New("apns: feedback poll interval must be positive")
 	}
@@ -75,18 +84,43 @@ func (c *Client) SetupFeedbackClient(gateway string, poll time.Duration) (*Feedb
 		poll:      poll,
 		timeout:   c.set.dial(),
 		onError:   c.set.errorHandler,
-		done:      make(chan struct{}),
 		ready:     make(chan struct{}, 1),
 	}
+	return c.addFeedback(fc, true)
+}
+
+// addFeedback registers fc with the client, which stops it, and starts its poller if poll.
+func (c *Client) addFeedback(fc *FeedbackClient, poll bool) (*FeedbackClient, error) {
+	fc.ctx, fc.cancel = context.WithCancel(context.Background())
+	fc.done = make(chan struct{})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
+		fc.cancel()
 		return nil, ErrStopped
 	}
-	fc.ctx, fc.cancel = context.WithCancel(context.Background())
 	c.feedbacks = append(c.feedbacks, fc)
-	go fc.run()
+	if poll {
+		go fc.run()
+	} else {
+		close(fc.done)
+	}
 	return fc, nil
+}
+
+// add hands tokens to GetBadTokens. At most MaxFeedbackTokens wait; beyond that the oldest are
+// dropped.
+func (fc *FeedbackClient) add(tokens []BadToken) {
+	fc.mu.Lock()
+	fc.pending = append(fc.pending, tokens...)
+	if extra := len(fc.pending) - MaxFeedbackTokens; extra > 0 {
+		fc.pending = append(fc.pending[:0], fc.pending[extra:]...)
+	}
+	fc.mu.Unlock()
+	select {
+	case fc.ready <- struct{}{}:
+	default:
+	}
 }
 
 // GetBadTokens waits until a poll has read at least one bad token and returns every token read
@@ -144,15 +178,9 @@ func (fc *FeedbackClient) run() {
 		if !busy {
 			tokens, err := fc.fetch()
 			if len(tokens) > 0 {
-				fc.mu.Lock()
-				fc.pending = append(fc.pending, tokens...)
-				fc.mu.Unlock()
-				select {
-				case fc.ready <- struct{}{}:
-				default:
-				}
+				fc.add(tokens)
 			}
-			if err != nil && fc.onError != nil {
+			if err != nil && fc.onError != nil && fc.ctx.Err() == nil {
 				fc.onError(fmt.Errorf("apns: feedback poll of %s: %w", fc.addr, err))
 			}
 		}
@@ -175,16 +203,23 @@ func (fc *FeedbackClient) fetch() ([]BadToken, error) {
 	return readFeedback(conn, MaxFeedbackTokens)
 }
 
-// readFeedback reads feedback tuples (4-byte time, 2-byte length, token) until EOF or until it
-// has max of them. It returns the tuples read before any error; a truncated or implausible
-// tuple gives ErrMalformedFeedback.
+// ErrFeedbackOverflow tells that a feedback poll read more tuples than MaxFeedbackTokens.
+var ErrFeedbackOverflow = errors.New("apns: feedback service sent more tuples than kept")
+
+// readFeedback reads feedback tuples (4-byte time, 2-byte length, token) until EOF, keeping
+// the first max. It returns the tuples kept before any error; a truncated or implausible tuple
+// gives ErrMalformedFeedback, and tuples beyond max ErrFeedbackOverflow with their number.
 func readFeedback(r io.Reader, max int) ([]BadToken, error) {
 	br := bufio.NewReader(r)
 	var tokens []BadToken
 	var head [6]byte
 	var tok [maxFeedbackTokenSize]byte
-	for len(tokens) < max {
+	dropped := 0
+	for {
 		if _, err := io.ReadFull(br, head[:]); err != nil {
+			if err == io.EOF && dropped > 0 {
+				return tokens, fmt.Errorf("%w: %d tuples dropped", ErrFeedbackOverflow, dropped)
+			}
 			if err == io.EOF {
 				return tokens, nil
 			}
@@ -203,10 +238,13 @@ func readFeedback(r io.Reader, max int) ([]BadToken, error) {
 			}
 			return tokens, err
 		}
+		if len(tokens) == max {
+			dropped++
+			continue
+		}
 		tokens = append(tokens, BadToken{
 			Token:     hex.EncodeToString(tok[:n]),
 			Timestamp: time.Unix(int64(binary.BigEndian.Uint32(head[:4])), 0).UTC(),
 		})
 	}
-	return tokens, nil
 }

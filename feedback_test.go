@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,7 +55,7 @@ func TestReadFeedbackStopsAtItsCap(t *testing.T) {
 		in = append(in, tuple(uint32(i), []byte{byte(i)})...)
 	}
 	got, err := readFeedback(bytes.NewReader(in), 3)
-	if err != nil || len(got) != 3 {
-		t.Errorf("got %d tokens, %v; want 3, nil", len(got), err)
+	if !errors.Is(err, ErrFeedbackOverflow) || !strings.Contains(err.Error(), "2 tuples") || len(got) != 3 {
+		t.Errorf("got %d tokens, %v; want 3 and ErrFeedbackOverflow for 2", len(got), err)
 	}
 }

@@ -1,3 +1,3 @@
 module github.com/Kwik-messenger/apns-go
 
-go 1.24
+go 1.26

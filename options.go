@@ -4,6 +4,8 @@ package apns
 
 import (
 	"crypto/tls"
+	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -21,6 +23,60 @@ type settings struct {
 	queueSize         int
 	inflightBytes     int
 	errorHandler      func(error)
+	protocol          Protocol
+	topic             string
+	proxy             func(*http.Request) (*url.URL, error)
+	proxySet          bool
+	streams           int
+	maxAttempts       int
+	clock             func() time.Time
+}
+
+// Protocol is the wire protocol a client speaks.
+type Protocol int
+
+// The protocols. ProtocolAuto picks by the gateway address: an https:// URL or one of Apple's
+// hosts (gateway.push.apple.com, gateway.sandbox.push.apple.com and their api.* successors)
+// means HTTP/2, since Apple's binary gateway is retired; any other address means binary.
+const (
+	ProtocolAuto Protocol = iota
+	ProtocolBinary
+	ProtocolHTTP2
+)
+
+// WithProtocol chooses the wire protocol instead of letting the gateway address decide.
+func WithProtocol(p Protocol) Option {
+	return func(s *settings) { s.protocol = p }
+}
+
+// WithTopic sets the apns-topic of notifications that name none (HTTP/2 only). With
+// certificate authentication and no topic, APNs uses the certificate's.
+func WithTopic(topic string) Option {
+	return func(s *settings) { s.topic = topic }
+}
+
+// WithProxy sets how HTTP/2 connections find their proxy, as http.Transport.Proxy does; pass
+// http.ProxyURL(u) for an explicit HTTP CONNECT proxy, or nil for none. Default:
+// http.ProxyFromEnvironment.
+func WithProxy(proxy func(*http.Request) (*url.URL, error)) Option {
+	return func(s *settings) { s.proxy, s.proxySet = proxy, true }
+}
+
+// WithStreams sets how many requests each HTTP/2 connection carries at once, at most (default
+// DefaultStreams); the server's SETTINGS_MAX_CONCURRENT_STREAMS lowers it further.
+func WithStreams(n int) Option {
+	return func(s *settings) { s.streams = n }
+}
+
+// WithMaxAttempts sets how often an HTTP/2 notification is tried when APNs answers 429, 500 or
+// 503, or the connection fails before an answer (default DefaultMaxAttempts).
+func WithMaxAttempts(n int) Option {
+	return func(s *settings) { s.maxAttempts = n }
+}
+
+// WithClock sets the clock used for provider tokens' ages (default time.Now); for tests.
+func WithClock(now func() time.Time) Option {
+	return func(s *settings) { s.clock = now }
 }
 
 // Defaults of the settings that have no constant of their own.

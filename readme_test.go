@@ -34,7 +34,7 @@ func TestREADMEExampleCompiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	goMod := "module readme\n\ngo 1.24\n\nrequire github.com/Kwik-messenger/apns-go v0.0.0\n\n" +
+	goMod := "module readme\n\ngo 1.26\n\nrequire github.com/Kwik-messenger/apns-go v0.0.0\n\n" +
 		"replace github.com/Kwik-messenger/apns-go => " + repo + "\n"
 	for name, text := range map[string]string{"go.mod": goMod, "main.go": program} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {

@@ -54,21 +54,23 @@ type worker struct {
 	epoch time.Time // origin of the ring's clock
 
 	// Owned by the worker goroutine.
-	ring     *inflight
-	replay   [][]byte // frames to write before taking new ones, oldest first
-	nextID   uint32
-	failures int // failed dials and lost connections since frames were last delivered
-	conns    int // connections opened
-	bw       *bufio.Writer
+	ring         *inflight
+	replay       [][]byte // frames to write before taking new ones, oldest first
+	nextID       uint32   // never 0: a status-10 response names 0 when nothing was delivered
+	stopAttempts int      // connection attempts since Stop began or the gateway last settled frames
+	failures     int      // failed dials and lost connections since frames were last delivered
+	conns        int      // connections opened
+	bw           *bufio.Writer
 }
 
 // newWorker returns a worker; startFailed tells that Start could not open its connection.
 func newWorker(c *Client, startFailed bool) *worker {
 	w := &worker{
-		c:     c,
-		epoch: time.Now(),
-		ring:  newInflight(c.set.inflight()),
-		bw:    bufio.NewWriterSize(nil, writeBufferSize),
+		c:      c,
+		epoch:  time.Now(),
+		nextID: 1,
+		ring:   newInflight(c.set.inflight()),
+		bw:     bufio.NewWriterSize(nil, writeBufferSize),
 	}
 	if startFailed {
 		w.failures = 1
@@ -101,17 +103,18 @@ func (w *worker) run(conn net.Conn) {
 }
 
 // connect dials until it succeeds, pausing with backoff after failures. It returns nil when
-// Shutdown aborts, or when Stop has begun and stopDialAttempts more attempts failed.
+// Shutdown aborts, or when Stop has begun and the worker has made stopDialAttempts connection
+// attempts since the gateway last settled a frame, successful or not: a gateway that accepts
+// connections and drops them must not keep Stop waiting.
 func (w *worker) connect() net.Conn {
 	c := w.c
-	attempts := 0 // since Stop began
 	for {
 		stopping := isClosed(c.stopping)
 		if stopping {
-			if attempts == stopDialAttempts {
+			if w.stopAttempts == stopDialAttempts {
 				return nil
 			}
-			attempts++
+			w.stopAttempts++
 		}
 		if w.failures > 0 && !w.pause(backoff(w.failures), stopping) {
 			return nil
@@ -212,6 +215,8 @@ var (
 func (w *worker) serve(conn net.Conn) (done bool) {
 	results := make(chan readResult, 1)
 	go readErrorResponse(conn, results)
+	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
+	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
 	w.bw.Reset(deadlineWriter{conn, w.c.set.write()})
 	res, end := w.loop(results)
 	w.bw.Reset(nil)
@@ -224,6 +229,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		case res = <-results:
 			received = true
 		case <-t.C:
+		case <-w.c.abortCtx.Done():
 		}
 		t.Stop()
 	}
@@ -291,7 +297,7 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		now := w.now()
 		if k := w.ring.expire(now - int64(c.set.assumeSent())); k > 0 {
 			c.stats.delivered.Add(uint64(k))
-			w.failures = 0
+			w.progressed()
 		}
 		if queue == nil && len(w.replay) == 0 && w.ring.Len() == 0 {
 			return readResult{}, errDrained
@@ -335,10 +341,18 @@ func (w *worker) source(queue chan []byte) chan []byte {
 	return queue
 }
 
+// progressed notes that the gateway settled frames: connection trouble before it is not
+// held against the next attempts.
+func (w *worker) progressed() {
+	w.failures, w.stopAttempts = 0, 0
+}
+
 // write gives the frame the next identifier, puts it in the ring and buffers it.
 func (w *worker) write(frame []byte) error {
 	setFrameID(frame, w.nextID)
-	w.nextID++
+	if w.nextID++; w.nextID == 0 {
+		w.nextID = 1
+	}
 	w.ring.push(frame, w.now())
 	w.c.stats.written.Add(1)
 	_, err := w.bw.Write(frame)
@@ -360,6 +374,8 @@ func (w *worker) settle(res readResult) {
 		c.reportError(fmt.Errorf("apns: connection to %s lost with %d frames in flight: %w", c.addr, w.ring.Len(), res.err))
 		again = w.ring.drain(0)
 		c.stats.duplicates.Add(uint64(len(again)))
+	case i < 0 && res.status == StatusShutdown: // nothing in flight was delivered
+		again = w.ring.drain(0)
 	case i < 0:
 		c.stats.unknownIDs.Add(1)
 		c.reportError(&ResponseError{Status: res.status, ID: res.id})
@@ -367,11 +383,13 @@ func (w *worker) settle(res readResult) {
 	case res.status == StatusShutdown: // id is the last frame delivered
 		delivered = i + 1
 		again = w.ring.drain(delivered)
+		w.progressed()
 	default:
 		delivered = i
 		again = w.ring.drain(delivered)
 		c.report(again[0], res.status)
 		again = again[1:]
+		w.progressed()
 	}
 	c.stats.delivered.Add(uint64(delivered))
 	w.replay = append(again, w.replay...)
