@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,110 +292,184 @@ func (r *h2Request) message() *Message {
 type h2Transport struct {
 	c       *Client
 	url     string // https://host:port
-	addr    string // host:port, for dialing
+	addr    string // host:port
 	queue   chan *h2Request
 	token   *providerToken // nil for certificate auth
 	topic   string
 	proxy   func(*http.Request) (*url.URL, error)
 	streams int
 	tries   int
-	now     func() time.Time
+	tr      *http.Transport // makes the connections; never used for requests itself
 
-	mu    sync.Mutex // guards conns
-	conns []*http.Transport
+	mu    sync.Mutex // guards conns and next
+	conns []*h2Conn
 	next  int // round robin for Push
 }
 
-// start opens n connections and starts streams senders on each. With a proxy, connections are
-// opened by the first requests instead.
+// start opens n connections, each tried a few times, and starts streams senders on each.
+// Connections that could not be opened while others could are opened by their senders.
 func (h *h2Transport) start(n int) error {
-	probe, _ := http.NewRequest(http.MethodPost, h.url+"/3/device/", nil)
-	proxied := false
-	if h.proxy != nil {
-		u, err := h.proxy(probe)
-		if err != nil {
-			return fmt.Errorf("apns: choosing a proxy: %w", err)
-		}
-		proxied = u != nil
+	var protocols http.Protocols
+	protocols.SetHTTP2(true)
+	h.tr = &http.Transport{
+		TLSClientConfig:     h.c.tlsConfig.Clone(),
+		Protocols:           &protocols,
+		Proxy:               h.proxy,
+		DisableCompression:  true,
+		TLSHandshakeTimeout: h.c.set.dial(),
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: http2IdlePingAfter,
+			PingTimeout:     http2PingTimeout,
+		},
 	}
-	pre := make([]net.Conn, n)
-	if !proxied {
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		for i := range pre {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				pre[i], errs[i] = h.c.dialRetry(startDialAttempts)
-			}()
+	conns := make([]*h2Conn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		conns[i] = &h2Conn{h: h}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for try := 1; try <= startDialAttempts; try++ {
+				if _, errs[i] = conns[i].get(h.c.abortCtx); errs[i] == nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if slices.IndexFunc(errs, func(err error) bool { return err == nil }) < 0 {
+		for _, k := range conns {
+			k.close()
 		}
-		wg.Wait()
-		if pre[0] == nil && allNil(pre) {
-			return fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(errs...))
-		}
+		return fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(errs...))
 	}
 	h.mu.Lock()
-	for i := 0; i < n; i++ {
-		h.conns = append(h.conns, h.newTransport(pre[i]))
-	}
-	conns := h.conns
+	h.conns = conns
 	h.mu.Unlock()
-	for _, tr := range conns {
+	for _, k := range conns {
 		for j := 0; j < h.streams; j++ {
 			h.c.workers.Add(1)
-			go h.sender(tr)
+			go h.sender(k)
 		}
 	}
 	return nil
 }
 
-func allNil(conns []net.Conn) bool {
-	for _, c := range conns {
-		if c != nil {
-			return false
-		}
-	}
-	return true
+// h2Conn is one HTTP/2 connection of a client, replaced when it fails or the server sends
+// GOAWAY. The server's SETTINGS_MAX_CONCURRENT_STREAMS bounds the requests on it at any time:
+// http.ClientConn never opens a second connection.
+type h2Conn struct {
+	h *h2Transport
+
+	mu       sync.Mutex
+	cc       *http.ClientConn   // nil before the first dial and after a failure
+	retired  []*http.ClientConn // replaced connections, closed once idle
+	dialing  chan struct{}      // closed when the dial in progress ends; nil if none
+	failures int                // failed dials in a row
+	dials    int
 }
 
-// newTransport returns a transport that keeps one HTTP/2 connection to the server, starting
-// with pre when it is not nil.
-func (h *h2Transport) newTransport(pre net.Conn) *http.Transport {
-	var protocols http.Protocols
-	protocols.SetHTTP2(true)
-	tr := &http.Transport{
-		TLSClientConfig:    h.c.tlsConfig,
-		ForceAttemptHTTP2:  true,
-		Protocols:          &protocols,
-		Proxy:              h.proxy,
-		DisableCompression: true,
-		HTTP2: &http.HTTP2Config{
-			StrictMaxConcurrentRequests: true, // one connection, whatever the server's stream limit
-			SendPingTimeout:             http2IdlePingAfter,
-			PingTimeout:                 http2PingTimeout,
-		},
-		TLSHandshakeTimeout: h.c.set.dial(),
-	}
-	if pre != nil {
-		var once sync.Once
-		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			once.Do(func() { conn, pre = pre, nil })
-			if conn != nil {
-				return conn, nil
+// get returns the current connection, dialing a new one (one sender at a time, with backoff
+// after failures) when there is none or it failed.
+func (k *h2Conn) get(ctx context.Context) (*http.ClientConn, error) {
+	for {
+		k.mu.Lock()
+		if k.cc != nil && k.cc.Err() == nil {
+			cc := k.cc
+			k.mu.Unlock()
+			return cc, nil
+		}
+		if wait := k.dialing; wait != nil {
+			k.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
-			return dialTLS(ctx, addr, h.c.tlsConfig, h.c.set.dial())
+		}
+		k.retireLocked(k.cc)
+		k.cc = nil
+		done := make(chan struct{})
+		k.dialing = done
+		failures := k.failures
+		k.mu.Unlock()
+
+		var cc *http.ClientConn
+		err := ctx.Err()
+		if failures > 0 && !sleep(ctx, backoff(failures)) {
+			err = ctx.Err()
+		} else if err == nil {
+			dctx, cancel := context.WithTimeout(ctx, k.h.c.set.dial())
+			cc, err = k.h.tr.NewClientConn(dctx, "https", k.h.addr)
+			cancel()
+		}
+
+		k.mu.Lock()
+		k.dialing = nil
+		close(done)
+		if err != nil {
+			k.failures++
+			k.mu.Unlock()
+			k.h.c.reportError(fmt.Errorf("apns: connecting to %s: %w", k.h.addr, err))
+			return nil, err
+		}
+		k.cc, k.failures = cc, 0
+		if k.dials++; k.dials > 1 {
+			k.h.c.stats.reconnects.Add(1)
+		}
+		k.mu.Unlock()
+		return cc, nil
+	}
+}
+
+// failed tells that a request on cc got no answer: cc is replaced at the next get, and closed
+// once its other requests are done.
+func (k *h2Conn) failed(cc *http.ClientConn) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cc == cc {
+		k.retireLocked(cc)
+		k.cc = nil
+	}
+}
+
+func (k *h2Conn) retireLocked(cc *http.ClientConn) {
+	if cc != nil {
+		k.retired = append(k.retired, cc)
+	}
+	live := k.retired[:0]
+	for _, r := range k.retired {
+		if r.InFlight() == 0 {
+			r.Close()
+		} else {
+			live = append(live, r)
 		}
 	}
-	return tr
+	k.retired = live
+}
+
+// close closes every connection; the senders have exited.
+func (k *h2Conn) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cc != nil {
+		k.cc.Close()
+		k.cc = nil
+	}
+	for _, r := range k.retired {
+		r.Close()
+	}
+	k.retired = nil
 }
 
 // sender is one of a connection's streams: it takes notifications from the queue until the
 // queue is closed and drained, and settles each.
-func (h *h2Transport) sender(tr *http.Transport) {
+func (h *h2Transport) sender(k *h2Conn) {
 	defer h.c.workers.Done()
 	for r := range h.queue {
-		h.settle(r, h.deliver(h.c.abortCtx, tr, r))
+		h.settle(r, h.deliver(h.c.abortCtx, k, r))
 	}
 }
 
@@ -405,7 +480,7 @@ type outcome struct {
 }
 
 // deliver sends r until it gets a final answer, retrying what is worth retrying.
-func (h *h2Transport) deliver(ctx context.Context, tr *http.Transport, r *h2Request) outcome {
+func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outcome {
 	c := h.c
 	reauthed := false
 	var last outcome
@@ -413,12 +488,13 @@ func (h *h2Transport) deliver(ctx context.Context, tr *http.Transport, r *h2Requ
 		if attempt > 1 {
 			c.stats.replayed.Add(1)
 		}
-		resp, used, retryAfter, err := h.roundTrip(ctx, tr, r)
+		resp, used, retryAfter, err := h.roundTrip(ctx, k, r)
 		last = outcome{resp, err}
 		var delay time.Duration
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return last
+		case errors.As(err, new(notSentError)): // no connection: retry after a pause
 		case err != nil: // no answer: it may or may not have reached APNs
 			c.stats.duplicates.Add(1)
 			c.stats.drops.Add(1)
@@ -452,9 +528,19 @@ func (h *h2Transport) deliver(ctx context.Context, tr *http.Transport, r *h2Requ
 	}
 }
 
+// notSentError wraps the reason a request could not even be sent.
+type notSentError struct{ err error }
+
+func (e notSentError) Error() string { return e.err.Error() }
+func (e notSentError) Unwrap() error { return e.err }
+
 // roundTrip makes one request. It returns the parsed answer, the authorization it used and
 // the server's Retry-After, or the error that left it without an answer.
-func (h *h2Transport) roundTrip(ctx context.Context, tr *http.Transport, r *h2Request) (*Response, string, time.Duration, error) {
+func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*Response, string, time.Duration, error) {
+	cc, err := k.get(ctx)
+	if err != nil {
+		return nil, "", 0, notSentError{err}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+r.path, bytes.NewReader(r.body))
 	if err != nil {
 		return nil, "", 0, err
@@ -467,8 +553,9 @@ func (h *h2Transport) roundTrip(ctx context.Context, tr *http.Transport, r *h2Re
 		}
 		req.Header["Authorization"] = []string{auth}
 	}
-	res, err := tr.RoundTrip(req)
+	res, err := cc.RoundTrip(req)
 	if err != nil {
+		k.failed(cc)
 		return nil, auth, 0, err
 	}
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBody))
@@ -521,10 +608,10 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 		h.mu.Unlock()
 		return nil, ErrNotStarted
 	}
-	tr := h.conns[h.next%len(h.conns)]
+	k := h.conns[h.next%len(h.conns)]
 	h.next++
 	h.mu.Unlock()
-	o := h.deliver(ctx, tr, r)
+	o := h.deliver(ctx, k, r)
 	if o.resp == nil {
 		return nil, o.err
 	}
@@ -534,12 +621,12 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 	return o.resp, nil
 }
 
-// close closes the idle connections of every transport; the senders have exited.
+// close closes every connection; the senders have exited.
 func (h *h2Transport) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, tr := range h.conns {
-		tr.CloseIdleConnections()
+	for _, k := range h.conns {
+		k.close()
 	}
 }
 

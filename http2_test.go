@@ -1,0 +1,420 @@
+package apns_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+func newH2Server(t *testing.T, setup func(*apnstest.HTTP2Server)) *apnstest.HTTP2Server {
+	t.Helper()
+	s := apnstest.NewUnstartedHTTP2Server()
+	if setup != nil {
+		setup(s)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// newH2Client returns a certificate-auth client of s, checked for leaks after the test.
+func newH2Client(t *testing.T, s *apnstest.HTTP2Server, opts ...apns.Option) *apns.Client {
+	t.Helper()
+	cert, key := apnstest.ClientCertPEM()
+	opts = append([]apns.Option{apns.WithTLSConfig(s.ClientTLSConfig())}, opts...)
+	c, err := apns.CreateClient(s.URL, cert, key, false, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	return c
+}
+
+func stopAfter(t *testing.T, c *apns.Client) {
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+		checkNoGoroutines(t)
+	})
+}
+
+func h2Received(s *apnstest.HTTP2Server) map[string]int {
+	got := map[string]int{}
+	for _, r := range s.Requests() {
+		got[r.Token]++
+	}
+	return got
+}
+
+// rejections records what SetRejectionCallback reports, by token.
+type rejections struct {
+	mu  sync.Mutex
+	got map[string][]*apns.Rejection
+}
+
+func recordRejections(c *apns.Client) *rejections {
+	r := &rejections{got: map[string][]*apns.Rejection{}}
+	c.SetRejectionCallback(func(rej *apns.Rejection) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		tok := hexOf(rej.Message.Token)
+		r.got[tok] = append(r.got[tok], rej)
+	})
+	return r
+}
+
+func (r *rejections) snapshot() map[string][]*apns.Rejection {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string][]*apns.Rejection{}
+	for k, v := range r.got {
+		out[k] = v
+	}
+	return out
+}
+
+func hexOf(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, x := range b {
+		out = append(out, digits[x>>4], digits[x&15])
+	}
+	return string(out)
+}
+
+func TestHTTP2READMEFlowDeliversEveryNotificationOnce(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.RequireClientCert = true })
+	c := newH2Client(t, s)
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10000
+	sendAll(t, c, n)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := h2Received(s)
+	for i := 0; i < n; i++ {
+		if k := got[token(i)]; k != 1 {
+			t.Fatalf("token %d arrived %d times; want 1", i, k)
+		}
+	}
+	if calls := l.snapshot(); len(calls) != 0 {
+		t.Errorf("callback called for %d tokens; want none", len(calls))
+	}
+	if st := c.Stats(); st.Accepted != n || st.Delivered != n {
+		t.Errorf("stats %+v", st)
+	}
+	if r := s.Requests()[0]; r.Priority != 10 || r.PushType != "alert" || r.Expiration == "" || r.ID == "" {
+		t.Errorf("request %+v lacks the README's headers", r)
+	}
+}
+
+func TestHTTP2RejectionsMapToBinaryCodesWithTheFullReason(t *testing.T) {
+	ts := time.UnixMilli(1700000000123).UTC()
+	scripted := map[int]apnstest.Response{
+		1: {Status: 400, Reason: "BadDeviceToken"},
+		2: {Status: 413, Reason: "PayloadTooLarge"},
+		3: {Status: 400, Reason: "MissingTopic"},
+		4: {Status: 410, Reason: "Unregistered", Timestamp: ts},
+		5: {Status: 400, Reason: "SomethingAppleAddedLater"},
+	}
+	wantCode := map[int]uint8{1: 8, 2: 7, 3: 3, 4: 8, 5: 255}
+	s := newH2Server(t, nil)
+	for i, r := range scripted {
+		s.Respond(token(i), r)
+	}
+	c := newH2Client(t, s)
+	l := newLedger(c)
+	rej := recordRejections(c)
+	fc, err := c.SetupFeedbackClient("feedback.push.apple.com", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 10)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	calls, rejs := l.snapshot(), rej.snapshot()
+	for i, r := range scripted {
+		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != wantCode[i] {
+			t.Errorf("%s: codes %v; want [%d]", r.Reason, codes, wantCode[i])
+		}
+		if got := rejs[token(i)]; len(got) != 1 || got[0].Reason != r.Reason || got[0].StatusCode != r.Status || got[0].ID == "" {
+			t.Errorf("%s: rejections %+v", r.Reason, got)
+		}
+	}
+	if len(calls) != len(scripted) {
+		t.Errorf("callbacks for %d tokens; want %d", len(calls), len(scripted))
+	}
+	if got := rejs[token(4)]; len(got) == 1 && !got[0].Timestamp.Equal(ts) {
+		t.Errorf("410 timestamp %v; want %v", got[0].Timestamp, ts)
+	}
+	bad, err := fc.GetBadTokens()
+	if err != nil || len(bad) != 1 || bad[0].Token != token(4) || !bad[0].Timestamp.Equal(ts) {
+		t.Errorf("GetBadTokens = %+v, %v; want token 4 at %v", bad, err, ts)
+	}
+	if got := s.Count(); got != 5 {
+		t.Errorf("server accepted %d; want 5", got)
+	}
+}
+
+func TestHTTP2RetriesHonourRetryAfterThenReport(t *testing.T) {
+	s := newH2Server(t, nil)
+	s.Respond(token(1), apnstest.Response{Status: 503, Reason: "ServiceUnavailable", RetryAfter: "1", Times: 1})
+	s.Respond(token(2), apnstest.Response{Status: 500, Reason: "InternalServerError", Times: 2})
+	s.Respond(token(3), apnstest.Response{Status: 429, Reason: "TooManyRequests"}) // always
+	c := newH2Client(t, s, apns.WithMaxAttempts(3))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 5)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := h2Received(s)
+	for _, i := range []int{0, 1, 2, 4} {
+		if got[token(i)] != 1 {
+			t.Errorf("token %d arrived %d times; want 1", i, got[token(i)])
+		}
+	}
+	calls := l.snapshot()
+	if codes := calls[token(3)]; len(codes) != 1 || codes[0] != uint8(apns.StatusProcessingError) {
+		t.Errorf("token 3 (always 429): codes %v; want [1] after its attempts", codes)
+	}
+	if len(calls) != 1 {
+		t.Errorf("callbacks %v; want only token 3", calls)
+	}
+	if st := c.Stats(); st.Replayed != 1+2+2 {
+		t.Errorf("retries counted %d; want 5", st.Replayed)
+	}
+}
+
+func TestHTTP2GoAwayMidFlightLosesNothing(t *testing.T) {
+	s := newH2Server(t, nil)
+	var sent atomic.Int64
+	s.RespondFunc(func(r apnstest.Request) *apnstest.Response {
+		if sent.Add(1)%500 == 0 {
+			go s.GoAway()
+		}
+		return nil
+	})
+	c := newH2Client(t, s)
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	sendAll(t, c, n)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := h2Received(s)
+	rejected := l.snapshot()
+	for i := 0; i < n; i++ {
+		if got[token(i)] == 0 && len(rejected[token(i)]) == 0 {
+			t.Fatalf("token %d neither arrived nor was reported", i)
+		}
+	}
+	if len(rejected) != 0 {
+		t.Errorf("%d notifications reported; want none", len(rejected))
+	}
+	if s.Conns() <= 2 {
+		t.Errorf("server saw %d connections; want new ones after GOAWAY", s.Conns())
+	}
+}
+
+func TestHTTP2StreamLimitOfOneKeepsOneConnection(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.MaxConcurrentStreams = 1 })
+	s.RespondFunc(func(apnstest.Request) *apnstest.Response {
+		return &apnstest.Response{Status: 200, Delay: time.Millisecond}
+	})
+	c := newH2Client(t, s, apns.WithStreams(16))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 100)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Count() != 100 || s.Conns() != 1 {
+		t.Errorf("server accepted %d over %d connections; want 100 over 1", s.Count(), s.Conns())
+	}
+}
+
+func TestHTTP2PushReturnsTheWholeAnswer(t *testing.T) {
+	s := newH2Server(t, nil)
+	s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	c := newH2Client(t, s, apns.WithTopic("com.example.app"))
+	ctx := context.Background()
+	n := &apns.Notification{DeviceToken: token(1), Payload: []byte(`{"aps":{"alert":"hi"}}`), CollapseID: "c"}
+	if _, err := c.Push(ctx, n); !errors.Is(err, apns.ErrNotStarted) {
+		t.Errorf("Push before Start = %v; want ErrNotStarted", err)
+	}
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Push(ctx, n)
+	if err != nil || !resp.Sent() || resp.ID == "" {
+		t.Fatalf("Push = %+v, %v", resp, err)
+	}
+	r := s.Requests()[0]
+	if r.Topic != "com.example.app" || r.CollapseID != "c" || r.ID != resp.ID || r.Expiration != "" {
+		t.Errorf("request %+v", r)
+	}
+	n.DeviceToken = token(2)
+	resp, err = c.Push(ctx, n)
+	if err != nil || resp.Sent() || resp.StatusCode != 400 || resp.Reason != "BadDeviceToken" {
+		t.Errorf("Push of a bad token = %+v, %v", resp, err)
+	}
+}
+
+func p8Key(t *testing.T) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// clock is a settable time shared by a client and the mock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestHTTP2TokenAuthRefreshesAndRecoversFromExpiredToken(t *testing.T) {
+	key, p8 := p8Key(t)
+	clientClock := &clock{now: time.Now()}
+	serverClock := &clock{now: clientClock.Now()}
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Keys = map[string]*ecdsa.PublicKey{"KEY1234567": &key.PublicKey}
+		s.TeamID = "TEAM123456"
+		s.Now = serverClock.Now
+	})
+	c, err := apns.CreateTokenClient(s.URL, p8, "KEY1234567", "TEAM123456", "com.example.app",
+		apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithClock(clientClock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	send := func(i int) {
+		t.Helper()
+		if err := c.Send(token(i), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(i)); err != nil {
+			t.Fatal(err)
+		}
+		if !s.WaitCount(i+1, waitGuard) {
+			t.Fatalf("notification %d not accepted; callbacks %v, rejected %+v", i, l.snapshot(), s.Rejected())
+		}
+	}
+	send(0)
+	// 55 minutes later the client has replaced its token on its own.
+	clientClock.Add(55 * time.Minute)
+	serverClock.Add(55 * time.Minute)
+	send(1)
+	// The server's clock runs 45 minutes ahead: it calls the 30-minute-old token expired, and
+	// the client makes a new one once and retries; the new one is 45 minutes old to the server.
+	clientClock.Add(30 * time.Minute)
+	serverClock.Add(75 * time.Minute)
+	send(2)
+	if calls := l.snapshot(); len(calls) != 0 {
+		t.Errorf("callbacks %v; want none", calls)
+	}
+	for _, r := range s.Requests() {
+		if r.KeyID != "KEY1234567" || r.Topic != "com.example.app" {
+			t.Errorf("request %+v", r)
+		}
+	}
+	expired := 0
+	for _, r := range s.Rejected() {
+		if r.Reason == "ExpiredProviderToken" {
+			expired++
+		} else {
+			t.Errorf("unexpected rejection %+v", r)
+		}
+	}
+	if expired != 1 {
+		t.Errorf("%d ExpiredProviderToken answers; want exactly 1 before the client renewed", expired)
+	}
+}
+
+func TestHTTP2ThroughAnHTTPConnectProxy(t *testing.T) {
+	s := newH2Server(t, nil)
+	var tunnels atomic.Int64
+	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		up, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		tunnels.Add(1)
+		w.WriteHeader(http.StatusOK)
+		down, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		go func() { io.Copy(up, buf); up.Close() }()
+		io.Copy(down, up)
+		down.Close()
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go proxy.Serve(ln)
+	defer proxy.Close()
+	u, _ := url.Parse("http://" + ln.Addr().String())
+	c := newH2Client(t, s, apns.WithProxy(http.ProxyURL(u)))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 20)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Count() != 20 || tunnels.Load() == 0 {
+		t.Errorf("server accepted %d, proxy tunnels %d; want 20 through the proxy", s.Count(), tunnels.Load())
+	}
+}
