@@ -161,7 +161,6 @@ type h2Request struct {
 	token  string // lowercase hex
 	prio   uint8
 	expiry uint32
-	topic  string // "" means the client's default
 }
 
 var validPushTypes = map[string]bool{

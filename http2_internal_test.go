@@ -206,7 +206,7 @@ func TestProviderTokenIsSignedAndRefreshedOnSchedule(t *testing.T) {
 	}
 	// On a 20-minute-old one: replaced once, however many requests report it.
 	now = now.Add(10 * time.Minute)
-	if !tok.rejected(second) || !tok.rejected(second) {
+	if first, again := tok.rejected(second), tok.rejected(second); !first || !again {
 		t.Error("rejected token of 20 minutes not replaced")
 	}
 	third, _ := tok.get()
