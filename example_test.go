@@ -1,7 +1,13 @@
 package apns_test
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"time"
 
@@ -77,4 +83,53 @@ func ExampleClient_Send() {
 	fmt.Println(err)
 	// Output:
 	// apns: device token is not hexadecimal
+}
+
+// A client with token (.p8) authentication against the apnstest HTTP/2 mock, sending one
+// notification synchronously with Push and one through the queue.
+func ExampleCreateTokenClient() {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader) // stands in for Apple's .p8 key
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	p8 := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+
+	server := apnstest.NewUnstartedHTTP2Server()
+	server.Keys = map[string]*ecdsa.PublicKey{"ABC123DEFG": &key.PublicKey}
+	server.TeamID = "DEF123GHIJ"
+	server.Start()
+	defer server.Close()
+	server.Respond("bad1", apnstest.Response{Status: 410, Reason: "Unregistered", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+
+	client, err := apns.CreateTokenClient(server.URL, p8, "ABC123DEFG", "DEF123GHIJ", "com.example.app",
+		apns.WithTLSConfig(server.ClientTLSConfig()))
+	if err != nil {
+		panic(err)
+	}
+	client.SetRejectionCallback(func(r *apns.Rejection) {
+		fmt.Println("rejected:", r.StatusCode, r.Reason, r.Timestamp.Format(time.RFC3339))
+	})
+	if err := client.Start(1); err != nil {
+		panic(err)
+	}
+	resp, err := client.Push(context.Background(), &apns.Notification{
+		DeviceToken: "0123456789abcdef",
+		Payload:     map[string]any{"aps": map[string]any{"alert": "hello"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("push:", resp.StatusCode, resp.Sent())
+	if err := client.SendNotification(context.Background(), &apns.Notification{
+		DeviceToken: "bad1",
+		Payload:     map[string]any{"aps": map[string]any{"alert": "hello"}},
+	}); err != nil {
+		panic(err)
+	}
+	if err := client.Stop(); err != nil {
+		panic(err)
+	}
+	fmt.Println("topic:", server.Requests()[0].Topic)
+	// Output:
+	// push: 200 true
+	// rejected: 410 Unregistered 2026-01-02T03:04:05Z
+	// topic: com.example.app
 }

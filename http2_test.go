@@ -99,8 +99,26 @@ func hexOf(b []byte) string {
 }
 
 func TestHTTP2READMEFlowDeliversEveryNotificationOnce(t *testing.T) {
-	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.RequireClientCert = true })
-	c := newH2Client(t, s)
+	t.Run("certificate", func(t *testing.T) {
+		s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.RequireClientCert = true })
+		checkREADMEFlowH2(t, s, newH2Client(t, s))
+	})
+	t.Run("token", func(t *testing.T) {
+		key, p8 := p8Key(t)
+		s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+			s.Keys = map[string]*ecdsa.PublicKey{"KEY1234567": &key.PublicKey}
+		})
+		c, err := apns.CreateTokenClient(s.URL, p8, "KEY1234567", "TEAM123456", "com.example.app",
+			apns.WithTLSConfig(s.ClientTLSConfig()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopAfter(t, c)
+		checkREADMEFlowH2(t, s, c)
+	})
+}
+
+func checkREADMEFlowH2(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
 	l := newLedger(c)
 	if err := c.Start(2); err != nil {
 		t.Fatal(err)
