@@ -436,3 +436,34 @@ func TestHTTP2ThroughAnHTTPConnectProxy(t *testing.T) {
 		t.Errorf("server accepted %d, proxy tunnels %d; want 20 through the proxy", s.Count(), tunnels.Load())
 	}
 }
+
+func TestHTTP2ConnectionLossBeforeAnswersLosesNothing(t *testing.T) {
+	s := newH2Server(t, nil)
+	var seen atomic.Int64
+	s.RespondFunc(func(apnstest.Request) *apnstest.Response {
+		if seen.Add(1) == 200 {
+			go s.CloseClientConnections() // drops the connection with requests in flight
+			return &apnstest.Response{Status: 200, Delay: 50 * time.Millisecond}
+		}
+		return nil
+	})
+	c := newH2Client(t, s, apns.WithErrorHandler(func(error) {}))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	sendAll(t, c, n)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got, calls := h2Received(s), l.snapshot()
+	for i := 0; i < n; i++ {
+		if got[token(i)] == 0 {
+			t.Fatalf("token %d never arrived (callbacks %v)", i, calls[token(i)])
+		}
+	}
+	if st := c.Stats(); st.Reconnects == 0 || st.Delivered != n {
+		t.Errorf("stats %+v; want a reconnect and every notification delivered", st)
+	}
+}

@@ -1,8 +1,9 @@
-// Package apnstest provides in-process mock servers for the legacy binary APNs protocol: a
-// gateway (Server) and a feedback service (FeedbackServer), in the manner of
-// net/http/httptest.
+// Package apnstest provides in-process mock servers of the Apple Push Notification service,
+// in the manner of net/http/httptest: for the legacy binary protocol a gateway (Server) and a
+// feedback service (FeedbackServer), and for the HTTP/2 provider API an HTTP2Server that
+// checks requests, certificates and provider tokens like APNs and answers with its reasons.
 //
-// Both servers listen on 127.0.0.1 with TLS (version 1.2 or later) and present a certificate
+// All servers listen on 127.0.0.1 with TLS (version 1.2 or later) and present a certificate
 // for 127.0.0.1, ::1 and localhost signed by a per-process test CA; ClientTLSConfig returns a
 // configuration that trusts it, and ClientCertPEM returns a client certificate the servers
 // accept.
@@ -15,7 +16,8 @@
 // frame makes it drop the connection without a response. Tests provoke errors with
 // RejectToken, RejectFunc and per-connection scripts (ConnScript).
 //
-// This file holds the gateway; feedback.go the feedback service; cert.go the test PKI.
+// This file holds the gateway; feedback.go the feedback service; http2.go and jwt.go the
+// HTTP/2 server; cert.go the test PKI.
 package apnstest
 
 import (
