@@ -330,7 +330,7 @@ func (h *h2Transport) start(n int) error {
 		go func() {
 			defer wg.Done()
 			for try := 1; try <= startDialAttempts; try++ {
-				if _, errs[i] = conns[i].get(h.c.abortCtx); errs[i] == nil {
+				if _, _, _, errs[i] = conns[i].get(h.c.abortCtx, false); errs[i] == nil {
 					return
 				}
 			}
@@ -363,6 +363,8 @@ type h2Conn struct {
 
 	mu       sync.Mutex
 	cc       *http.ClientConn   // nil before the first dial and after a failure
+	warm     chan struct{}      // closed when cc's first request has ended
+	first    bool               // cc's first request has been handed out
 	retired  []*http.ClientConn // replaced connections, closed once idle
 	dialing  chan struct{}      // closed when the dial in progress ends; nil if none
 	failures int                // failed dials in a row
@@ -370,14 +372,19 @@ type h2Conn struct {
 }
 
 // get returns the current connection, dialing a new one (one sender at a time, with backoff
-// after failures) when there is none or it failed.
-func (k *h2Conn) get(ctx context.Context) (*http.ClientConn, error) {
+// after failures) when there is none or it failed. The first request on a connection goes
+// alone: the others wait on warm until it has ended, by when the server's SETTINGS (its
+// stream limit) are known. APNs also allows token-auth connections a single stream until the
+// first request has been accepted. The caller that gets first must close warm.
+// With forRequest false (Start), get only makes sure there is a connection.
+func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn, first bool, warm chan struct{}, err error) {
 	for {
 		k.mu.Lock()
 		if k.cc != nil && k.cc.Err() == nil {
-			cc := k.cc
+			cc, first, warm = k.cc, forRequest && !k.first, k.warm
+			k.first = k.first || forRequest
 			k.mu.Unlock()
-			return cc, nil
+			return cc, first, warm, nil
 		}
 		if wait := k.dialing; wait != nil {
 			k.mu.Unlock()
@@ -385,7 +392,7 @@ func (k *h2Conn) get(ctx context.Context) (*http.ClientConn, error) {
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, false, nil, ctx.Err()
 			}
 		}
 		k.retireLocked(k.cc)
@@ -412,23 +419,24 @@ func (k *h2Conn) get(ctx context.Context) (*http.ClientConn, error) {
 			k.failures++
 			k.mu.Unlock()
 			k.h.c.reportError(fmt.Errorf("apns: connecting to %s: %w", k.h.addr, err))
-			return nil, err
+			return nil, false, nil, err
 		}
 		k.cc, k.failures = cc, 0
+		k.warm, k.first = make(chan struct{}), false
 		if k.dials++; k.dials > 1 {
 			k.h.c.stats.reconnects.Add(1)
 		}
 		k.mu.Unlock()
-		return cc, nil
 	}
 }
 
-// failed tells that a request on cc got no answer: cc is replaced at the next get, and closed
-// once its other requests are done.
+// failed tells that a request on cc got no answer. Unless cc still takes requests (the error
+// concerned that stream only), it is replaced at the next get, and closed once its other
+// requests are done: after a GOAWAY it takes none but finishes the ones it has.
 func (k *h2Conn) failed(cc *http.ClientConn) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.cc == cc {
+	if k.cc == cc && (cc.Err() != nil || cc.Available() == 0) {
 		k.retireLocked(cc)
 		k.cc = nil
 	}
@@ -536,9 +544,18 @@ func (e notSentError) Unwrap() error { return e.err }
 // roundTrip makes one request. It returns the parsed answer, the authorization it used and
 // the server's Retry-After, or the error that left it without an answer.
 func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*Response, string, time.Duration, error) {
-	cc, err := k.get(ctx)
+	cc, first, warm, err := k.get(ctx, true)
 	if err != nil {
 		return nil, "", 0, notSentError{err}
+	}
+	if first {
+		defer close(warm)
+	} else {
+		select {
+		case <-warm:
+		case <-ctx.Done():
+			return nil, "", 0, notSentError{ctx.Err()}
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+r.path, bytes.NewReader(r.body))
 	if err != nil {
