@@ -60,6 +60,7 @@ type worker struct {
 	stopAttempts int      // connection attempts since Stop began or the gateway last settled frames
 	failures     int      // failed dials and lost connections since frames were last delivered
 	conns        int      // connections opened
+	lastWrite    int64    // when the last frame was written, on the ring's clock
 	bw           *bufio.Writer
 }
 
@@ -259,7 +260,7 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 	queue := c.queue
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	lastWrite := w.now()
+	w.lastWrite = w.now()
 	for {
 		// Replayed frames go first.
 		if len(w.replay) > 0 && !w.ring.full() {
@@ -270,7 +271,6 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 			if err := w.write(f); err != nil {
 				return readResult{}, err
 			}
-			lastWrite = w.now()
 			continue
 		}
 		in := w.source(queue)
@@ -278,14 +278,9 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		case res := <-results:
 			return res, nil
 		case f, ok := <-in:
-			if !ok {
-				queue = nil
-				continue
-			}
-			if err := w.write(f); err != nil {
+			if err := w.take(f, ok, &queue); err != nil {
 				return readResult{}, err
 			}
-			lastWrite = w.now()
 			continue
 		default:
 		}
@@ -306,7 +301,7 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		if oldest, ok := w.ring.oldest(); ok {
 			wait = time.Duration(oldest + int64(c.set.assumeSent()) - now)
 		} else {
-			wait = time.Duration(lastWrite + int64(c.set.idle()) - now)
+			wait = time.Duration(w.lastWrite + int64(c.set.idle()) - now)
 			if wait <= 0 {
 				return readResult{}, errIdle
 			}
@@ -317,14 +312,9 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		case res := <-results:
 			return res, nil
 		case f, ok := <-in:
-			if !ok {
-				queue = nil
-				continue
-			}
-			if err := w.write(f); err != nil {
+			if err := w.take(f, ok, &queue); err != nil {
 				return readResult{}, err
 			}
-			lastWrite = w.now()
 		case <-timer.C:
 		case <-c.abortCtx.Done():
 			return readResult{}, errAborted
@@ -347,13 +337,24 @@ func (w *worker) progressed() {
 	w.failures, w.stopAttempts = 0, 0
 }
 
+// take writes a frame received from the queue; ok false means the queue was closed, and
+// *queue is set to nil so that the loop stops reading it.
+func (w *worker) take(frame []byte, ok bool, queue *chan []byte) error {
+	if !ok {
+		*queue = nil
+		return nil
+	}
+	return w.write(frame)
+}
+
 // write gives the frame the next identifier, puts it in the ring and buffers it.
 func (w *worker) write(frame []byte) error {
+	w.lastWrite = w.now()
 	setFrameID(frame, w.nextID)
 	if w.nextID++; w.nextID == 0 {
 		w.nextID = 1
 	}
-	w.ring.push(frame, w.now())
+	w.ring.push(frame, w.lastWrite)
 	w.c.stats.written.Add(1)
 	_, err := w.bw.Write(frame)
 	return err
