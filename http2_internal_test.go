@@ -2,13 +2,9 @@ package apns
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"strings"
@@ -134,19 +130,6 @@ func FuzzParseResponse(f *testing.F) {
 	})
 }
 
-func testKey(t *testing.T) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-}
-
 // verifyJWT checks an ES256 JWT the way APNs does and returns its header and claims.
 func verifyJWT(t *testing.T, bearer string, pub *ecdsa.PublicKey) (map[string]any, map[string]any) {
 	t.Helper()
@@ -174,7 +157,7 @@ func verifyJWT(t *testing.T, bearer string, pub *ecdsa.PublicKey) (map[string]an
 }
 
 func TestProviderTokenIsSignedAndRefreshedOnSchedule(t *testing.T) {
-	key, p8 := testKey(t)
+	key, p8 := NewTestAuthKey(t)
 	parsed, err := parseAuthKey(p8)
 	if err != nil {
 		t.Fatal(err)

@@ -3,10 +3,6 @@ package apns_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -104,7 +100,7 @@ func TestHTTP2READMEFlowDeliversEveryNotificationOnce(t *testing.T) {
 		checkREADMEFlowH2(t, s, newH2Client(t, s))
 	})
 	t.Run("token", func(t *testing.T) {
-		key, p8 := p8Key(t)
+		key, p8 := apns.NewTestAuthKey(t)
 		s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 			s.Keys = map[string]*ecdsa.PublicKey{"KEY1234567": &key.PublicKey}
 		})
@@ -308,19 +304,6 @@ func TestHTTP2PushReturnsTheWholeAnswer(t *testing.T) {
 	}
 }
 
-func p8Key(t *testing.T) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-}
-
 // clock is a settable time shared by a client and the mock.
 type clock struct {
 	mu  sync.Mutex
@@ -335,7 +318,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 func TestHTTP2TokenAuthRefreshesAndRecoversFromExpiredToken(t *testing.T) {
-	key, p8 := p8Key(t)
+	key, p8 := apns.NewTestAuthKey(t)
 	clientClock := &clock{now: time.Now()}
 	serverClock := &clock{now: clientClock.Now()}
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {

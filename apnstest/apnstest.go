@@ -116,12 +116,10 @@ type Server struct {
 	discard bool
 	observe func(Notification)
 
-	rules   atomic.Pointer[rules] // nil when no rule is set
-	count   atomic.Int64          // accepted notifications
-	waiters atomic.Int32          // WaitCount calls blocked on cond
+	rules atomic.Pointer[rules] // nil when no rule is set
+	count tally                 // accepted notifications
 
 	mu       sync.Mutex // guards the fields below, and rules updates
-	cond     *sync.Cond // uses mu; broadcast when count grows while waiters > 0
 	scripts  []ConnScript
 	notes    []Notification
 	rejected []Notification
@@ -146,7 +144,6 @@ func NewServer() *Server {
 // before Start.
 func NewUnstartedServer() *Server {
 	s := &Server{}
-	s.cond = sync.NewCond(&s.mu)
 	return s
 }
 
@@ -254,7 +251,7 @@ func (s *Server) Rejected() []Notification {
 
 // Count returns the number of notifications accepted so far. It counts also when
 // DiscardNotifications is set.
-func (s *Server) Count() int { return int(s.count.Load()) }
+func (s *Server) Count() int { return s.count.load() }
 
 // Conns returns the number of TCP connections accepted so far, including ones whose
 // handshake was refused or failed.
@@ -262,29 +259,7 @@ func (s *Server) Conns() int { return s.ns.conns() }
 
 // WaitCount waits until Count() >= n and reports true, or reports false once timeout has
 // passed.
-func (s *Server) WaitCount(n int, timeout time.Duration) bool {
-	if s.Count() >= n {
-		return true
-	}
-	deadline := time.Now().Add(timeout)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.waiters.Add(1)
-	defer s.waiters.Add(-1)
-	wake := time.AfterFunc(timeout, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer wake.Stop()
-	for s.Count() < n {
-		if !time.Now().Before(deadline) {
-			return false
-		}
-		s.cond.Wait()
-	}
-	return true
-}
+func (s *Server) WaitCount(n int, timeout time.Duration) bool { return s.count.wait(n, timeout) }
 
 // Certificate returns the server's leaf certificate.
 func (s *Server) Certificate() *x509.Certificate { return thePKI().server.Leaf }
@@ -302,23 +277,60 @@ func (s *Server) accept(n *Notification) {
 	if s.observe != nil {
 		s.observe(n.clone())
 	}
-	if s.discard {
-		s.count.Add(1)
-		if s.waiters.Load() > 0 {
-			s.mu.Lock()
-			s.cond.Broadcast()
-			s.mu.Unlock()
+	if !s.discard {
+		own := n.clone()
+		s.mu.Lock()
+		s.notes = append(s.notes, own)
+		s.mu.Unlock()
+	}
+	s.count.add()
+}
+
+// tally counts what a server accepted and wakes the WaitCount calls waiting for a number.
+type tally struct {
+	n       atomic.Int64
+	waiters atomic.Int32 // wait calls in progress; add signals only when there are some
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when n grows while waiters > 0
+}
+
+func (t *tally) load() int { return int(t.n.Load()) }
+
+func (t *tally) add() {
+	t.n.Add(1)
+	if t.waiters.Load() > 0 {
+		t.mu.Lock()
+		if t.changed != nil {
+			close(t.changed)
+			t.changed = nil
 		}
-		return
+		t.mu.Unlock()
 	}
-	own := n.clone()
-	s.mu.Lock()
-	s.notes = append(s.notes, own)
-	s.count.Add(1)
-	if s.waiters.Load() > 0 {
-		s.cond.Broadcast()
+}
+
+// wait waits until the count reaches n, or reports false once timeout has passed.
+func (t *tally) wait(n int, timeout time.Duration) bool {
+	t.waiters.Add(1)
+	defer t.waiters.Add(-1)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		t.mu.Lock()
+		if t.changed == nil {
+			t.changed = make(chan struct{})
+		}
+		changed := t.changed
+		t.mu.Unlock()
+		if t.load() >= n {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return t.load() >= n
+		}
 	}
-	s.mu.Unlock()
 }
 
 func (s *Server) reject(n *Notification) {

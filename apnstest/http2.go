@@ -109,11 +109,9 @@ type HTTP2Server struct {
 	maxStreams atomic.Int64 // for connections accepted from now on
 	respondFn  atomic.Pointer[respondFunc]
 	arrivals   atomic.Uint64 // handler entries, for arrival order
-	count      atomic.Int64  // accepted requests
-	waiters    atomic.Int32  // WaitCount calls blocked on cond
+	count      tally         // accepted requests
 
 	mu       sync.Mutex // guards the fields below
-	cond     *sync.Cond // uses mu; broadcast when count grows while waiters > 0
 	live     map[*h2Conn]struct{}
 	rules    map[string][]*respondRule // lowercase hex token -> queued rules
 	accepted []arrived
@@ -190,7 +188,6 @@ func NewHTTP2Server() *HTTP2Server {
 // be set before Start.
 func NewUnstartedHTTP2Server() *HTTP2Server {
 	s := &HTTP2Server{}
-	s.cond = sync.NewCond(&s.mu)
 	return s
 }
 
@@ -326,7 +323,7 @@ func (s *HTTP2Server) Rejected() []RejectedRequest {
 
 // Count returns the number of requests accepted so far, also when DiscardNotifications is
 // set.
-func (s *HTTP2Server) Count() int { return int(s.count.Load()) }
+func (s *HTTP2Server) Count() int { return s.count.load() }
 
 // Conns returns the number of TCP connections accepted so far, including ones whose
 // handshake failed.
@@ -334,29 +331,7 @@ func (s *HTTP2Server) Conns() int { return s.ns.conns() }
 
 // WaitCount waits until Count() >= n and reports true, or reports false once timeout has
 // passed.
-func (s *HTTP2Server) WaitCount(n int, timeout time.Duration) bool {
-	if s.Count() >= n {
-		return true
-	}
-	deadline := time.Now().Add(timeout)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.waiters.Add(1)
-	defer s.waiters.Add(-1)
-	wake := time.AfterFunc(timeout, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer wake.Stop()
-	for s.Count() < n {
-		if !time.Now().Before(deadline) {
-			return false
-		}
-		s.cond.Wait()
-	}
-	return true
-}
+func (s *HTTP2Server) WaitCount(n int, timeout time.Duration) bool { return s.count.wait(n, timeout) }
 
 // ClientTLSConfig returns a new client configuration that trusts the server's certificate,
 // with NextProtos ["h2"] and MinVersion TLS 1.2. It has no client certificate and no
@@ -829,11 +804,8 @@ func (s *HTTP2Server) accept(seq uint64, req Request) {
 		}
 		s.accepted = slices.Insert(s.accepted, i, arrived{seq, req})
 	}
-	s.count.Add(1)
-	if s.waiters.Load() > 0 {
-		s.cond.Broadcast()
-	}
 	s.mu.Unlock()
+	s.count.add()
 }
 
 // header returns the first value of a header and whether it is present at all.
