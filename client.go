@@ -293,15 +293,26 @@ func (c *Client) startH2(n int) error {
 	c.mu.Lock()
 	c.events = newDispatcher(c)
 	c.mu.Unlock()
-	if err := c.h2.start(n); err != nil {
-		c.mu.Lock()
-		events := c.events
-		c.events, c.started = nil, false
+	conns, err := c.h2.dial(n)
+	c.mu.Lock()
+	if err == nil && !c.stopped {
+		c.h2.startLocked(conns)
 		c.mu.Unlock()
-		events.close()
-		return err
+		return nil
 	}
-	return nil
+	stopped, events := c.stopped, c.events
+	if !stopped {
+		c.events, c.started = nil, false
+	}
+	c.mu.Unlock()
+	for _, k := range conns {
+		k.close()
+	}
+	if stopped { // Stop ran meanwhile and closed the dispatcher
+		return ErrStopped
+	}
+	events.close()
+	return err
 }
 
 // startDialAttempts is how often Start tries each connection before giving up on it.

@@ -184,10 +184,10 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	switch p := n.Payload.(type) {
 	case nil:
 		return nil, ErrPayloadEmpty
-	case []byte:
-		body = p
+	case []byte: // copied: the caller may reuse its buffer once Send returns
+		body = slices.Clone(p)
 	case json.RawMessage:
-		body = p
+		body = slices.Clone(p)
 	default:
 		var err error
 		if body, err = json.Marshal(p); err != nil {
@@ -300,14 +300,23 @@ type h2Transport struct {
 	tries   int
 	tr      *http.Transport // makes the connections; never used for requests itself
 
-	mu    sync.Mutex // guards conns and next
-	conns []*h2Conn
-	next  int // round robin for Push
+	pushes sync.WaitGroup // Push calls in progress
+
+	mu     sync.Mutex // guards the fields below
+	conns  []*h2Conn
+	next   int  // round robin for Push
+	closed bool // set by close: no new connection, no new Push
 }
 
-// start opens n connections, each tried a few times, and starts streams senders on each.
-// Connections that could not be opened while others could are opened by their senders.
-func (h *h2Transport) start(n int) error {
+func (h *h2Transport) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// dial opens n connections, each tried a few times. It fails only if none opens; the others
+// are opened later by their senders.
+func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
 	h.tr = &http.Transport{
@@ -338,11 +347,14 @@ func (h *h2Transport) start(n int) error {
 	}
 	wg.Wait()
 	if slices.IndexFunc(errs, func(err error) bool { return err == nil }) < 0 {
-		for _, k := range conns {
-			k.close()
-		}
-		return fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(errs...))
+		return conns, fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(errs...))
 	}
+	return conns, nil
+}
+
+// startLocked starts streams senders on each connection; the caller holds c.mu, so that Stop
+// waits for every sender it starts.
+func (h *h2Transport) startLocked(conns []*h2Conn) {
 	h.mu.Lock()
 	h.conns = conns
 	h.mu.Unlock()
@@ -352,7 +364,6 @@ func (h *h2Transport) start(n int) error {
 			go h.sender(k)
 		}
 	}
-	return nil
 }
 
 // h2Conn is one HTTP/2 connection of a client, replaced when it fails or the server sends
@@ -395,12 +406,18 @@ func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn,
 				return nil, false, nil, ctx.Err()
 			}
 		}
-		k.retireLocked(k.cc)
+		idle := k.retireLocked(k.cc)
 		k.cc = nil
+		if k.h.isClosed() {
+			k.mu.Unlock()
+			closeAll(idle)
+			return nil, false, nil, ErrStopped
+		}
 		done := make(chan struct{})
 		k.dialing = done
 		failures := k.failures
 		k.mu.Unlock()
+		closeAll(idle)
 
 		var cc *http.ClientConn
 		err := ctx.Err()
@@ -423,6 +440,9 @@ func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn,
 		}
 		k.cc, k.failures = cc, 0
 		k.warm, k.first = make(chan struct{}), false
+		if k.h.token != nil {
+			k.h.token.freshen() // a new connection may take a new token: start it young
+		}
 		if k.dials++; k.dials > 1 {
 			k.h.c.stats.reconnects.Add(1)
 		}
@@ -430,45 +450,58 @@ func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn,
 	}
 }
 
-// failed tells that a request on cc got no answer. Unless cc still takes requests (the error
-// concerned that stream only), it is replaced at the next get, and closed once its other
-// requests are done: after a GOAWAY it takes none but finishes the ones it has.
-func (k *h2Conn) failed(cc *http.ClientConn) {
+// failed tells that a request on cc got no answer because of err. Unless the request's own
+// context ended it, or cc still takes requests (the error concerned that stream only), cc is
+// replaced at the next get and closed once its other requests are done: after a GOAWAY it
+// takes none but finishes the ones it has.
+func (k *h2Conn) failed(cc *http.ClientConn, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
 	k.mu.Lock()
-	defer k.mu.Unlock()
+	var idle []*http.ClientConn
 	if k.cc == cc && (cc.Err() != nil || cc.Available() == 0) {
-		k.retireLocked(cc)
+		idle = k.retireLocked(cc)
 		k.cc = nil
 	}
+	k.mu.Unlock()
+	closeAll(idle)
 }
 
-func (k *h2Conn) retireLocked(cc *http.ClientConn) {
+// retireLocked adds cc to the retired connections and returns those with no request in
+// flight, for the caller to close once it has let go of k.mu.
+func (k *h2Conn) retireLocked(cc *http.ClientConn) (idle []*http.ClientConn) {
 	if cc != nil {
 		k.retired = append(k.retired, cc)
 	}
 	live := k.retired[:0]
 	for _, r := range k.retired {
 		if r.InFlight() == 0 {
-			r.Close()
+			idle = append(idle, r)
 		} else {
 			live = append(live, r)
 		}
 	}
 	k.retired = live
+	return idle
+}
+
+func closeAll(conns []*http.ClientConn) {
+	for _, cc := range conns {
+		cc.Close()
+	}
 }
 
 // close closes every connection; the senders have exited.
 func (k *h2Conn) close() {
 	k.mu.Lock()
-	defer k.mu.Unlock()
+	all := k.retired
 	if k.cc != nil {
-		k.cc.Close()
-		k.cc = nil
+		all = append(all, k.cc)
 	}
-	for _, r := range k.retired {
-		r.Close()
-	}
-	k.retired = nil
+	k.cc, k.retired = nil, nil
+	k.mu.Unlock()
+	closeAll(all)
 }
 
 // sender is one of a connection's streams: it takes notifications from the queue until the
@@ -557,6 +590,8 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 			return nil, "", 0, notSentError{ctx.Err()}
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, h.c.set.write()) // a server that never answers
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+r.path, bytes.NewReader(r.body))
 	if err != nil {
 		return nil, "", 0, err
@@ -571,7 +606,7 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 	}
 	res, err := cc.RoundTrip(req)
 	if err != nil {
-		k.failed(cc)
+		k.failed(cc, err)
 		return nil, auth, 0, err
 	}
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBody))
@@ -617,16 +652,26 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 	})
 }
 
-// push is Push's work: one notification, synchronously, on the next connection.
+// push is Push's work: one notification, synchronously, on the next connection. Shutdown's
+// deadline ends it too.
 func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error) {
 	h.mu.Lock()
-	if len(h.conns) == 0 {
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		return nil, ErrStopped
+	case len(h.conns) == 0:
 		h.mu.Unlock()
 		return nil, ErrNotStarted
 	}
 	k := h.conns[h.next%len(h.conns)]
 	h.next++
+	h.pushes.Add(1)
 	h.mu.Unlock()
+	defer h.pushes.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(h.c.abortCtx, cancel)()
 	o := h.deliver(ctx, k, r)
 	if o.resp == nil {
 		return nil, o.err
@@ -637,11 +682,15 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 	return o.resp, nil
 }
 
-// close closes every connection; the senders have exited.
+// close refuses new connections and Push calls, waits for the Push calls in progress, and
+// closes every connection; the senders have exited.
 func (h *h2Transport) close() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, k := range h.conns {
+	h.closed = true
+	conns := h.conns
+	h.mu.Unlock()
+	h.pushes.Wait()
+	for _, k := range conns {
 		k.close()
 	}
 }
@@ -651,13 +700,14 @@ func (h *h2Transport) close() {
 // successors on port 443).
 func h2Endpoint(gateway string) (u string, ok bool) {
 	if rest, found := strings.CutPrefix(gateway, "https://"); found {
-		return "https://" + strings.TrimSuffix(rest, "/"), true
+		hostPort, _, _ := strings.Cut(rest, "/")
+		return "https://" + hostPort, true
 	}
 	host, port, err := net.SplitHostPort(gateway)
 	if err != nil {
 		host, port = gateway, ""
 	}
-	switch host {
+	switch strings.TrimSuffix(strings.ToLower(host), ".") {
 	case "gateway.push.apple.com", "api.push.apple.com":
 		host = "api.push.apple.com"
 	case "gateway.sandbox.push.apple.com", "api.sandbox.push.apple.com", "api.development.push.apple.com":

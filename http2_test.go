@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -448,5 +450,161 @@ func TestHTTP2ConnectionLossBeforeAnswersLosesNothing(t *testing.T) {
 	}
 	if st := c.Stats(); st.Reconnects == 0 || st.Delivered != n {
 		t.Errorf("stats %+v; want a reconnect and every notification delivered", st)
+	}
+}
+
+// h2ReadLoops counts the client-side HTTP/2 connections of this process still open.
+func h2ReadLoops() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "http2ClientConn).readLoop")
+}
+
+func waitReadLoops(want int) int {
+	deadline := time.Now().Add(waitGuard)
+	for time.Now().Before(deadline) {
+		if n := h2ReadLoops(); n == want {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return h2ReadLoops()
+}
+
+// A: Stop while Start is still dialing leaves a connection open (and Start returns nil).
+func TestHTTP2StopDuringStartLeavesNoConnection(t *testing.T) {
+	s := newH2Server(t, nil)
+	var calls atomic.Int64
+	slow := make(chan struct{})
+	proxy := func(*http.Request) (*url.URL, error) {
+		if calls.Add(1) == 2 {
+			close(slow)
+			time.Sleep(500 * time.Millisecond)
+		}
+		return nil, nil
+	}
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithProxy(proxy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startErr := make(chan error)
+	go func() { startErr <- c.Start(2) }()
+	<-slow
+	time.Sleep(100 * time.Millisecond) // first connection is up
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-startErr; err != nil && !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("Start racing Stop = %v; want nil or ErrStopped", err)
+	}
+	if n := waitReadLoops(0); n != 0 {
+		t.Errorf("%d HTTP/2 connections still open after Stop and Start returned", n)
+	}
+}
+
+// B: Push after Stop dials a new connection that nobody closes.
+func TestHTTP2PushAfterStopOpensNoConnection(t *testing.T) {
+	s := newH2Server(t, nil)
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	n := &apns.Notification{DeviceToken: token(1), Payload: []byte(`{"aps":{"alert":"x"}}`)}
+	if _, err := c.Push(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	if _, err := c.Push(context.Background(), n); !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("Push after Stop = %v; want ErrStopped", err)
+	}
+	if k := waitReadLoops(0); k != 0 {
+		t.Errorf("%d HTTP/2 connections open after Stop", k)
+	}
+}
+
+// C: a Push whose ctx ends while it waits for the only stream retires a healthy connection.
+func TestHTTP2PushTimeoutAtStreamLimitKeepsTheConnection(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.MaxConcurrentStreams = 1 })
+	s.Respond(token(1), apnstest.Response{Status: 200, Delay: 300 * time.Millisecond})
+	c := newH2Client(t, s)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pl := []byte(`{"aps":{"alert":"x"}}`)
+	if _, err := c.Push(ctx, &apns.Notification{DeviceToken: token(0), Payload: pl}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Push(ctx, &apns.Notification{DeviceToken: token(1), Payload: pl})
+	}()
+	time.Sleep(50 * time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	c.Push(short, &apns.Notification{DeviceToken: token(2), Payload: pl}) // may time out waiting for the stream
+	cancel()
+	if _, err := c.Push(ctx, &apns.Notification{DeviceToken: token(3), Payload: pl}); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if s.Conns() != 1 {
+		t.Errorf("server saw %d TCP connections; want 1 (stream limit 1, nothing failed)", s.Conns())
+	}
+}
+
+// D: SendNotification keeps the caller's []byte: changes after it returns are sent.
+func TestHTTP2SendNotificationCopiesThePayload(t *testing.T) {
+	s := newH2Server(t, nil)
+	c := newH2Client(t, s)
+	buf := []byte(`{"aps":{"alert":"A"}}`)
+	if err := c.SendNotification(context.Background(), &apns.Notification{DeviceToken: token(1), Payload: buf}); err != nil {
+		t.Fatal(err)
+	}
+	copy(buf, `{"aps":{"alert":"B"}}`) // caller reuses its buffer
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	if got := string(s.Requests()[0].Payload); got != `{"aps":{"alert":"A"}}` {
+		t.Errorf("server got %s; want the payload as it was at SendNotification", got)
+	}
+}
+
+// E: a connection opened late in a token's life sees the 50-minute refresh as a too-early update.
+func TestHTTP2TokenRefreshAfterReconnectIsNoTooEarlyUpdate(t *testing.T) {
+	key, p8 := apns.NewTestAuthKey(t)
+	clk := &clock{now: time.Now()}
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Keys = map[string]*ecdsa.PublicKey{"KEY1234567": &key.PublicKey}
+		s.Now = clk.Now
+	})
+	c, err := apns.CreateTokenClient(s.URL, p8, "KEY1234567", "TEAM123456", "com.example.app",
+		apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithClock(clk.Now), apns.WithErrorHandler(func(error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	rej := recordRejections(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pl := []byte(`{"aps":{"alert":"x"}}`)
+	c.SendNotification(ctx, &apns.Notification{DeviceToken: token(0), Payload: pl})
+	s.WaitCount(1, waitGuard)
+	clk.Add(45 * time.Minute)
+	s.GoAway() // Apple routinely recycles connections
+	c.SendNotification(ctx, &apns.Notification{DeviceToken: token(1), Payload: pl})
+	s.WaitCount(2, waitGuard)
+	clk.Add(6 * time.Minute)
+	c.SendNotification(ctx, &apns.Notification{DeviceToken: token(2), Payload: pl})
+	c.Stop()
+	for tok, r := range rej.snapshot() {
+		t.Errorf("%s rejected: %d %s", tok[len(tok)-4:], r[0].StatusCode, r[0].Reason)
 	}
 }

@@ -77,6 +77,16 @@ func (t *providerToken) get() (string, error) {
 	return t.bearer, nil
 }
 
+// freshen replaces a token that has lived tokenRefreshAge-tokenMinAge, for a new connection:
+// its next replacement then comes at least tokenMinAge after the connection first saw it.
+func (t *providerToken) freshen() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.bearer != "" && t.now().Sub(t.issued) >= tokenRefreshAge-tokenMinAge {
+		t.signLocked()
+	}
+}
+
 // rejected is told that APNs answered ExpiredProviderToken to a request that carried used. It
 // replaces the token unless another request already did or the token is younger than
 // tokenMinAge, and reports whether a retry may help.
