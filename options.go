@@ -113,8 +113,10 @@ func WithDialTimeout(d time.Duration) Option {
 	return func(s *settings) { s.dialTimeout = d }
 }
 
-// WithWriteTimeout bounds each write to a connection (default DefaultWriteTimeout). A write
-// that times out counts as a lost connection: its frames in flight are replayed elsewhere.
+// WithWriteTimeout bounds each write to a binary connection, and each HTTP/2 request's wait
+// for its answer (default DefaultWriteTimeout). A binary write that times out counts as a lost
+// connection: its frames in flight are replayed. An HTTP/2 request that times out is retried
+// like one whose connection was lost.
 func WithWriteTimeout(d time.Duration) Option {
 	return func(s *settings) { s.writeTimeout = d }
 }
