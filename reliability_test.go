@@ -1,0 +1,241 @@
+package apns_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+func TestHostnameMismatchIsRefused(t *testing.T) {
+	s := newServer(t)
+	cfg := s.ClientTLSConfig()
+	cfg.ServerName = "gateway.example.com" // the mock's certificate is for 127.0.0.1 and localhost
+	c, err := apns.CreateClient(s.Addr, nil, nil, false, apns.WithTLSConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	var hostErr x509.HostnameError
+	if err := c.Start(1); !errors.As(err, &hostErr) {
+		t.Errorf("Start = %v; want a hostname error", err)
+	}
+}
+
+// tls11Server accepts TLS handshakes of version 1.1 at most, with a throwaway certificate.
+func tls11Server(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "old"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		MinVersion:   tls.VersionTLS10,
+		MaxVersion:   tls.VersionTLS11,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.(*tls.Conn).Handshake()
+			conn.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestTLSBelow12IsRefusedEvenIfTheConfigAllowsIt(t *testing.T) {
+	addr := tls11Server(t)
+	c, err := apns.CreateClient(addr, nil, nil, true,
+		apns.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS10}), apns.WithDialTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if err := c.Start(1); err == nil || !strings.Contains(err.Error(), "version") {
+		t.Errorf("Start against a TLS 1.1 server = %v; want a protocol version error", err)
+	}
+}
+
+func TestErrorsAndEventsNeverCarryAWholeToken(t *testing.T) {
+	s := newServer(t)
+	for i := 0; i < 50; i += 10 {
+		b, _ := hex.DecodeString(token(i))
+		s.RejectToken(b, 8)
+	}
+	s.Script(apnstest.ConnScript{After: 5, Drop: true}, apnstest.ConnScript{After: 5, Garbage: []byte{8, 8, 1, 2, 3, 4}})
+	var mu sync.Mutex
+	var texts []string
+	c := newClient(t, s, apns.WithErrorHandler(func(err error) {
+		mu.Lock()
+		texts = append(texts, err.Error())
+		mu.Unlock()
+	}))
+	c.SetRejectionCallback(func(r *apns.Rejection) {
+		mu.Lock()
+		texts = append(texts, r.Error())
+		mu.Unlock()
+	})
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 50)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(texts) < 5 {
+		t.Fatalf("only %d error texts; want the 5 rejections and the connection events", len(texts))
+	}
+	for _, text := range texts {
+		for i := 0; i < 50; i++ {
+			if strings.Contains(text, token(i)) || strings.Contains(strings.ToUpper(text), strings.ToUpper(token(i))) {
+				t.Errorf("error text %q contains token %d", text, i)
+			}
+		}
+	}
+}
+
+func TestSendRacingStopLosesNothing(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s)
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g * 1_000_000; ; i++ {
+				err := c.Send(token(i), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(i))
+				if errors.Is(err, apns.ErrStopped) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				accepted.Add(1)
+			}
+		}()
+	}
+	for s.Count() < 2000 { // let the senders get going
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	st := c.Stats()
+	if int64(st.Accepted) != accepted.Load() || st.Delivered+st.Rejected+st.Unsent != st.Accepted {
+		t.Errorf("accepted %d by Send; stats %+v", accepted.Load(), st)
+	}
+	if got := int64(len(received(s))); got != accepted.Load()-int64(len(l.snapshot())) {
+		t.Errorf("server got %d distinct tokens; want %d accepted minus %d reported", got, accepted.Load(), len(l.snapshot()))
+	}
+}
+
+func TestBlockedCallbackStallsNoWorkerAndStopWaitsForIt(t *testing.T) {
+	s := newServer(t)
+	for i := 0; i < 1000; i += 100 {
+		b, _ := hex.DecodeString(token(i))
+		s.RejectToken(b, 8)
+	}
+	c := newClient(t, s)
+	release := make(chan struct{})
+	var calls atomic.Int64
+	c.SetCallback(func(*apns.Message, uint8) {
+		calls.Add(1)
+		<-release // the first callback blocks until the gateway has everything else
+	})
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 1000)
+	if !s.WaitCount(990, waitGuard) {
+		t.Fatalf("gateway got %d of 990 while a callback was blocked: the workers stalled", s.Count())
+	}
+	stopped := make(chan struct{})
+	go func() { c.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while a callback was still running")
+	case <-time.After(50 * time.Millisecond): // Stop must still be waiting; it cannot finish early
+	}
+	close(release)
+	<-stopped
+	if got := calls.Load(); got != 10 {
+		t.Errorf("callback ran %d times; want 10", got)
+	}
+}
+
+func TestSetCallbackWhileRunningIsSafe(t *testing.T) {
+	s := newServer(t)
+	s.RejectFunc(func(n apnstest.Notification) uint8 {
+		if n.Token[31]%10 == 0 {
+			return 8
+		}
+		return 0
+	})
+	c := newClient(t, s)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	var a, b atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			if i%2 == 0 {
+				c.SetCallback(func(*apns.Message, uint8) { a.Add(1) })
+			} else {
+				c.SetCallback(func(*apns.Message, uint8) { b.Add(1) })
+			}
+		}
+	}()
+	sendAll(t, c, 2000)
+	<-done
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Load() + b.Load(); got != int64(c.Stats().Rejected) {
+		t.Errorf("callbacks ran %d times; want one per rejection, %d", got, c.Stats().Rejected)
+	}
+}
