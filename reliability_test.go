@@ -11,6 +11,8 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -237,5 +239,62 @@ func TestSetCallbackWhileRunningIsSafe(t *testing.T) {
 	}
 	if got := a.Load() + b.Load(); got != int64(c.Stats().Rejected) {
 		t.Errorf("callbacks ran %d times; want one per rejection, %d", got, c.Stats().Rejected)
+	}
+}
+
+func TestSlowHandshakeBeyondTheDialTimeoutFailsStart(t *testing.T) {
+	s := newServer(t)
+	slow := apnstest.ConnScript{HandshakeDelay: 2 * time.Second}
+	s.Script(slow, slow, slow)
+	c := newClient(t, s, apns.WithDialTimeout(100*time.Millisecond))
+	if err := c.Start(1); err == nil {
+		t.Fatal("Start succeeded although every handshake outlasted the dial timeout")
+	}
+}
+
+func TestSilentGatewayCannotHangStop(t *testing.T) {
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{Stall: time.Hour}) // accepts, then reads nothing and says nothing
+	c := newClient(t, s)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 100)
+	stopped := make(chan error)
+	go func() { stopped <- c.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitGuard):
+		t.Fatal("Stop hangs on a silent gateway")
+	}
+	// Written into socket buffers and never answered: assumed delivered, by the protocol's rules.
+	if st := c.Stats(); st.Delivered != 100 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A panic in the callback is not recovered: it crashes the program, like a panic in any
+// goroutine. The test runs the scenario in a child process.
+func TestCallbackPanicIsNotRecovered(t *testing.T) {
+	if os.Getenv("APNS_TEST_PANIC_CHILD") == "1" {
+		s := apnstest.NewServer()
+		s.RejectFunc(func(apnstest.Notification) uint8 { return 8 })
+		cert, key := apnstest.ClientCertPEM()
+		c, _ := apns.CreateClient(s.Addr, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()))
+		c.SetCallback(func(*apns.Message, uint8) { panic("callback boom") })
+		c.Start(1)
+		c.Send(token(1), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(1))
+		c.Stop()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCallbackPanicIsNotRecovered$")
+	cmd.Env = append(os.Environ(), "APNS_TEST_PANIC_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || !strings.Contains(string(out), "panic: callback boom") {
+		t.Errorf("child: %v\n%s", err, out)
 	}
 }
