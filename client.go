@@ -653,13 +653,13 @@ func (d *dispatcher) run() {
 // Stats is a snapshot of a client's counters.
 type Stats struct {
 	Accepted   uint64 // notifications Send accepted
-	Written    uint64 // frames written, replays included
-	Delivered  uint64 // frames assumed delivered
+	Written    uint64 // binary frames written, replays included
+	Delivered  uint64 // notifications assumed delivered (binary) or accepted with 200 (HTTP/2)
 	Rejected   uint64 // notifications reported with an APNs status
 	Unsent     uint64 // notifications reported with StatusUnknown: the client gave up before the gateway took them
-	Replayed   uint64 // frames written again after a rejection, a shutdown or a lost connection
-	Duplicates uint64 // replayed frames that the gateway may already have delivered (lost connection)
-	Drops      uint64 // connections lost without an error response
+	Replayed   uint64 // frames written again after a rejection, a shutdown or a lost connection; HTTP/2 retries
+	Duplicates uint64 // resends that the gateway may already have delivered (lost connection, no answer)
+	Drops      uint64 // connections lost without an error response; HTTP/2 requests left without an answer
 	Reconnects uint64 // connections opened after the first of each worker
 	UnknownIDs uint64 // error responses naming no frame in flight
 }
