@@ -62,29 +62,28 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	rejectEvery := fs.Int("reject-every", 1000, "the mock rejects every k-th token as invalid (0: none)")
 	assumeSent := fs.Duration("assume-sent", 250*time.Millisecond, "assume-sent timeout of the client")
 	progress := fs.Duration("progress", time.Second, "interval of progress lines on stderr (0: none)")
+	protocol := fs.String("protocol", "binary", "protocol of the mock gateway: binary or http2")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if *n < 0 || *workers < 1 || *rejectEvery < 0 {
-		fmt.Fprintln(stderr, "apns demo: -n and -reject-every must not be negative, -workers at least 1")
+	if *n < 0 || *workers < 1 || *rejectEvery < 0 || *protocol != "binary" && *protocol != "http2" {
+		fmt.Fprintln(stderr, "apns demo: -n and -reject-every must not be negative, -workers at least 1, -protocol binary or http2")
 		return 2
 	}
 
-	srv := apnstest.NewUnstartedServer()
-	srv.DiscardNotifications = true
-	srv.Start()
-	defer srv.Close()
+	gw := newMockGateway(*protocol)
+	defer gw.close()
 	feedback := apnstest.NewFeedbackServer()
 	defer feedback.Close()
 
 	rejected := map[uint8]int{}
 	var mu sync.Mutex
 	cert, key := apnstest.ClientCertPEM()
-	client, err := apns.CreateClient(srv.Addr, cert, key, false,
-		apns.WithTLSConfig(srv.ClientTLSConfig()), apns.WithAssumeSentTimeout(*assumeSent))
+	client, err := apns.CreateClient(gw.addr, cert, key, false,
+		apns.WithTLSConfig(feedback.ClientTLSConfig()), apns.WithAssumeSentTimeout(*assumeSent))
 	if err != nil {
 		fmt.Fprintln(stderr, "apns demo:", err)
 		return 2
@@ -101,7 +100,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		binary.BigEndian.PutUint64(b[24:], uint64(i))
 		tokens[i] = hex.EncodeToString(b[:])
 		if *rejectEvery > 0 && i%*rejectEvery == *rejectEvery-1 {
-			srv.RejectToken(b[:], 8)
+			gw.reject(b[:])
 		}
 	}
 
@@ -116,16 +115,20 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "apns demo:", err)
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	bad, feedbackErr := fc.BadTokens(ctx)
-	cancel()
+	var bad []apns.BadToken
+	var feedbackErr error
+	if *protocol == "binary" { // the feedback service; HTTP/2 has none, see below
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		bad, feedbackErr = fc.BadTokens(ctx)
+		cancel()
+	}
 
 	begin := time.Now()
 	if err := client.Start(*workers); err != nil {
 		fmt.Fprintln(stderr, "apns demo:", err)
 		return 2
 	}
-	stopProgress := startProgress(stderr, *progress, *n, srv.Count)
+	stopProgress := startProgress(stderr, *progress, *n, gw.count)
 	payload := map[string]interface{}{"aps": map[string]interface{}{"alert": "Hello from apns-go"}}
 	for i, tok := range tokens {
 		payload["n"] = i
@@ -144,7 +147,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	total := time.Since(begin)
 	fmt.Fprintf(stdout, "sent       %d notifications with %d workers: Send took %v, Start to Stop %v (%.0f/s end to end)\n",
 		*n, *workers, sent.Round(time.Millisecond), total.Round(time.Millisecond), float64(*n)/total.Seconds())
-	fmt.Fprintf(stdout, "delivered  %d (the mock gateway counted %d)\n", st.Delivered, srv.Count())
+	fmt.Fprintf(stdout, "delivered  %d (the mock gateway counted %d)\n", st.Delivered, gw.count())
 	codes := make([]int, 0, len(rejected))
 	for code := range rejected {
 		codes = append(codes, int(code))
@@ -155,16 +158,47 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  status %d (%s): %d\n", code, apns.Status(code), rejected[uint8(code)])
 	}
 	fmt.Fprintf(stdout, "replayed   %d frames after rejections, %d reconnects\n", st.Replayed, st.Reconnects)
-	fmt.Fprintf(stdout, "stop       %v (waits out the assume-sent timeout, %v)\n", stopTime.Round(time.Millisecond), *assumeSent)
+	if *protocol == "binary" {
+		fmt.Fprintf(stdout, "stop       %v (waits out the assume-sent timeout, %v)\n", stopTime.Round(time.Millisecond), *assumeSent)
+	} else {
+		fmt.Fprintf(stdout, "stop       %v (waits for the last answers)\n", stopTime.Round(time.Millisecond))
+		// On HTTP/2 the feedback client reports the tokens answered with 410.
+		bad, feedbackErr = fc.GetBadTokens()
+	}
 	if feedbackErr != nil {
 		fmt.Fprintln(stdout, "feedback   error:", feedbackErr)
 	} else {
 		fmt.Fprintf(stdout, "feedback   %d bad tokens:\n", len(bad))
-		for _, t := range bad {
+		for _, t := range bad[:min(len(bad), 3)] {
 			fmt.Fprintf(stdout, "  %s… since %s\n", t.Token[:16], t.Timestamp.Format(time.RFC3339))
 		}
 	}
 	return 0
+}
+
+// mockGateway is the in-process gateway the demo sends to.
+type mockGateway struct {
+	addr   string
+	count  func() int
+	reject func(token []byte)
+	close  func()
+}
+
+func newMockGateway(protocol string) *mockGateway {
+	if protocol == "http2" {
+		s := apnstest.NewUnstartedHTTP2Server()
+		s.DiscardNotifications = true
+		s.Start()
+		return &mockGateway{addr: s.URL, count: s.Count, close: s.Close, reject: func(tok []byte) {
+			s.Respond(hex.EncodeToString(tok), apnstest.Response{Status: 410, Reason: "Unregistered",
+				Timestamp: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)})
+		}}
+	}
+	s := apnstest.NewUnstartedServer()
+	s.DiscardNotifications = true
+	s.Start()
+	return &mockGateway{addr: s.Addr, count: s.Count, close: s.Close,
+		reject: func(tok []byte) { s.RejectToken(tok, 8) }}
 }
 
 // startProgress prints a line every interval until the returned function is called.

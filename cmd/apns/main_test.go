@@ -35,3 +35,17 @@ func TestUsageErrorsExitWithStatus2(t *testing.T) {
 		}
 	}
 }
+
+func TestDemoOverHTTP2ReportsThe410TokensAsFeedback(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"demo", "-protocol", "http2", "-n", "1000", "-reject-every", "250", "-progress", "0"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit status %d; stderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"delivered  996 (the mock gateway counted 996)", "status 8 (invalid token): 4", "feedback   4 bad tokens"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
