@@ -460,12 +460,16 @@ func (k *h2Conn) failed(cc *http.ClientConn, err error) {
 	}
 	k.mu.Lock()
 	var idle []*http.ClientConn
-	if k.cc == cc && (cc.Err() != nil || cc.Available() == 0) {
+	retire := k.cc == cc && (cc.Err() != nil || cc.Available() == 0)
+	if retire {
 		idle = k.retireLocked(cc)
 		k.cc = nil
 	}
 	k.mu.Unlock()
 	closeAll(idle)
+	if retire { // once per connection, not once per request on it
+		k.h.c.reportError(fmt.Errorf("apns: connection to %s lost: %w", k.h.addr, err))
+	}
 }
 
 // retireLocked adds cc to the retired connections and returns those with no request in
@@ -538,7 +542,6 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 		case err != nil: // no answer: it may or may not have reached APNs
 			c.stats.duplicates.Add(1)
 			c.stats.drops.Add(1)
-			c.reportError(fmt.Errorf("apns: request to %s failed: %w", h.addr, err))
 		case resp.Sent():
 			return last
 		case resp.StatusCode == http.StatusForbidden && resp.Reason == "ExpiredProviderToken" && h.token != nil && !reauthed:
