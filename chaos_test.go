@@ -1,0 +1,546 @@
+package apns_test
+
+// The chaos tests: a seeded random mix of faults from the apnstest mocks, and one ledger that
+// checks, per notification, that everything Send accepted ended exactly once (issue 4,
+// invariants 1-4).
+//
+// CI runs a short version. For a soak:
+//
+//	APNS_CHAOS_N=1000000 APNS_CHAOS_SEEDS=1 go test -run ChaosBinary -v -timeout 30m .
+//
+// The assertions never depend on timing: time only sets the length of faults (stalls, slow
+// handshakes, delays) and bounds waits (waitGuard).
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+func TestChaosBinary(t *testing.T) {
+	n, seeds := chaosSize(t, 20000)
+	for seed := 1; seed <= seeds; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosBinary(t, uint64(seed), n) })
+	}
+}
+
+func TestChaosHTTP2(t *testing.T) {
+	n, seeds := chaosSize(t, 5000)
+	for seed := 1; seed <= seeds; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosHTTP2(t, uint64(seed), n) })
+	}
+}
+
+// chaosSize returns the notifications per run (APNS_CHAOS_N, default def) and the number of
+// seeds (APNS_CHAOS_SEEDS, default 3).
+func chaosSize(t *testing.T, def int) (n, seeds int) {
+	env := func(name string, def int) int {
+		v := os.Getenv(name)
+		if v == "" {
+			return def
+		}
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 1 {
+			t.Fatalf("%s=%q: want a positive number", name, v)
+		}
+		return k
+	}
+	return env("APNS_CHAOS_N", def), env("APNS_CHAOS_SEEDS", 3)
+}
+
+// ---- Deterministic decisions per token ----
+
+// dice decides things about a notification from the seed and its index alone, so that the
+// same token gets the same answer on every attempt and every connection, whatever the
+// interleaving.
+type dice uint64
+
+func (d dice) roll(salt, i uint64) uint64 {
+	x := uint64(d)*0x9e3779b97f4a7c15 ^ salt<<56 ^ i
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9 // SplitMix64's finaliser
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// bad reports whether notification i goes to a token APNs calls invalid (about 1%).
+func (d dice) bad(i int) bool { return i >= 0 && d.roll(1, uint64(i))%100 == 0 }
+
+// tokenIndex returns i for the binary token of token(i), or -1 for any other token.
+func tokenIndex(b []byte) int {
+	if len(b) != 32 || b[0] != 0xa0 {
+		return -1
+	}
+	return int(binary.BigEndian.Uint64(b[24:]))
+}
+
+func hexIndex(s string) int {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return -1
+	}
+	return tokenIndex(b)
+}
+
+// ---- Binary faults ----
+
+// binaryFault is one kind of connection the binary mock gateway may be scripted to be.
+type binaryFault struct {
+	name   string
+	weight int
+	script func(r *rand.Rand) apnstest.ConnScript
+}
+
+// early is the number of frames a faulty connection accepts before its fault: few enough that
+// the fault usually comes before the next bad token (1 in 100) ends the connection.
+func early(r *rand.Rand) int { return r.IntN(100) }
+
+var binaryFaults = []binaryFault{
+	{"normal", 45, func(*rand.Rand) apnstest.ConnScript { return apnstest.ConnScript{} }},
+	{"late drop", 10, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{After: 5000 + r.IntN(20000), Drop: true}
+	}},
+	{"drop", 8, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{After: early(r), Drop: true}
+	}},
+	{"shutdown", 6, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{After: early(r), Shutdown: true}
+	}},
+	{"reject next", 6, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{After: early(r), Reject: 8}
+	}},
+	{"garbage", 4, func(r *rand.Rand) apnstest.ConnScript {
+		g := make([]byte, 1+r.IntN(32))
+		for i := range g {
+			g[i] = byte(r.IntN(256))
+		}
+		if g[0] == 8 { // never a well-formed error response: that would not be garbage
+			g[0] = 'H'
+		}
+		return apnstest.ConnScript{After: early(r), Garbage: g}
+	}},
+	{"truncated error response", 4, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{After: early(r), Garbage: []byte{8, 8, 0, 0, 0}[:1+r.IntN(5)]}
+	}},
+	{"stall", 6, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{After: early(r), Stall: time.Duration(20+r.IntN(181)) * time.Millisecond}
+	}},
+	{"refuse handshake", 4, func(*rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{RefuseHandshake: true}
+	}},
+	{"slow handshake", 4, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{HandshakeDelay: time.Duration(10+r.IntN(91)) * time.Millisecond}
+	}},
+	{"slow handshake, then drop", 3, func(r *rand.Rand) apnstest.ConnScript {
+		return apnstest.ConnScript{HandshakeDelay: time.Duration(10+r.IntN(91)) * time.Millisecond, After: early(r), Drop: true}
+	}},
+}
+
+// binaryScripts returns k seeded connection scripts and how many of each kind.
+func binaryScripts(r *rand.Rand, k int) ([]apnstest.ConnScript, map[string]int) {
+	total := 0
+	for _, f := range binaryFaults {
+		total += f.weight
+	}
+	scripts := make([]apnstest.ConnScript, k)
+	kinds := map[string]int{}
+	for i := range scripts {
+		w := r.IntN(total)
+		for _, f := range binaryFaults {
+			if w -= f.weight; w < 0 {
+				scripts[i] = f.script(r)
+				kinds[f.name]++
+				break
+			}
+		}
+	}
+	return scripts, kinds
+}
+
+// The binary client's assume-sent timeout and in-flight budget. APNs never acknowledges, so a
+// frame the gateway leaves unread for longer than the assume-sent timeout and then discards
+// (after a rejection or a drop) is lost: the client has already assumed it delivered. That is
+// the protocol's documented limit, not a fault to inject. So the longest stall (200 ms) stays
+// well below the timeout, and the small ring keeps the unread backlog (at most 32 KiB, a few
+// hundred frames) far shorter than the rest of it, even on a busy machine under -race.
+const (
+	chaosAssumeSent    = 500 * time.Millisecond
+	chaosInflightBytes = 32 << 10
+)
+
+func chaosBinary(t *testing.T, seed uint64, n int) {
+	r := rand.New(rand.NewPCG(seed, 0xb1)) // fault schedule
+	d := dice(seed)
+	arr := newArrivals(n)
+	s := apnstest.NewUnstartedServer()
+	s.DiscardNotifications = true // the ledger counts through Observe; memory stays the client's
+	s.Observe = func(m apnstest.Notification) { arr.add(tokenIndex(m.Token)) }
+	s.Start()
+	t.Cleanup(s.Close)
+	s.RejectFunc(func(m apnstest.Notification) uint8 {
+		if d.bad(tokenIndex(m.Token)) {
+			return 8
+		}
+		return 0
+	})
+	scripts, kinds := binaryScripts(r, max(300, n*300/20000))
+	s.Script(scripts...)
+
+	workers := 2 + r.IntN(3)
+	var errs atomic.Int64
+	c := newClient(t, s, apns.WithAssumeSentTimeout(chaosAssumeSent), apns.WithInflightBytes(chaosInflightBytes),
+		apns.WithErrorHandler(func(error) { errs.Add(1) }))
+	l := newLedger(c)
+
+	peak := sampleHeap()
+	begin := time.Now()
+	start(t, c, workers)
+	sendAll(t, c, n)
+	// Let the client work through the faults until every notification has arrived or been
+	// reported; then use up the scripts no connection took, so that Stop finds a willing
+	// gateway (one that keeps failing while the client stops makes it report what it holds as
+	// unsent, by design).
+	arr.await(n, reported(n, l))
+	for s.Conns() < len(scripts) {
+		for k := len(scripts) - s.Conns(); k > 0; k-- {
+			if conn, err := net.Dial("tcp", s.Addr); err == nil {
+				conn.Close()
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop(t, c)
+	elapsed := time.Since(begin)
+	heap := peak()
+	codes, strays := byIndex(n, l.snapshot())
+	arr.await(n, func() [][]uint8 { return codes }) // a stalled connection may hold the last ones
+	s.Close()
+	refused := map[int]bool{} // refused by a script's Reject, not for the token
+	for _, m := range s.Rejected() {
+		if i := tokenIndex(m.Token); !d.bad(i) {
+			refused[i] = true
+		}
+	}
+	st := c.Stats()
+	sum := checkLedger(t, n, d.bad, arr, codes, strays, refused, st)
+	t.Logf("binary seed=%d: notifications=%d workers=%d rejected=%d (scripted %d) replayed=%d duplicates=%d (tokens seen twice %d) drops=%d reconnects=%d unknownIDs=%d lost=%d errors=%d conns=%d elapsed=%v peak-heap=%s faults=%s",
+		seed, n, workers, st.Rejected, len(refused), st.Replayed, st.Duplicates, sum.ambiguous, st.Drops, st.Reconnects,
+		st.UnknownIDs, sum.lost, errs.Load(), s.Conns(), elapsed.Round(time.Millisecond), heap, summary(kinds))
+}
+
+// ---- HTTP/2 faults ----
+
+// h2Fault is one kind of answer the HTTP/2 mock gives a token; transient ones are given to its
+// first attempt only.
+type h2Fault struct {
+	name      string
+	percent   uint64
+	transient bool
+	resp      apnstest.Response
+}
+
+var h2Faults = []h2Fault{
+	{"BadDeviceToken", 1, false, apnstest.Response{Status: 400, Reason: "BadDeviceToken"}},
+	{"429 Retry-After 0", 2, true, apnstest.Response{Status: 429, Reason: "TooManyRequests", RetryAfter: "0"}},
+	{"503", 2, true, apnstest.Response{Status: 503, Reason: "ServiceUnavailable"}},
+	{"500", 1, true, apnstest.Response{Status: 500, Reason: "InternalServerError"}},
+	{"slow 200", 5, false, apnstest.Response{Status: 200}}, // with a Delay of 1-5 ms
+}
+
+// h2Fault returns the fault of notification i, or nil. The first entry must be
+// BadDeviceToken, so that it matches dice.bad.
+func (d dice) h2Fault(i int) *h2Fault {
+	if i < 0 {
+		return nil
+	}
+	w := d.roll(1, uint64(i)) % 100
+	for k := range h2Faults {
+		if w < h2Faults[k].percent {
+			return &h2Faults[k]
+		}
+		w -= h2Faults[k].percent
+	}
+	return nil
+}
+
+func chaosHTTP2(t *testing.T, seed uint64, n int) {
+	r := rand.New(rand.NewPCG(seed, 0x42))
+	d := dice(seed)
+	arr := newArrivals(n)
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.DiscardNotifications = true
+		s.Observe = func(q apnstest.Request) { arr.add(hexIndex(q.Token)) }
+	})
+
+	// Connection faults every few hundred requests, on goroutines (GoAway and
+	// CloseClientConnections wait for the connections they end).
+	goAwayEvery, closeEvery := int64(400+r.IntN(400)), int64(600+r.IntN(900))
+	var bg sync.WaitGroup
+	var requests, goAways, closes atomic.Int64
+	kinds := map[string]int{}
+	var mu sync.Mutex
+	failed := map[int]bool{} // tokens whose transient fault was answered
+	s.RespondFunc(func(q apnstest.Request) *apnstest.Response {
+		k := requests.Add(1)
+		switch {
+		case k%goAwayEvery == 0:
+			goAways.Add(1)
+			bg.Add(1)
+			go func() { defer bg.Done(); s.GoAway() }()
+		case k%closeEvery == 0:
+			closes.Add(1)
+			bg.Add(1)
+			go func() { defer bg.Done(); s.CloseClientConnections() }()
+		}
+		i := hexIndex(q.Token)
+		f := d.h2Fault(i)
+		if f == nil {
+			return nil
+		}
+		resp := f.resp
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case f.transient && failed[i]:
+			return nil
+		case f.transient:
+			failed[i] = true
+		case f.resp.Status == 200:
+			resp.Delay = time.Duration(1+d.roll(2, uint64(i))%5) * time.Millisecond
+		}
+		kinds[f.name]++
+		return &resp
+	})
+
+	// Every GOAWAY or dropped connection fails the requests in flight on it (and, for a GOAWAY,
+	// the ones started before the client noticed it); each failure counts as an attempt and
+	// is retried after a backoff. A small number of streams keeps the share of attempts that
+	// fail to a few percent, so that ten attempts always suffice and the run stays short.
+	workers, streams := 2+r.IntN(3), 8+r.IntN(9)
+	var errs atomic.Int64
+	c := newH2Client(t, s, apns.WithMaxAttempts(10), apns.WithStreams(streams),
+		apns.WithErrorHandler(func(error) { errs.Add(1) }))
+	l := newLedger(c)
+	rej := recordRejections(c)
+
+	peak := sampleHeap()
+	begin := time.Now()
+	start(t, c, workers)
+	sendAll(t, c, n)
+	stop(t, c)
+	elapsed := time.Since(begin)
+	heap := peak()
+	guard(t, "the mock's GoAway and CloseClientConnections", bg.Wait)
+	s.Close()
+
+	codes, strays := byIndex(n, l.snapshot())
+	for tok, rs := range rej.snapshot() {
+		if len(rs) != 1 || rs[0].StatusCode != 400 || rs[0].Reason != "BadDeviceToken" {
+			t.Errorf("token %s: rejections %+v; want one 400 BadDeviceToken", tok, rs)
+		}
+	}
+	st := c.Stats()
+	sum := checkLedger(t, n, d.bad, arr, codes, strays, nil, st)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("http2 seed=%d: notifications=%d workers=%d streams=%d rejected=%d replayed=%d duplicates=%d (tokens seen twice %d) drops=%d reconnects=%d lost=%d errors=%d requests=%d goaways=%d closes=%d conns=%d elapsed=%v peak-heap=%s faults=%s",
+		seed, n, workers, streams, st.Rejected, st.Replayed, st.Duplicates, sum.ambiguous, st.Drops, st.Reconnects, sum.lost,
+		errs.Load(), requests.Load(), goAways.Load(), closes.Load(), s.Conns(), elapsed.Round(time.Millisecond), heap, summary(kinds))
+}
+
+// ---- The ledger, shared by both transports ----
+
+// arrivals counts, per notification index, how often the mock accepted it.
+type arrivals struct {
+	counts []atomic.Int32
+	stray  atomic.Int64 // tokens that no notification of the run carries
+}
+
+func newArrivals(n int) *arrivals { return &arrivals{counts: make([]atomic.Int32, n)} }
+
+func (a *arrivals) add(i int) {
+	if i < 0 || i >= len(a.counts) {
+		a.stray.Add(1)
+		return
+	}
+	a.counts[i].Add(1)
+}
+
+// await waits (up to waitGuard) until every notification has arrived or been reported, as
+// codes tells. It only bounds the wait: checkLedger judges what arrived.
+func (a *arrivals) await(n int, codes func() [][]uint8) {
+	deadline := time.Now().Add(waitGuard)
+	for time.Now().Before(deadline) {
+		cs, missing := codes(), false
+		for i := 0; i < n && !missing; i++ {
+			missing = a.counts[i].Load() == 0 && len(cs[i]) == 0
+		}
+		if !missing {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// byIndex turns the callback ledger into codes per notification index, and returns the tokens
+// of callbacks for notifications never sent.
+func byIndex(n int, calls map[string][]uint8) (codes [][]uint8, strays []string) {
+	codes = make([][]uint8, n)
+	for tok, cs := range calls {
+		if i := hexIndex(tok); i >= 0 && i < n {
+			codes[i] = cs
+		} else {
+			strays = append(strays, tok)
+		}
+	}
+	return codes, strays
+}
+
+// reported returns the callback ledger's codes per notification index, for arrivals.await.
+func reported(n int, l *ledger) func() [][]uint8 {
+	return func() [][]uint8 {
+		codes, _ := byIndex(n, l.snapshot())
+		return codes
+	}
+}
+
+type ledgerSummary struct {
+	lost      int // neither arrived nor reported
+	ambiguous int // arrived more than once, or arrived and was reported
+}
+
+// checkLedger checks invariants 1 and 2 for notifications 0..n-1: each ended exactly once,
+// arrived at the mock or reported to the callback; those to bad tokens were reported once with
+// status 8 and never arrived; others were reported only if refused (by a script), with status 8;
+// a notification arrived twice, or arrived and was refused, only as often as the client counted
+// duplicates; and the client's counters agree.
+func checkLedger(t *testing.T, n int, bad func(int) bool, arr *arrivals, codes [][]uint8, strays []string, refused map[int]bool, st apns.Stats) ledgerSummary {
+	t.Helper()
+	var sum ledgerSummary
+	var problems []string
+	problem := func(format string, args ...any) {
+		if len(problems) < 20 {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	nReported := 0
+	for i := 0; i < n; i++ {
+		k, cs := int(arr.counts[i].Load()), codes[i]
+		if len(cs) > 0 {
+			nReported++
+		}
+		switch {
+		case bad(i):
+			if len(cs) != 1 || cs[0] != 8 || k != 0 {
+				problem("notification %d to a bad token: callback codes %v, arrived %d times; want [8] and never", i, cs, k)
+			}
+		case len(cs) == 0 && k == 0:
+			sum.lost++
+			problem("notification %d lost: never arrived, never reported", i)
+		case len(cs) > 0 && (len(cs) != 1 || cs[0] != 8 || !refused[i]):
+			problem("notification %d: callback codes %v (refused by the mock: %v); want none, or [8] if refused", i, cs, refused[i])
+		}
+		if k > 1 || k > 0 && len(cs) > 0 {
+			sum.ambiguous++
+		}
+	}
+	if len(strays) > 0 {
+		problem("callbacks for %d tokens never sent, e.g. %s", len(strays), strays[0])
+	}
+	if s := arr.stray.Load(); s > 0 {
+		problem("the mock accepted %d notifications to tokens never sent", s)
+	}
+	if uint64(sum.ambiguous) > st.Duplicates {
+		problem("%d notifications arrived twice (or arrived and were refused), but the client counted %d duplicates", sum.ambiguous, st.Duplicates)
+	}
+	if st.Accepted != uint64(n) || st.Accepted != st.Delivered+st.Rejected+st.Unsent || st.Unsent != 0 ||
+		st.Rejected != uint64(nReported) {
+		problem("stats %+v with %d sent and %d reported; want Accepted = sent = Delivered+Rejected+Unsent, Unsent 0, Rejected = reported", st, n, nReported)
+	}
+	if len(problems) > 0 {
+		t.Errorf("ledger (%d lost):\n\t%s", sum.lost, strings.Join(problems, "\n\t"))
+	}
+	return sum
+}
+
+// ---- Helpers ----
+
+// start starts c; the first connections may meet refused handshakes, so Start may be retried.
+func start(t *testing.T, c *apns.Client, workers int) {
+	t.Helper()
+	var err error
+	for try := 0; try < 10; try++ {
+		if err = c.Start(workers); err == nil {
+			return
+		}
+	}
+	t.Fatalf("Start: %v", err)
+}
+
+// stop stops c, failing (invariant 3) if Stop does not return within waitGuard.
+func stop(t *testing.T, c *apns.Client) {
+	t.Helper()
+	guard(t, "Stop", func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+}
+
+func guard(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(waitGuard):
+		t.Fatalf("%s did not return within %v", what, waitGuard)
+	}
+}
+
+// sampleHeap samples HeapInuse until the returned function is called, which returns the peak.
+func sampleHeap() func() string {
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		var peak uint64
+		var ms runtime.MemStats
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			select {
+			case <-tick.C:
+			case <-stop:
+				done <- peak
+				return
+			}
+		}
+	}()
+	return func() string {
+		close(stop)
+		return fmt.Sprintf("%.1fMiB", float64(<-done)/(1<<20))
+	}
+}
+
+func summary(kinds map[string]int) string {
+	var parts []string
+	for k, v := range kinds {
+		parts = append(parts, fmt.Sprintf("%s:%d", strings.ReplaceAll(k, " ", "-"), v))
+	}
+	sort.Strings(parts)
+	return "[" + strings.Join(parts, " ") + "]"
+}
