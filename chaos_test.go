@@ -213,7 +213,7 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	// reported; then use up the scripts no connection took, so that Stop finds a willing
 	// gateway (one that keeps failing while the client stops makes it report what it holds as
 	// unsent, by design).
-	arr.await(n, reported(n, l))
+	arr.await(n, reported(l))
 	for s.Conns() < len(scripts) {
 		for k := len(scripts) - s.Conns(); k > 0; k-- {
 			if conn, err := net.Dial("tcp", s.Addr); err == nil {
@@ -225,9 +225,9 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	stop(t, c)
 	elapsed := time.Since(begin)
 	heap := peak()
-	codes, strays := byIndex(n, l.snapshot())
-	arr.await(n, func() [][]uint8 { return codes }) // a stalled connection may hold the last ones
+	arr.await(n, reported(l)) // a stalled connection may still hold the last ones
 	s.Close()
+	codes, strays := byIndex(n, l.snapshot())
 	refused := map[int]bool{} // refused by a script's Reject, not for the token
 	for _, m := range s.Rejected() {
 		if i := tokenIndex(m.Token); !d.bad(i) {
@@ -379,16 +379,17 @@ func (a *arrivals) add(i int) {
 	a.counts[i].Add(1)
 }
 
-// await waits (up to waitGuard) until every notification has arrived or been reported, as
-// codes tells. It only bounds the wait: checkLedger judges what arrived.
-func (a *arrivals) await(n int, codes func() [][]uint8) {
+// await waits (up to waitGuard) until every notification has arrived or been reported. It
+// only bounds the wait: checkLedger judges what arrived.
+func (a *arrivals) await(n int, reported func() map[int]bool) {
 	deadline := time.Now().Add(waitGuard)
-	for time.Now().Before(deadline) {
-		cs, missing := codes(), false
-		for i := 0; i < n && !missing; i++ {
-			missing = a.counts[i].Load() == 0 && len(cs[i]) == 0
+	i := 0 // what arrived or was reported stays so: resume where the last look stopped
+	for {
+		done := reported()
+		for i < n && (a.counts[i].Load() > 0 || done[i]) {
+			i++
 		}
-		if !missing {
+		if i == n || time.Now().After(deadline) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -409,11 +410,15 @@ func byIndex(n int, calls map[string][]uint8) (codes [][]uint8, strays []string)
 	return codes, strays
 }
 
-// reported returns the callback ledger's codes per notification index, for arrivals.await.
-func reported(n int, l *ledger) func() [][]uint8 {
-	return func() [][]uint8 {
-		codes, _ := byIndex(n, l.snapshot())
-		return codes
+// reported returns the indexes of the notifications the callback ledger holds, for
+// arrivals.await.
+func reported(l *ledger) func() map[int]bool {
+	return func() map[int]bool {
+		done := map[int]bool{}
+		for tok := range l.snapshot() {
+			done[hexIndex(tok)] = true
+		}
+		return done
 	}
 }
 
