@@ -217,10 +217,11 @@ func TestSetCallbackWhileRunningIsSafe(t *testing.T) {
 		return 0
 	})
 	c := newClient(t, s)
+	var a, b atomic.Int64
+	c.SetCallback(func(*apns.Message, uint8) { a.Add(1) }) // a callback is set from the start
 	if err := c.Start(2); err != nil {
 		t.Fatal(err)
 	}
-	var a, b atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
