@@ -495,27 +495,6 @@ func start(t *testing.T, c *apns.Client, workers int) {
 	t.Fatalf("Start: %v", err)
 }
 
-// stop stops c, failing (invariant 3) if Stop does not return within waitGuard.
-func stop(t *testing.T, c *apns.Client) {
-	t.Helper()
-	guard(t, "Stop", func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-	})
-}
-
-func guard(t *testing.T, what string, f func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { defer close(done); f() }()
-	select {
-	case <-done:
-	case <-time.After(waitGuard):
-		t.Fatalf("%s did not return within %v", what, waitGuard)
-	}
-}
-
 // sampleHeap samples HeapInuse until the returned function is called, which returns the peak.
 func sampleHeap() func() string {
 	stop, done := make(chan struct{}), make(chan uint64)

@@ -48,6 +48,27 @@ func newClient(t *testing.T, s *apnstest.Server, opts ...apns.Option) *apns.Clie
 	return c
 }
 
+// stop stops c, failing (invariant 3) if Stop does not return within waitGuard.
+func stop(t *testing.T, c *apns.Client) {
+	t.Helper()
+	guard(t, "Stop", func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+}
+
+func guard(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(waitGuard):
+		t.Fatalf("%s did not return within %v", what, waitGuard)
+	}
+}
+
 // checkNoGoroutines fails if a goroutine of package apns is still running.
 func checkNoGoroutines(t *testing.T) {
 	t.Helper()
@@ -676,16 +697,7 @@ func TestStopReturnsWhenTheGatewayKeepsDroppingConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendAll(t, c, 3)
-	stopped := make(chan error)
-	go func() { stopped <- c.Stop() }()
-	select {
-	case err := <-stopped:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(waitGuard):
-		t.Fatalf("Stop did not return; stats %+v", c.Stats())
-	}
+	stop(t, c) // fails the test if Stop does not return
 	got, calls := received(s), l.snapshot()
 	for i := 0; i < 3; i++ {
 		if got[token(i)] == 0 && len(calls[token(i)]) != 1 {
