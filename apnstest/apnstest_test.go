@@ -582,14 +582,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	expectDropped(t, stalled)
 	expectDropped(t, idle)
 
-	deadline := time.Now().Add(guard)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitGoroutines(t, before)
 }
 
 // TestParseFrameBounds checks, on every prefix of a few frames, that parseFrame asks for more
@@ -701,5 +694,18 @@ func BenchmarkServerOverTLS(b *testing.B) {
 	}
 	if !s.WaitCount(b.N, guard) {
 		b.Fatalf("Count() = %d; want %d", s.Count(), b.N)
+	}
+}
+
+// waitGoroutines fails unless the number of goroutines falls back to before within guard.
+func waitGoroutines(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(guard)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

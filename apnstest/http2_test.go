@@ -924,14 +924,7 @@ func TestHTTP2CloseLeavesNoGoroutines(t *testing.T) {
 	half.Close()
 	c.tr.CloseIdleConnections()
 
-	deadline := time.Now().Add(guard)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitGoroutines(t, before)
 }
 
 func TestParseProviderTokenRejectsMalformedTokens(t *testing.T) {
