@@ -4,6 +4,7 @@ package apns
 // the statistics. One connection's work is in worker.go.
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -30,8 +31,8 @@ type Client struct {
 	addr      string // host:port
 	tlsConfig *tls.Config
 	set       settings
-	queue     chan []byte   // encoded frames accepted by Send; closed by Stop
-	stopping  chan struct{} // closed when Stop begins: Send refuses, blocked Sends return
+	queue     chan *frameBuf // encoded frames accepted by Send; closed by Stop
+	stopping  chan struct{}  // closed when Stop begins: Send refuses, blocked Sends return
 	abortCtx  context.Context
 	abort     context.CancelFunc // called when Shutdown's context ends: workers stop waiting
 	done      chan struct{}      // closed when Stop has finished
@@ -126,7 +127,7 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		done:      make(chan struct{}),
 	}
 	if !isH2 {
-		c.queue = make(chan []byte, set.queue())
+		c.queue = make(chan *frameBuf, set.queue())
 		return c, nil
 	}
 	cfg.NextProtos = []string{"h2"}
@@ -380,11 +381,15 @@ func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time
 		}
 		return enqueue(ctx, c, c.h2.queue, r)
 	}
-	frame, err := encodeFrame(token, expiry, priority, payload)
-	if err != nil {
-		return err
+	f := getFrameBuf()
+	err := f.encode(token, expiry, priority, payload)
+	if err == nil {
+		err = enqueue(ctx, c, c.queue, f)
 	}
-	return enqueue(ctx, c, c.queue, frame)
+	if err != nil {
+		f.release()
+	}
+	return err
 }
 
 // SendNotification validates a notification of the HTTP/2 API and queues it, like Send. Its
@@ -425,6 +430,12 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 	c.senders.Add(1)
 	c.mu.Unlock()
 	defer c.senders.Done()
+	select {
+	case queue <- v: // the common case, without a full select
+		c.stats.accepted.Add(1)
+		return nil
+	default:
+	}
 	select {
 	case queue <- v:
 		c.stats.accepted.Add(1)
@@ -491,8 +502,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		}
 		c.h2.close()
 	} else {
-		for frame := range c.queue {
-			c.report(frame, StatusUnknown)
+		for f := range c.queue {
+			c.report(f.b, StatusUnknown)
+			f.release()
 		}
 	}
 	for _, fc := range feedbacks {
@@ -508,14 +520,15 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// report hands a notification that will not be delivered to the callback.
+// report hands a notification that will not be delivered to the callback. It keeps a copy of
+// frame.
 func (c *Client) report(frame []byte, status Status) {
 	if status == StatusUnknown {
 		c.stats.unsent.Add(1)
 	} else {
 		c.stats.rejected.Add(1)
 	}
-	c.push(event{frame: frame, status: status})
+	c.push(event{frame: bytes.Clone(frame), status: status})
 }
 
 // reportRejection hands a notification of the HTTP/2 API that will not be delivered to the

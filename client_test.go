@@ -755,3 +755,35 @@ func TestShutdownStatusNamingNoFrameReplaysEverything(t *testing.T) {
 		t.Errorf("callbacks %v; want none", calls)
 	}
 }
+
+// Stop does not wait out the assume-sent timeout (an hour here): each worker ends with a
+// sentinel frame the gateway rejects, which confirms every frame before it. The sentinel never
+// reaches the callback, and a real rejection before it is still reported.
+func TestStopConfirmsWithASentinelInsteadOfWaiting(t *testing.T) {
+	s := newServer(t)
+	bad, _ := hex.DecodeString(token(50))
+	s.RejectToken(bad, 8)
+	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour))
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, c, 200)
+	stop(t, c) // would take an hour without the sentinel
+	if calls := l.snapshot(); len(calls) != 1 || len(calls[token(50)]) != 1 {
+		t.Errorf("callbacks %v; want token 50 once", calls)
+	}
+	checkAllArrived(t, s, 200, map[string]bool{token(50): true}, true)
+	if st := c.Stats(); st.Delivered != 199 || st.Rejected != 1 || st.Unsent != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	sentinels := 0
+	for _, n := range s.Rejected() {
+		if n.Token == nil && n.Payload == nil && n.ID != 0 {
+			sentinels++
+		}
+	}
+	if sentinels == 0 {
+		t.Error("the gateway saw no sentinel frame")
+	}
+}

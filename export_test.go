@@ -24,3 +24,7 @@ func NewTestAuthKey(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 	}
 	return key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
+
+// WithoutSentinel makes binary workers wait out the assume-sent timeout at Stop instead of
+// confirming with a sentinel frame, as before the sentinel existed (for comparisons).
+func WithoutSentinel() Option { return func(s *settings) { s.noSentinel = true } }

@@ -67,7 +67,9 @@ func FuzzSendInput(f *testing.F) {
 	f.Add("zz", uint8(5), int64(-1), "")
 	f.Fuzz(func(t *testing.T, token string, priority uint8, expiry int64, alert string) {
 		payload := map[string]interface{}{"aps": map[string]interface{}{"alert": alert}}
-		frame, err := encodeFrame(token, time.Unix(expiry, 0), priority, payload)
+		var f frameBuf
+		err := f.encode(token, time.Unix(expiry, 0), priority, payload)
+		frame := f.b
 		if err != nil {
 			return
 		}

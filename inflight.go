@@ -1,109 +1,185 @@
 package apns
 
-// This file owns the in-flight ring: the frames written on one connection that are not yet
-// assumed delivered. It is a plain data structure; one worker goroutine owns each ring.
+// This file owns the in-flight ring: the frames a worker holds, those written on the current
+// connection and not yet assumed delivered, followed by those waiting to be written again. It
+// is a plain data structure; one worker goroutine owns each ring.
 
-// inflight is a FIFO ring of written frames in write order. Because a worker gives its frames
-// consecutive identifiers and pushes every frame it writes, the identifiers in the ring are
-// consecutive too (modulo 2^32), which makes find O(1) and wrap-around safe.
+// inflight is a FIFO of frames in write order. The frame bytes live in one byte arena, each
+// frame contiguous, the arena used circularly; a small entry per frame records where it is and
+// when it was written. Holding a frame costs its bytes plus an entry's 16, and no heap object.
 //
-// The ring is bounded by the bytes of the frames it holds: full reports true once maxBytes is
-// reached, and the worker then stops taking new notifications until the oldest frames age out.
+// The first sent entries were written on the current connection. Because a worker gives its
+// frames consecutive identifiers, their identifiers are consecutive too (modulo 2^32), which
+// makes find O(1) and wrap-around safe. The entries after them are pending: written on an
+// earlier connection and waiting to be written again, oldest first.
+//
+// The ring is bounded by the bytes of the frames written on the connection: full reports true
+// once maxBytes is reached, and the worker then stops writing until the oldest frames age out.
 type inflight struct {
-	buf      []inflightEntry // circular; len(buf) is a power of two
-	head     int             // index of the oldest entry
-	n        int             // number of entries
-	bytes    int             // total length of the frames held
-	maxBytes int
+	data      []byte  // the arena
+	ents      []entry // circular; len(ents) is a power of two
+	head      int     // index of the oldest entry
+	n         int     // number of entries
+	sent      int     // the first sent entries were written on the current connection
+	sentBytes int     // their total length
+	maxBytes  int
 }
 
-type inflightEntry struct {
-	frame []byte
-	at    int64 // when the frame was written, in nanoseconds on the worker's clock
+type entry struct {
+	off, size int32
+	at        int64 // when the frame was written, in nanoseconds on the worker's clock
 }
+
+const minArena = 64 << 10
 
 func newInflight(maxBytes int) *inflight {
-	return &inflight{buf: make([]inflightEntry, 64), maxBytes: maxBytes}
+	return &inflight{ents: make([]entry, 64), maxBytes: maxBytes}
 }
 
-// Len returns the number of frames in flight.
+// Len returns the number of frames held, written or pending.
 func (r *inflight) Len() int { return r.n }
 
-// full reports whether the ring holds its byte budget.
-func (r *inflight) full() bool { return r.bytes >= r.maxBytes }
+// inFlight returns the number of frames written on the current connection.
+func (r *inflight) inFlight() int { return r.sent }
 
-// push appends a frame written at time at.
-func (r *inflight) push(frame []byte, at int64) {
-	if r.n == len(r.buf) {
-		grown := make([]inflightEntry, 2*len(r.buf))
-		r.copyTo(grown)
-		r.buf, r.head = grown, 0
+// pending returns the number of frames waiting to be written again.
+func (r *inflight) pending() int { return r.n - r.sent }
+
+// full reports whether the frames written on the connection hold the byte budget.
+func (r *inflight) full() bool { return r.sentBytes >= r.maxBytes }
+
+func (r *inflight) entry(i int) *entry { return &r.ents[(r.head+i)&(len(r.ents)-1)] }
+
+// frame returns the bytes of the i-th oldest frame, in the arena: valid until the ring changes.
+func (r *inflight) frame(i int) []byte {
+	e := r.entry(i)
+	return r.data[e.off : e.off+e.size : e.off+e.size]
+}
+
+// add copies frame into the ring as the newest pending frame.
+func (r *inflight) add(frame []byte) {
+	if r.n == len(r.ents) {
+		grown := make([]entry, 2*len(r.ents))
+		k := copy(grown, r.ents[r.head:])
+		copy(grown[k:], r.ents[:r.head])
+		r.ents, r.head = grown, 0
 	}
-	r.buf[(r.head+r.n)&(len(r.buf)-1)] = inflightEntry{frame, at}
+	off := r.alloc(len(frame))
+	copy(r.data[off:], frame)
+	*r.entry(r.n) = entry{off: int32(off), size: int32(len(frame))}
 	r.n++
-	r.bytes += len(frame)
 }
 
-// copyTo copies the entries, oldest first, to dst.
-func (r *inflight) copyTo(dst []inflightEntry) {
-	k := copy(dst, r.buf[r.head:min(r.head+r.n, len(r.buf))])
-	copy(dst[k:r.n], r.buf)
-}
-
-// at returns the i-th oldest entry.
-func (r *inflight) at(i int) *inflightEntry {
-	return &r.buf[(r.head+i)&(len(r.buf)-1)]
-}
-
-// oldest returns the write time of the oldest frame; ok is false when the ring is empty.
-func (r *inflight) oldest() (at int64, ok bool) {
+// alloc returns the arena offset for a new frame of size bytes, growing the arena if needed.
+// Frames never wrap: when the end of the arena is too short, the frame goes to its start.
+func (r *inflight) alloc(size int) int {
 	if r.n == 0 {
+		if size > len(r.data) {
+			r.data = make([]byte, max(minArena, size))
+		}
+		return 0
+	}
+	first, last := r.entry(0), r.entry(r.n-1)
+	end := int(last.off + last.size)
+	if last.off >= first.off { // not wrapped: free at the end and before the first
+		if end+size <= len(r.data) {
+			return end
+		}
+		if size <= int(first.off) {
+			return 0
+		}
+	} else if end+size <= int(first.off) { // wrapped: free between the last and the first
+		return end
+	}
+	// Grow: copy the frames, oldest first, to the start of a larger arena. A quarter more
+	// than the frames need keeps growth rare; two largest frames more make sure a frame always
+	// finds room, whatever space the arena's end wastes.
+	grown := make([]byte, max(minArena, (r.bytes()+size)*5/4+2*maxFrameSize))
+	at := 0
+	for i := range r.n {
+		e := r.entry(i)
+		copy(grown[at:], r.data[e.off:e.off+e.size])
+		e.off = int32(at)
+		at += int(e.size)
+	}
+	r.data = grown
+	return at
+}
+
+// bytes returns the total length of the frames held.
+func (r *inflight) bytes() int {
+	total := 0
+	for i := range r.n {
+		total += int(r.entry(i).size)
+	}
+	return total
+}
+
+// send marks the oldest pending frame written at time at with identifier id, and returns it.
+func (r *inflight) send(id uint32, at int64) []byte {
+	e := r.entry(r.sent)
+	e.at = at
+	r.sent++
+	r.sentBytes += int(e.size)
+	f := r.frame(r.sent - 1)
+	setFrameID(f, id)
+	return f
+}
+
+// oldest returns the write time of the oldest frame written on the connection; ok is false
+// when there is none.
+func (r *inflight) oldest() (at int64, ok bool) {
+	if r.sent == 0 {
 		return 0, false
 	}
-	return r.at(0).at, true
+	return r.entry(0).at, true
 }
 
-// expire drops the frames written at or before deadline and returns how many it dropped.
+// expire drops the written frames written at or before deadline and returns how many.
 func (r *inflight) expire(deadline int64) int {
 	k := 0
-	for r.n > 0 && r.at(0).at <= deadline {
-		r.popFront()
+	for r.sent > 0 && r.entry(0).at <= deadline {
+		r.drop(1)
 		k++
 	}
 	return k
 }
 
-func (r *inflight) popFront() []byte {
-	e := r.at(0)
-	f := e.frame
-	*e = inflightEntry{}
-	r.head = (r.head + 1) & (len(r.buf) - 1)
-	r.n--
-	r.bytes -= len(f)
-	return f
+// drop removes the k oldest frames.
+func (r *inflight) drop(k int) {
+	for ; k > 0; k-- {
+		e := r.entry(0)
+		if r.sent > 0 {
+			r.sent--
+			r.sentBytes -= int(e.size)
+		}
+		*e = entry{}
+		r.head = (r.head + 1) & (len(r.ents) - 1)
+		r.n--
+	}
 }
 
-// find returns the position of the frame with identifier id, or -1.
+// find returns the position of the written frame with identifier id, or -1.
 func (r *inflight) find(id uint32) int {
-	if r.n == 0 {
+	if r.sent == 0 {
 		return -1
 	}
-	i := int(id - frameID(r.at(0).frame)) // uint32 arithmetic: wrap-around safe
-	if i < 0 || i >= r.n || frameID(r.at(i).frame) != id {
+	i := int(id - frameID(r.frame(0))) // uint32 arithmetic: wrap-around safe
+	if i < 0 || i >= r.sent || frameID(r.frame(i)) != id {
 		return -1
 	}
 	return i
 }
 
-// drain empties the ring: it drops the first k frames (delivered) and returns the rest,
-// oldest first.
-func (r *inflight) drain(k int) [][]byte {
-	for ; k > 0 && r.n > 0; k-- {
-		r.popFront()
+// unsend makes every frame held pending: the connection ended and they are to be written
+// again, oldest first.
+func (r *inflight) unsend() {
+	r.sent, r.sentBytes = 0, 0
+}
+
+// shrink releases the arena of an empty ring.
+func (r *inflight) shrink() {
+	if r.n == 0 {
+		r.data = nil
 	}
-	rest := make([][]byte, 0, r.n)
-	for r.n > 0 {
-		rest = append(rest, r.popFront())
-	}
-	return rest
 }

@@ -1,21 +1,28 @@
 package apns
 
 import (
+	"bytes"
 	"math"
 	"testing"
 )
 
-// frameWithID returns a minimal frame whose identifier is id.
-func frameWithID(id uint32, size int) []byte {
-	f := make([]byte, max(size, frameTail+frameHeader))
-	setFrameID(f, id)
-	return f
+// frameOf returns a frame of size bytes (at least the identifier's room) filled with fill.
+func frameOf(size int, fill byte) []byte {
+	return bytes.Repeat([]byte{fill}, max(size, frameTail+frameHeader))
 }
 
-func ids(frames [][]byte) []uint32 {
+// sendAll adds frames and writes them with consecutive identifiers from id, at times 0, 10, ...
+func sendAll(r *inflight, id uint32, frames ...[]byte) {
+	for i, f := range frames {
+		r.add(f)
+		r.send(id+uint32(i), int64(i*10))
+	}
+}
+
+func heldIDs(r *inflight) []uint32 {
 	var out []uint32
-	for _, f := range frames {
-		out = append(out, frameID(f))
+	for i := range r.Len() {
+		out = append(out, frameID(r.frame(i)))
 	}
 	return out
 }
@@ -23,8 +30,8 @@ func ids(frames [][]byte) []uint32 {
 func TestInflightFindsConsecutiveIDsAcrossWrapAround(t *testing.T) {
 	r := newInflight(1 << 20)
 	start := uint32(math.MaxUint32 - 100)
-	for i := 0; i < 300; i++ { // grows past its initial 64 slots too
-		r.push(frameWithID(start+uint32(i), 0), int64(i))
+	for i := range 300 { // grows past its initial 64 entries too
+		sendAll(r, start+uint32(i), frameOf(0, byte(i)))
 	}
 	for _, i := range []int{0, 100, 101, 299} {
 		if got := r.find(start + uint32(i)); got != i {
@@ -41,8 +48,9 @@ func TestInflightFindsConsecutiveIDsAcrossWrapAround(t *testing.T) {
 
 func TestInflightExpireDropsOnlyOldFrames(t *testing.T) {
 	r := newInflight(1 << 20)
-	for i := 0; i < 10; i++ {
-		r.push(frameWithID(uint32(i), 0), int64(i*10))
+	for i := range 10 {
+		r.add(frameOf(0, 0))
+		r.send(uint32(i), int64(i*10))
 	}
 	if got := r.expire(45); got != 5 {
 		t.Errorf("expire(45) = %d; want 5", got)
@@ -55,21 +63,58 @@ func TestInflightExpireDropsOnlyOldFrames(t *testing.T) {
 	}
 }
 
-func TestInflightDrainSplitsDeliveredFromReplay(t *testing.T) {
-	r := newInflight(1 << 20)
-	for i := 0; i < 100; i++ {
-		r.push(frameWithID(uint32(i), 0), 0)
-		if i < 60 {
-			r.expire(0) // move head so the ring wraps
+// The arena keeps every frame's bytes intact while frames come and go, the arena wraps and
+// grows.
+func TestInflightKeepsFrameBytesAcrossWrapAndGrowth(t *testing.T) {
+	r := newInflight(1 << 30)
+	want := map[uint32][]byte{}
+	id := uint32(1)
+	for round := range 200 {
+		for k := range 50 + round%37 { // sizes vary so frames meet the arena's end unevenly
+			f := frameOf(100+(round*31+k*17)%2000, byte(id))
+			r.add(f)
+			want[id] = bytes.Clone(r.send(id, int64(id)))
+			id++
+		}
+		if r.Len() > 400 { // keep a few hundred in flight: the arena wraps
+			r.drop(r.Len() - 300)
+		}
+		for i := range r.Len() {
+			got := r.frame(i)
+			if !bytes.Equal(got, want[frameID(got)]) {
+				t.Fatalf("round %d: frame %d (id %d) changed", round, i, frameID(got))
+			}
 		}
 	}
-	// ids 60..99 are left, 40 frames.
-	rest := r.drain(r.find(70))
-	if got := ids(rest); len(got) != 30 || got[0] != 70 || got[29] != 99 {
-		t.Errorf("drain = %v; want 70..99", got)
+	if len(r.data) > 8*r.bytes() {
+		t.Errorf("arena of %d bytes for %d bytes of frames", len(r.data), r.bytes())
 	}
-	if r.Len() != 0 || r.bytes != 0 {
-		t.Errorf("after drain Len=%d bytes=%d; want 0, 0", r.Len(), r.bytes)
+}
+
+func TestInflightUnsendKeepsOrderForTheNextConnection(t *testing.T) {
+	r := newInflight(1 << 20)
+	for i := range 100 {
+		sendAll(r, uint32(i), frameOf(0, 0))
+		if i < 60 {
+			r.expire(1 << 40) // move the head so the entries wrap
+		}
+	}
+	// ids 60..99 are held; 70 is rejected: 60..69 delivered, 71..99 written again.
+	i := r.find(70)
+	r.drop(i + 1)
+	r.unsend()
+	if r.inFlight() != 0 || r.pending() != 29 || r.full() {
+		t.Fatalf("after unsend inFlight=%d pending=%d full=%v; want 0, 29, false", r.inFlight(), r.pending(), r.full())
+	}
+	if got := heldIDs(r); got[0] != 71 || got[28] != 99 {
+		t.Errorf("held %v; want 71..99", got)
+	}
+	// Written again on a new connection, with new identifiers.
+	for k := range 29 {
+		r.send(uint32(1000+k), 0)
+	}
+	if got := r.find(1005); got != 5 || r.pending() != 0 {
+		t.Errorf("find(1005) = %d, pending %d; want 5, 0", got, r.pending())
 	}
 }
 
@@ -79,7 +124,7 @@ func TestInflightIsFullAtItsByteBudget(t *testing.T) {
 		if i > 10 {
 			t.Fatal("ring never became full")
 		}
-		r.push(frameWithID(uint32(i), 300), 0)
+		sendAll(r, uint32(i), frameOf(300, 0))
 	}
 	if r.Len() != 4 {
 		t.Errorf("full after %d frames of 300 bytes; want 4", r.Len())
@@ -88,4 +133,30 @@ func TestInflightIsFullAtItsByteBudget(t *testing.T) {
 	if r.full() {
 		t.Error("still full after expiry")
 	}
+	r.unsend() // pending frames do not count against the budget
+	if r.full() {
+		t.Error("full with nothing written")
+	}
+}
+
+// BenchmarkInflight reports what a frame in flight costs: its own bytes plus the ring's
+// overhead, at steady state with 100,000 frames of a typical 107 bytes in flight.
+func BenchmarkInflight(b *testing.B) {
+	f := frameOf(107, 1)
+	r := newInflight(1 << 30)
+	const inFlight = 100000
+	b.ReportAllocs()
+	id := uint32(1)
+	for b.Loop() {
+		r.add(f)
+		r.send(id, int64(id))
+		id++
+		if r.Len() > inFlight {
+			r.drop(1)
+		}
+	}
+	held := r.Len()
+	total := cap(r.data) + cap(r.ents)*16
+	b.ReportMetric(float64(total)/float64(held), "bytes/frame-held")
+	b.ReportMetric(float64(total-r.bytes())/float64(held), "overhead-bytes/frame")
 }

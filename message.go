@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -56,39 +58,96 @@ type Message struct {
 	Payload   []byte // JSON payload
 }
 
-// encodeFrame validates Send's arguments and returns the command-2 frame with identifier 0.
-// The worker patches the identifier in place with setFrameID when it writes the frame.
-func encodeFrame(token string, expiry time.Time, priority uint8, payload map[string]interface{}) ([]byte, error) {
+// frameBuf carries one encoded frame from Send to a worker. Buffers are pooled: Send encodes
+// into one, the worker copies the frame into its in-flight ring and releases the buffer, so
+// the frame costs no allocation of its own.
+type frameBuf struct {
+	b   []byte
+	enc *json.Encoder // writes the payload straight into b
+}
+
+var framePool = sync.Pool{New: func() any { return new(frameBuf) }}
+
+func getFrameBuf() *frameBuf { return framePool.Get().(*frameBuf) }
+
+// release returns f to the pool; f must not be used afterwards.
+func (f *frameBuf) release() {
+	f.b = f.b[:0]
+	framePool.Put(f)
+}
+
+// Write appends p to the frame; it is the json.Encoder's destination.
+func (f *frameBuf) Write(p []byte) (int, error) {
+	f.b = append(f.b, p...)
+	return len(p), nil
+}
+
+// payloadOffset is where the payload starts in a frame.
+const payloadOffset = frameHeader + itemHeader + TokenSize + itemHeader
+
+// encode validates Send's arguments and encodes the command-2 frame into f.b, with
+// identifier 0. The worker patches the identifier in place with setFrameID when it writes the
+// frame.
+func (f *frameBuf) encode(token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	if len(token) != 2*TokenSize {
 		if _, err := hex.DecodeString(token); err != nil && !errors.Is(err, hex.ErrLength) {
-			return nil, ErrTokenNotHex
+			return ErrTokenNotHex
 		}
-		return nil, ErrTokenLength
+		return ErrTokenLength
 	}
 	if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
-		return nil, ErrInvalidPriority
+		return ErrInvalidPriority
 	}
 	exp, err := expirySeconds(expiry)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if payload == nil {
-		return nil, ErrPayloadEmpty
+		return ErrPayloadEmpty
 	}
-	p, err := json.Marshal(payload)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
+	f.b = slices.Grow(f.b[:0], frameOverhead+256)[:payloadOffset]
+	if !decodeHex(f.b[frameHeader+itemHeader:frameHeader+itemHeader+TokenSize], token) {
+		return ErrTokenNotHex
 	}
-	if len(p) > MaxPayloadSize {
-		return nil, ErrPayloadTooLarge
+	if f.enc == nil {
+		f.enc = json.NewEncoder(f)
 	}
-	frame := make([]byte, frameOverhead+len(p))
-	tok := frame[frameHeader+itemHeader : frameHeader+itemHeader+TokenSize]
-	if _, err := hex.Decode(tok, []byte(token)); err != nil {
-		return nil, ErrTokenNotHex
+	if err := f.enc.Encode(payload); err != nil { // the same bytes as json.Marshal, and a newline
+		return fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
 	}
-	putFrame(frame, p, 0, exp, priority)
-	return frame, nil
+	n := len(f.b) - 1 - payloadOffset
+	if n > MaxPayloadSize {
+		return ErrPayloadTooLarge
+	}
+	f.b = append(f.b[:payloadOffset+n], make([]byte, frameTail)...)
+	putFrame(f.b, n, 0, exp, priority)
+	return nil
+}
+
+// decodeHex decodes the hex string s into dst, which is len(s)/2 bytes long, without
+// allocating; it reports whether s was valid.
+func decodeHex(dst []byte, s string) bool {
+	for i := range dst {
+		hi, ok1 := fromHex(s[2*i])
+		lo, ok2 := fromHex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // expirySeconds converts Send's expiry to the frame's 32-bit UNIX time; the zero Time is 0.
@@ -103,9 +162,9 @@ func expirySeconds(t time.Time) (uint32, error) {
 	return uint32(s), nil
 }
 
-// putFrame fills frame, whose length is frameOverhead+len(payload) and whose token bytes are
-// already in place, with every other field.
-func putFrame(frame, payload []byte, id, expiry uint32, priority uint8) {
+// putFrame fills frame, whose length is frameOverhead+n and whose token and n payload bytes
+// are already in place, with every other field.
+func putFrame(frame []byte, n int, id, expiry uint32, priority uint8) {
 	be := binary.BigEndian
 	frame[0] = frameCommand
 	be.PutUint32(frame[1:], uint32(len(frame)-frameHeader))
@@ -114,8 +173,8 @@ func putFrame(frame, payload []byte, id, expiry uint32, priority uint8) {
 	be.PutUint16(b[1:], TokenSize)
 	b = b[itemHeader+TokenSize:]
 	b[0] = itemPayload
-	be.PutUint16(b[1:], uint16(len(payload)))
-	b = b[itemHeader+copy(b[itemHeader:], payload):]
+	be.PutUint16(b[1:], uint16(n))
+	b = b[itemHeader+n:]
 	b[0] = itemID
 	be.PutUint16(b[1:], 4)
 	be.PutUint32(b[3:], id)
@@ -148,7 +207,8 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 	}
 	frame := make([]byte, frameOverhead+len(m.Payload))
 	copy(frame[frameHeader+itemHeader:], m.Token)
-	putFrame(frame, m.Payload, m.MessageID, m.Expiry, m.Priority)
+	copy(frame[payloadOffset:], m.Payload)
+	putFrame(frame, len(m.Payload), m.MessageID, m.Expiry, m.Priority)
 	return frame, nil
 }
 

@@ -3,6 +3,7 @@ package apns
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -134,12 +135,33 @@ func TestErrorsNeverContainTheWholeToken(t *testing.T) {
 	}
 }
 
+// encodeFrame is Send's encoding into a fresh buffer.
+func encodeFrame(token string, expiry time.Time, priority uint8, payload map[string]interface{}) ([]byte, error) {
+	var f frameBuf
+	err := f.encode(token, expiry, priority, payload)
+	return f.b, err
+}
+
+// BenchmarkEncodeFrame compares the frame encoding with json.Marshal of the same payload: the
+// encoding itself allocates nothing, so its allocations are the JSON encoder's.
 func BenchmarkEncodeFrame(b *testing.B) {
 	payload := map[string]interface{}{"aps": map[string]interface{}{"alert": "hello world!"}, "data": 42}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := encodeFrame(testToken, time.Time{}, 10, payload); err != nil {
-			b.Fatal(err)
+	b.Run("frame", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f := getFrameBuf()
+			if err := f.encode(testToken, time.Time{}, 10, payload); err != nil {
+				b.Fatal(err)
+			}
+			f.release()
 		}
-	}
+	})
+	b.Run("json.Marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

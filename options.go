@@ -30,6 +30,7 @@ type settings struct {
 	streams           int
 	maxAttempts       int
 	clock             func() time.Time
+	noSentinel        bool // tests and benchmarks: Stop waits out the assume-sent timeout
 }
 
 // Protocol is the wire protocol a client speaks.

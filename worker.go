@@ -54,13 +54,14 @@ type worker struct {
 	epoch time.Time // origin of the ring's clock
 
 	// Owned by the worker goroutine.
-	ring         *inflight
-	replay       [][]byte // frames to write before taking new ones, oldest first
-	nextID       uint32   // never 0: a status-10 response names 0 when nothing was delivered
-	stopAttempts int      // connection attempts since Stop began or the gateway last settled frames
-	failures     int      // failed dials and lost connections since frames were last delivered
-	conns        int      // connections opened
-	lastWrite    int64    // when the last frame was written, on the ring's clock
+	queue        chan *frameBuf // the client's queue; nil once it is closed and drained
+	ring         *inflight      // frames written on this connection, then those to write again
+	nextID       uint32         // never 0: a status-10 response names 0 when nothing was delivered
+	sentinel     uint32         // identifier of the sentinel written on this connection, or 0
+	stopAttempts int            // connection attempts since Stop began or the gateway last settled frames
+	failures     int            // failed dials and lost connections since frames were last delivered
+	conns        int            // connections opened
+	lastWrite    int64          // when the last frame was written, on the ring's clock
 	bw           *bufio.Writer
 }
 
@@ -68,6 +69,7 @@ type worker struct {
 func newWorker(c *Client, startFailed bool) *worker {
 	w := &worker{
 		c:      c,
+		queue:  c.queue,
 		epoch:  time.Now(),
 		nextID: 1,
 		ring:   newInflight(c.set.inflight()),
@@ -159,14 +161,18 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 // giveUp reports every frame the worker still holds as unsent; it runs when the worker exits
-// without a connection. Frames in the ring were written and count as delivered.
+// without a connection. Frames written on the last connection count as delivered.
 func (w *worker) giveUp() {
 	w.c.stats.delivered.Add(uint64(w.ring.expire(1<<63 - 1)))
-	for _, f := range w.replay {
-		w.c.report(f, StatusUnknown)
+	for w.ring.Len() > 0 {
+		w.c.report(w.ring.frame(0), StatusUnknown)
+		w.ring.drop(1)
 	}
-	w.replay = nil
 }
+
+// drained reports whether the worker is done: the queue is closed and empty and it holds no
+// frame.
+func (w *worker) drained() bool { return w.queue == nil && w.ring.Len() == 0 }
 
 // readResult is what the reader goroutine saw: an error response, or why there was none.
 type readResult struct {
@@ -219,6 +225,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
 	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
 	w.bw.Reset(deadlineWriter{conn, w.c.set.write()})
+	w.sentinel = 0
 	res, end := w.loop(results)
 	w.bw.Reset(nil)
 
@@ -247,42 +254,37 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	if !local && res.err != nil {
 		w.failures++ // reconnect after a pause: a server that keeps dropping is not hammered
 	}
+	if end == errIdle {
+		w.ring.shrink()
+	}
 	if end == errAborted {
 		w.giveUp()
 	}
-	return end == errDrained || end == errAborted
+	return end == errAborted || w.drained()
 }
+
+// writeBatch bounds how many frames the worker writes between two looks at the reader.
+const writeBatch = 256
 
 // loop writes frames until the connection ends. It returns the reader's result, or the error
 // that ended the connection on this side.
 func (w *worker) loop(results <-chan readResult) (readResult, error) {
 	c := w.c
-	queue := c.queue
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	w.lastWrite = w.now()
 	for {
-		// Replayed frames go first.
-		if len(w.replay) > 0 && !w.ring.full() {
-			f := w.replay[0]
-			w.replay[0] = nil
-			w.replay = w.replay[1:]
-			c.stats.replayed.Add(1)
-			if err := w.write(f); err != nil {
-				return readResult{}, err
-			}
-			continue
+		more, err := w.fill()
+		if err != nil {
+			return readResult{}, err
 		}
-		in := w.source(queue)
 		select {
 		case res := <-results:
 			return res, nil
-		case f, ok := <-in:
-			if err := w.take(f, ok, &queue); err != nil {
-				return readResult{}, err
-			}
-			continue
 		default:
+		}
+		if more {
+			continue
 		}
 
 		// Nothing to write right now.
@@ -294,8 +296,13 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 			c.stats.delivered.Add(uint64(k))
 			w.progressed()
 		}
-		if queue == nil && len(w.replay) == 0 && w.ring.Len() == 0 {
+		if w.drained() {
 			return readResult{}, errDrained
+		}
+		if w.queue == nil && w.ring.pending() == 0 && w.sentinel == 0 && !c.set.noSentinel {
+			if err := w.writeSentinel(); err != nil {
+				return readResult{}, err
+			}
 		}
 		var wait time.Duration
 		if oldest, ok := w.ring.oldest(); ok {
@@ -307,12 +314,15 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 			}
 		}
 		timer.Reset(max(wait, time.Millisecond))
-		in = w.source(queue)
+		var in chan *frameBuf
+		if !w.ring.full() && w.ring.pending() == 0 {
+			in = w.queue
+		}
 		select {
 		case res := <-results:
 			return res, nil
 		case f, ok := <-in:
-			if err := w.take(f, ok, &queue); err != nil {
+			if err := w.take(f, ok); err != nil {
 				return readResult{}, err
 			}
 		case <-timer.C:
@@ -322,13 +332,90 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 	}
 }
 
-// source returns queue when the worker may take a new frame from it, else nil: replayed
-// frames go first, and a full ring takes nothing until its oldest frames age out.
-func (w *worker) source(queue chan []byte) chan []byte {
-	if w.ring.full() || len(w.replay) > 0 {
+// fill writes up to writeBatch frames without waiting: frames to write again first, then
+// frames from the queue, as long as the ring has room. more reports that it stopped at the
+// batch limit.
+func (w *worker) fill() (more bool, err error) {
+	written, replayed := 0, 0
+	defer func() {
+		w.c.stats.written.Add(uint64(written))
+		w.c.stats.replayed.Add(uint64(replayed))
+	}()
+	at := w.now()
+	for written < writeBatch {
+		if w.ring.full() {
+			return false, nil
+		}
+		if w.ring.pending() > 0 {
+			replayed++
+		} else {
+			if w.queue == nil {
+				return false, nil
+			}
+			select {
+			case f, ok := <-w.queue:
+				if !ok {
+					w.queue = nil
+					return false, nil
+				}
+				w.ring.add(f.b)
+				f.release()
+			default:
+				return false, nil
+			}
+		}
+		written++
+		if err := w.writeNext(at); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// take writes a frame received from the queue; ok false means the queue was closed.
+func (w *worker) take(f *frameBuf, ok bool) error {
+	if !ok {
+		w.queue = nil
 		return nil
 	}
-	return queue
+	w.ring.add(f.b)
+	f.release()
+	w.c.stats.written.Add(1)
+	return w.writeNext(w.now())
+}
+
+// writeNext gives the oldest pending frame the next identifier and buffers it.
+func (w *worker) writeNext(at int64) error {
+	w.lastWrite = at
+	_, err := w.bw.Write(w.ring.send(w.newID(), at))
+	return err
+}
+
+func (w *worker) newID() uint32 {
+	id := w.nextID
+	if w.nextID++; w.nextID == 0 {
+		w.nextID = 1
+	}
+	return id
+}
+
+// writeSentinel writes and flushes the sentinel: a frame with an identifier and nothing else,
+// which a gateway rejects (status 2, missing device token) naming that identifier. As the
+// gateway answers frames in order, the answer confirms every frame written before it, so Stop
+// need not wait out the assume-sent timeout. It is written once the queue is closed and every
+// frame is written; without an answer the frames age out as usual.
+func (w *worker) writeSentinel() error {
+	w.sentinel = w.newID()
+	var f [frameHeader + itemHeader + 4]byte
+	f[0] = frameCommand
+	binary.BigEndian.PutUint32(f[1:], itemHeader+4)
+	f[frameHeader] = itemID
+	binary.BigEndian.PutUint16(f[frameHeader+1:], 4)
+	binary.BigEndian.PutUint32(f[frameHeader+itemHeader:], w.sentinel)
+	if _, err := w.bw.Write(f[:]); err != nil {
+		return err
+	}
+	return w.bw.Flush()
 }
 
 // progressed notes that the gateway settled frames: connection trouble before it is not
@@ -337,61 +424,38 @@ func (w *worker) progressed() {
 	w.failures, w.stopAttempts = 0, 0
 }
 
-// take writes a frame received from the queue; ok false means the queue was closed, and
-// *queue is set to nil so that the loop stops reading it.
-func (w *worker) take(frame []byte, ok bool, queue *chan []byte) error {
-	if !ok {
-		*queue = nil
-		return nil
-	}
-	return w.write(frame)
-}
-
-// write gives the frame the next identifier, puts it in the ring and buffers it.
-func (w *worker) write(frame []byte) error {
-	w.lastWrite = w.now()
-	setFrameID(frame, w.nextID)
-	if w.nextID++; w.nextID == 0 {
-		w.nextID = 1
-	}
-	w.ring.push(frame, w.lastWrite)
-	w.c.stats.written.Add(1)
-	_, err := w.bw.Write(frame)
-	return err
-}
-
-// settle empties the ring after a connection ended, according to how it ended. It is the one
-// place that decides what was delivered, what was rejected and what is written again.
+// settle sorts the frames written on a connection that ended, according to how it ended. It
+// is the one place that decides what was delivered, what was rejected and what is written
+// again: the frames it leaves in the ring are written again on the next connection, first.
 func (w *worker) settle(res readResult) {
-	c := w.c
-	if w.ring.Len() == 0 && res.err != nil {
+	c, r := w.c, w.ring
+	if r.inFlight() == 0 && res.err != nil {
 		return
 	}
-	var delivered int
-	var again [][]byte
-	switch i := w.ring.find(res.id); {
+	switch i := r.find(res.id); {
 	case res.err != nil: // lost without a word: the gateway may have any of them
 		c.stats.drops.Add(1)
-		c.reportError(fmt.Errorf("apns: connection to %s lost with %d frames in flight: %w", c.addr, w.ring.Len(), res.err))
-		again = w.ring.drain(0)
-		c.stats.duplicates.Add(uint64(len(again)))
+		c.reportError(fmt.Errorf("apns: connection to %s lost with %d frames in flight: %w", c.addr, r.inFlight(), res.err))
+		c.stats.duplicates.Add(uint64(r.inFlight()))
+	case w.sentinel != 0 && res.id == w.sentinel: // the gateway took everything before it
+		w.settled(r.inFlight())
 	case i < 0 && res.status == StatusShutdown: // nothing in flight was delivered
-		again = w.ring.drain(0)
 	case i < 0:
 		c.stats.unknownIDs.Add(1)
 		c.reportError(&ResponseError{Status: res.status, ID: res.id})
-		again = w.ring.drain(0)
 	case res.status == StatusShutdown: // id is the last frame delivered
-		delivered = i + 1
-		again = w.ring.drain(delivered)
-		w.progressed()
-	default:
-		delivered = i
-		again = w.ring.drain(delivered)
-		c.report(again[0], res.status)
-		again = again[1:]
-		w.progressed()
+		w.settled(i + 1)
+	default: // id is the rejected frame: those before it were delivered
+		w.settled(i)
+		c.report(r.frame(0), res.status)
+		r.drop(1)
 	}
-	c.stats.delivered.Add(uint64(delivered))
-	w.replay = append(again, w.replay...)
+	r.unsend()
+}
+
+// settled drops the k oldest frames as delivered: the gateway has settled them.
+func (w *worker) settled(k int) {
+	w.ring.drop(k)
+	w.c.stats.delivered.Add(uint64(k))
+	w.progressed()
 }
