@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -526,7 +528,9 @@ func (c *Client) report(frame []byte, status Status) {
 	if status == StatusUnknown {
 		c.stats.unsent.Add(1)
 	} else {
-		c.stats.rejected.Add(1)
+		c.stats.reject(uint8(status))
+		c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
+			slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(frame[frameHeader+itemHeader:][:TokenSize])))
 	}
 	c.push(event{frame: bytes.Clone(frame), status: status})
 }
@@ -548,6 +552,18 @@ func (c *Client) push(e event) {
 		return
 	}
 	events.push(e)
+}
+
+// log logs an event when the client has a logger.
+func (c *Client) log(level slog.Level, msg string, attrs ...slog.Attr) {
+	if l := c.set.logger; l != nil {
+		l.LogAttrs(context.Background(), level, msg, attrs...)
+	}
+}
+
+// abbrev shortens a device token for logs: its first 4 bytes in hex.
+func abbrev(token []byte) string {
+	return hex.EncodeToString(token[:min(4, len(token))]) + "…"
 }
 
 // reportError hands an event that concerns no single notification to the error handler.
@@ -675,27 +691,63 @@ type Stats struct {
 	Drops      uint64 // connections lost without an error response; HTTP/2 requests left without an answer
 	Reconnects uint64 // connections opened after the first of each worker
 	UnknownIDs uint64 // error responses naming no frame in flight
+
+	// RejectedByStatus splits Rejected by status code (HTTP/2: the nearest binary code, as
+	// the callback gets it). Statuses that never occurred are absent.
+	RejectedByStatus map[Status]uint64
+
+	// Gauges: the state at the time of the call.
+	Queued      uint64 // notifications waiting in the queue
+	InFlight    uint64 // notifications taken from the queue and not yet settled: written and waiting, or to be written again
+	Connections uint64 // connections open
 }
 
 type counters struct {
 	accepted, written, delivered, rejected, unsent, replayed, duplicates, drops, reconnects,
 	unknownIDs atomic.Uint64
+	byStatus [256]atomic.Uint64
+	conns    atomic.Int64
 }
 
-// Stats returns the client's counters. Once Stop has returned, Accepted equals Delivered +
-// Rejected + Unsent.
+// reject counts a notification rejected with code.
+func (s *counters) reject(code uint8) {
+	s.rejected.Add(1)
+	s.byStatus[code].Add(1)
+}
+
+// Stats returns the client's counters and gauges. They are read one by one while the client
+// runs, so they may disagree by a few notifications in flux; once Stop has returned, Accepted
+// equals Delivered + Rejected + Unsent.
 func (c *Client) Stats() Stats {
 	s := &c.stats
-	return Stats{
-		Accepted:   s.accepted.Load(),
-		Written:    s.written.Load(),
-		Delivered:  s.delivered.Load(),
-		Rejected:   s.rejected.Load(),
-		Unsent:     s.unsent.Load(),
-		Replayed:   s.replayed.Load(),
-		Duplicates: s.duplicates.Load(),
-		Drops:      s.drops.Load(),
-		Reconnects: s.reconnects.Load(),
-		UnknownIDs: s.unknownIDs.Load(),
+	st := Stats{
+		Written:     s.written.Load(),
+		Delivered:   s.delivered.Load(),
+		Rejected:    s.rejected.Load(),
+		Unsent:      s.unsent.Load(),
+		Replayed:    s.replayed.Load(),
+		Duplicates:  s.duplicates.Load(),
+		Drops:       s.drops.Load(),
+		Reconnects:  s.reconnects.Load(),
+		UnknownIDs:  s.unknownIDs.Load(),
+		Connections: uint64(max(s.conns.Load(), 0)),
 	}
+	if c.h2 != nil {
+		st.Queued = uint64(len(c.h2.queue))
+	} else {
+		st.Queued = uint64(len(c.queue))
+	}
+	st.Accepted = s.accepted.Load() // last: it counts before the others
+	if settled := st.Delivered + st.Rejected + st.Unsent + st.Queued; st.Accepted > settled {
+		st.InFlight = st.Accepted - settled
+	}
+	for code := range s.byStatus {
+		if n := s.byStatus[code].Load(); n > 0 {
+			if st.RejectedByStatus == nil {
+				st.RejectedByStatus = map[Status]uint64{}
+			}
+			st.RejectedByStatus[Status(code)] = n
+		}
+	}
+	return st
 }

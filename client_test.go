@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"runtime"
 	"strings"
 	"sync"
@@ -785,5 +786,37 @@ func TestStopConfirmsWithASentinelInsteadOfWaiting(t *testing.T) {
 	}
 	if sentinels == 0 {
 		t.Error("the gateway saw no sentinel frame")
+	}
+}
+
+// Stats splits rejections by status and shows the queue, the notifications in flight and
+// the open connections.
+func TestStatsSplitRejectionsAndShowGauges(t *testing.T) {
+	s := newServer(t)
+	for i, status := range map[int]uint8{3: 8, 7: 8, 11: 8, 13: 7} {
+		b, _ := hex.DecodeString(token(i))
+		s.RejectToken(b, status)
+	}
+	c := newClient(t, s)
+	sendAll(t, c, 20) // before Start: all queued
+	if st := c.Stats(); st.Queued != 20 || st.InFlight != 0 || st.Connections != 0 || st.Accepted != 20 {
+		t.Errorf("before Start: %+v", st)
+	}
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	guard(t, "two connections up", func() {
+		for c.Stats().Connections != 2 {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	stop(t, c)
+	st := c.Stats()
+	want := map[apns.Status]uint64{8: 3, 7: 1}
+	if !maps.Equal(st.RejectedByStatus, want) || st.Rejected != 4 || st.Delivered != 16 {
+		t.Errorf("after Stop: RejectedByStatus %v, stats %+v; want %v", st.RejectedByStatus, st, want)
+	}
+	if st.Queued != 0 || st.InFlight != 0 || st.Connections != 0 {
+		t.Errorf("gauges after Stop: %+v", st)
 	}
 }

@@ -644,10 +644,11 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 	if resp.StatusCode == http.StatusGone {
 		c.addBadToken(BadToken{Token: r.token, Timestamp: resp.Timestamp})
 	}
-	c.stats.rejected.Add(1)
+	code := uint8(codeOf(resp.StatusCode, resp.Reason))
+	c.stats.reject(code)
 	c.reportRejection(&Rejection{
 		Message:    r.message(),
-		Code:       uint8(codeOf(resp.StatusCode, resp.Reason)),
+		Code:       code,
 		StatusCode: resp.StatusCode,
 		Reason:     resp.Reason,
 		ID:         cmp(resp.ID, r.header.Get("Apns-Id")),

@@ -4,6 +4,7 @@ package apns
 
 import (
 	"crypto/tls"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -31,6 +32,7 @@ type settings struct {
 	maxAttempts       int
 	clock             func() time.Time
 	noSentinel        bool // tests and benchmarks: Stop waits out the assume-sent timeout
+	logger            *slog.Logger
 }
 
 // Protocol is the wire protocol a client speaks.
@@ -144,6 +146,15 @@ func WithInflightBytes(n int) Option {
 // and must not block for long. Default: such events are only counted.
 func WithErrorHandler(f func(error)) Option {
 	return func(s *settings) { s.errorHandler = f }
+}
+
+// WithLogger makes the client log connection events to l: connections opened and closed,
+// lost connections and reconnects, rejections, frames written again, HTTP/2 retries. Routine
+// events are logged at Debug, replays and rejections at Info, lost connections and failed
+// connection attempts at Warn. Tokens appear abbreviated to their first 8 hex digits, keys and
+// provider tokens never. Default: nothing is logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) { s.logger = l }
 }
 
 func (s *settings) assumeSent() time.Duration {

@@ -1,6 +1,7 @@
 package apns_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -101,7 +103,9 @@ func TestErrorsAndEventsNeverCarryAWholeToken(t *testing.T) {
 	s.Script(apnstest.ConnScript{After: 5, Drop: true}, apnstest.ConnScript{After: 5, Garbage: []byte{8, 8, 1, 2, 3, 4}})
 	var mu sync.Mutex
 	var texts []string
-	c := newClient(t, s, apns.WithErrorHandler(func(err error) {
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := newClient(t, s, apns.WithLogger(logger), apns.WithErrorHandler(func(err error) {
 		mu.Lock()
 		texts = append(texts, err.Error())
 		mu.Unlock()
@@ -123,6 +127,13 @@ func TestErrorsAndEventsNeverCarryAWholeToken(t *testing.T) {
 	if len(texts) < 5 {
 		t.Fatalf("only %d error texts; want the 5 rejections and the connection events", len(texts))
 	}
+	log := logs.String()
+	for _, want := range []string{"connected", "notification rejected", "token=" + token(10)[:8] + "…", "names no frame in flight", "frames to write again", "sentinel confirmed"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	texts = append(texts, strings.Split(log, "\n")...)
 	for _, text := range texts {
 		for i := 0; i < 50; i++ {
 			if strings.Contains(text, token(i)) || strings.Contains(strings.ToUpper(text), strings.ToUpper(token(i))) {
@@ -289,4 +300,22 @@ func TestCallbackPanicIsNotRecovered(t *testing.T) {
 	if !errors.As(err, &exit) || !strings.Contains(string(out), "panic: callback boom") {
 		t.Errorf("child: %v\n%s", err, out)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes, for loggers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"time"
@@ -127,6 +128,8 @@ func (w *worker) connect() net.Conn {
 			return conn
 		}
 		w.failures++
+		c.log(slog.LevelWarn, "apns: connection attempt failed", slog.String("addr", c.addr),
+			slog.Int("failures", w.failures), slog.Any("err", err))
 		c.reportError(fmt.Errorf("apns: connecting to %s: %w", c.addr, err))
 	}
 }
@@ -226,6 +229,8 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
 	w.bw.Reset(deadlineWriter{conn, w.c.set.write()})
 	w.sentinel = 0
+	w.c.stats.conns.Add(1)
+	w.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", w.c.addr), slog.Int("replay", w.ring.pending()))
 	res, end := w.loop(results)
 	w.bw.Reset(nil)
 
@@ -242,6 +247,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		t.Stop()
 	}
 	conn.Close()
+	w.c.stats.conns.Add(-1)
 	if !received {
 		res = <-results // the close ends the reader, if nothing else did
 		if res.err != nil {
@@ -255,6 +261,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		w.failures++ // reconnect after a pause: a server that keeps dropping is not hammered
 	}
 	if end == errIdle {
+		w.c.log(slog.LevelDebug, "apns: idle connection closed", slog.String("addr", w.c.addr))
 		w.ring.shrink()
 	}
 	if end == errAborted {
@@ -435,15 +442,22 @@ func (w *worker) settle(res readResult) {
 	switch i := r.find(res.id); {
 	case res.err != nil: // lost without a word: the gateway may have any of them
 		c.stats.drops.Add(1)
+		c.log(slog.LevelWarn, "apns: connection lost", slog.String("addr", c.addr),
+			slog.Int("in_flight", r.inFlight()), slog.Any("err", res.err))
 		c.reportError(fmt.Errorf("apns: connection to %s lost with %d frames in flight: %w", c.addr, r.inFlight(), res.err))
 		c.stats.duplicates.Add(uint64(r.inFlight()))
 	case w.sentinel != 0 && res.id == w.sentinel: // the gateway took everything before it
+		c.log(slog.LevelDebug, "apns: sentinel confirmed the frames in flight", slog.Int("frames", r.inFlight()))
 		w.settled(r.inFlight())
 	case i < 0 && res.status == StatusShutdown: // nothing in flight was delivered
+		c.log(slog.LevelInfo, "apns: gateway shut the connection down", slog.Int("delivered", 0))
 	case i < 0:
+		c.log(slog.LevelWarn, "apns: error response names no frame in flight",
+			slog.Any("status", res.status), slog.Uint64("id", uint64(res.id)))
 		c.stats.unknownIDs.Add(1)
 		c.reportError(&ResponseError{Status: res.status, ID: res.id})
 	case res.status == StatusShutdown: // id is the last frame delivered
+		c.log(slog.LevelInfo, "apns: gateway shut the connection down", slog.Int("delivered", i+1))
 		w.settled(i + 1)
 	default: // id is the rejected frame: those before it were delivered
 		w.settled(i)
@@ -451,6 +465,9 @@ func (w *worker) settle(res readResult) {
 		r.drop(1)
 	}
 	r.unsend()
+	if r.pending() > 0 {
+		c.log(slog.LevelInfo, "apns: frames to write again", slog.Int("frames", r.pending()))
+	}
 }
 
 // settled drops the k oldest frames as delivered: the gateway has settled them.
