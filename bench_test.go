@@ -46,6 +46,17 @@ func measure(b *testing.B, send func()) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "notifications/s")
 	b.ReportMetric(float64(used.Microseconds())/float64(b.N), "µs-cpu/op")
+	b.ReportMetric(float64(peakRSS())/(1<<20), "peak-RSS-MiB")
+}
+
+// peakRSS returns the process's peak resident set size in bytes, over its whole life: it
+// describes one benchmark only when the process runs just that one.
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss << 10 // kilobytes on Linux
 }
 
 // split calls f(k, n) on each of g goroutines, the n adding up to total, and waits.
@@ -90,12 +101,32 @@ func BenchmarkBinary(b *testing.B) {
 	}
 }
 
-// benchClient sends through the public API from as many goroutines as the client has workers.
-func benchClient(b *testing.B, workers int) {
+// BenchmarkBinaryDefaultCap runs one worker with the default in-flight cap (8 MiB) and a
+// 250 ms assume-sent timeout: throughput is what the cap allows, cap ÷ frame size ÷ timeout,
+// reported beside it as cap-notifications/s.
+func BenchmarkBinaryDefaultCap(b *testing.B) {
+	benchClient(b, 1, apns.WithInflightBytes(0))
+	b.ReportMetric(float64(apns.DefaultInflightBytes)/float64(len(getFrame(b)))/0.25, "cap-notifications/s")
+}
+
+// getFrame returns the frame of the benchmarks' notification.
+func getFrame(b *testing.B) []byte {
+	tok, _ := hex.DecodeString(token(1))
+	p, err := json.Marshal(benchPayload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return appendFrame(nil, tok, p, 1)
+}
+
+// benchClient sends through the public API from as many goroutines as the client has workers,
+// with a 250 ms assume-sent timeout and room for 64 MiB in flight per worker.
+func benchClient(b *testing.B, workers int, opts ...apns.Option) {
 	s := newBenchServer(b)
 	cert, key := apnstest.ClientCertPEM()
-	c, err := apns.CreateClient(s.Addr, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()),
-		apns.WithAssumeSentTimeout(250*time.Millisecond), apns.WithInflightBytes(64<<20))
+	opts = append([]apns.Option{apns.WithTLSConfig(s.ClientTLSConfig()),
+		apns.WithAssumeSentTimeout(250 * time.Millisecond), apns.WithInflightBytes(64 << 20)}, opts...)
+	c, err := apns.CreateClient(s.Addr, cert, key, false, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -91,10 +91,12 @@ func (r *inflight) alloc(size int) int {
 	} else if end+size <= int(first.off) { // wrapped: free between the last and the first
 		return end
 	}
-	// Grow: copy the frames, oldest first, to the start of a larger arena. A quarter more
-	// than the frames need keeps growth rare; two largest frames more make sure a frame always
-	// finds room, whatever space the arena's end wastes.
-	grown := make([]byte, max(minArena, (r.bytes()+size)*5/4+2*maxFrameSize))
+	// Grow: copy the frames, oldest first, to the start of an arena twice as large, but no
+	// larger than the ring can ever need. A worker holds at most maxBytes plus one frame
+	// (written and pending together), and an arena two largest frames larger than what it
+	// holds always has room for the next frame, whatever space its end wastes.
+	need := r.bytes() + size + 2*maxFrameSize
+	grown := make([]byte, max(need, min(max(2*len(r.data), minArena), r.maxBytes+3*maxFrameSize)))
 	at := 0
 	for i := range r.n {
 		e := r.entry(i)

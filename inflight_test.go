@@ -140,11 +140,11 @@ func TestInflightIsFullAtItsByteBudget(t *testing.T) {
 }
 
 // BenchmarkInflight reports what a frame in flight costs: its own bytes plus the ring's
-// overhead, at steady state with 100,000 frames of a typical 107 bytes in flight.
+// overhead, at steady state with a full ring of 100,000 frames of a typical 107 bytes.
 func BenchmarkInflight(b *testing.B) {
-	f := frameOf(107, 1)
-	r := newInflight(1 << 30)
 	const inFlight = 100000
+	f := frameOf(107, 1)
+	r := newInflight(inFlight * len(f))
 	b.ReportAllocs()
 	id := uint32(1)
 	for b.Loop() {
