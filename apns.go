@@ -58,7 +58,8 @@ const (
 // WithIdleTimeout.
 const (
 	// WORKER_ASSUME_SENT_TIMEOUT is how long a written frame stays in flight: a frame with no
-	// error response after this long is assumed delivered. Stop takes up to this long.
+	// error response after this long is assumed delivered. Stop takes up to this long when the
+	// gateway does not answer the sentinel frame that ends each connection.
 	WORKER_ASSUME_SENT_TIMEOUT = 5 * time.Second
 	// WORKER_IDLE_TIMEOUT is how long a connection may go without traffic before the worker
 	// replaces it with a fresh one (idle connections to APNs tend to go stale).

@@ -450,9 +450,10 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 }
 
 // Stop stops the client gracefully: Send refuses new notifications, the workers write
-// everything queued, wait until every frame in flight is assumed delivered or reported (up to
-// the assume-sent timeout), close their connections and exit, feedback polling stops, and the
-// callbacks already due run. If the gateway cannot be reached while stopping, the
+// everything queued, end each connection with a sentinel frame whose rejection confirms every
+// frame before it, wait until every frame in flight is confirmed, reported or assumed
+// delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
+// close their connections and exit, feedback polling stops, and the callbacks already due run. If the gateway cannot be reached while stopping, the
 // notifications that could not be written are reported with StatusUnknown. Stop is idempotent;
 // later calls wait for the first to finish. It returns nil.
 func (c *Client) Stop() error {

@@ -98,7 +98,8 @@ func WithTLSConfig(cfg *tls.Config) Option {
 }
 
 // WithAssumeSentTimeout sets how long a written frame stays in flight before it is assumed
-// delivered (default WORKER_ASSUME_SENT_TIMEOUT). Stop takes up to this long. Lowering it
+// delivered (default WORKER_ASSUME_SENT_TIMEOUT). Stop takes up to this long when the gateway
+// does not answer the sentinel frame that ends each connection. Lowering it
 // raises the risk that a rejection arrives after its notification was assumed delivered.
 func WithAssumeSentTimeout(d time.Duration) Option {
 	return func(s *settings) { s.assumeSentTimeout = d }
