@@ -66,7 +66,12 @@ func TestInflightExpireDropsOnlyOldFrames(t *testing.T) {
 // The arena keeps every frame's bytes intact while frames come and go, the arena wraps and
 // grows.
 func TestInflightKeepsFrameBytesAcrossWrapAndGrowth(t *testing.T) {
-	r := newInflight(1 << 30)
+	for _, budget := range []int{1 << 30, 8 << 10} { // the arena's growth is capped by the budget
+		testInflightBytes(t, newInflight(budget))
+	}
+}
+
+func testInflightBytes(t *testing.T, r *inflight) {
 	want := map[uint32][]byte{}
 	id := uint32(1)
 	for round := range 200 {
@@ -159,4 +164,50 @@ func BenchmarkInflight(b *testing.B) {
 	total := cap(r.data) + cap(r.ents)*16
 	b.ReportMetric(float64(total)/float64(held), "bytes/frame-held")
 	b.ReportMetric(float64(total-r.bytes())/float64(held), "overhead-bytes/frame")
+}
+
+// FuzzInflight drives the ring with a script of operations and checks it against a plain
+// slice: the same frames, in the same order, with the same bytes.
+func FuzzInflight(f *testing.F) {
+	f.Add([]byte{0, 10, 0, 200, 1, 1, 2, 0, 3, 0, 255, 1, 4})
+	f.Fuzz(func(t *testing.T, script []byte) {
+		r := newInflight(4 << 10)
+		var model [][]byte // frames held, oldest first
+		sent, id, now := 0, uint32(1), int64(0)
+		for len(script) >= 2 {
+			op, arg := script[0]%5, int(script[1])
+			script = script[2:]
+			switch op {
+			case 0: // add a frame
+				f := frameOf(20+arg*8, byte(id))
+				r.add(f)
+				model = append(model, f)
+			case 1: // write the next pending frames
+				for k := 0; k < arg%8 && sent < len(model); k++ {
+					now++
+					setFrameID(model[sent], id)
+					r.send(id, now)
+					id, sent = id+1, sent+1
+				}
+			case 2: // drop written frames
+				k := min(arg%8, sent)
+				r.drop(k)
+				model, sent = model[k:], sent-k
+			case 3: // the connection ended
+				r.unsend()
+				sent = 0
+			case 4: // frames age out
+				k := r.expire(now - int64(arg%8))
+				model, sent = model[k:], sent-k
+			}
+			if r.Len() != len(model) || r.inFlight() != sent {
+				t.Fatalf("ring holds %d (%d written); model %d (%d)", r.Len(), r.inFlight(), len(model), sent)
+			}
+			for i, want := range model {
+				if !bytes.Equal(r.frame(i), want) {
+					t.Fatalf("frame %d differs", i)
+				}
+			}
+		}
+	})
 }
