@@ -131,11 +131,16 @@ func WithQueueSize(n int) Option {
 	return func(s *settings) { s.queueSize = n }
 }
 
+// maxInflightBytes bounds WithInflightBytes: the ring addresses its arena with 32-bit offsets.
+const maxInflightBytes = 1 << 30
+
 // WithInflightBytes caps the bytes of frames each connection keeps in flight (default
-// DefaultInflightBytes, 8 MiB). A worker whose ring is full waits for its oldest frames to be
-// assumed delivered, so one connection carries at most about
+// DefaultInflightBytes, 8 MiB; at most 1 GiB). A frame in flight costs its own bytes plus
+// about 20 (the ring keeps them in one byte arena). A worker whose ring is full waits for its
+// oldest frames to be assumed delivered, so one connection carries at most about
 // inflightBytes ÷ frame size ÷ assume-sent timeout notifications per second: with the
-// defaults and 200-byte frames, 8 MiB ÷ 200 B ÷ 5 s ≈ 8,400 per second per worker.
+// defaults and 107-byte frames, 8 MiB ÷ 107 B ÷ 5 s ≈ 15,700 per second per worker. Stop does
+// not wait for this (see Stop).
 func WithInflightBytes(n int) Option {
 	return func(s *settings) { s.inflightBytes = n }
 }
@@ -166,7 +171,7 @@ func (s *settings) dial() time.Duration  { return orDefault(s.dialTimeout, Defau
 func (s *settings) write() time.Duration { return orDefault(s.writeTimeout, DefaultWriteTimeout) }
 func (s *settings) queue() int           { return orDefault(s.queueSize, DefaultQueueSize) }
 func (s *settings) inflight() int {
-	return max(orDefault(s.inflightBytes, DefaultInflightBytes), maxFrameSize)
+	return min(max(orDefault(s.inflightBytes, DefaultInflightBytes), maxFrameSize), maxInflightBytes)
 }
 
 func orDefault[T int | time.Duration](v, def T) T {
