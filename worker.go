@@ -63,6 +63,7 @@ type worker struct {
 	failures     int            // failed dials and lost connections since frames were last delivered
 	conns        int            // connections opened
 	lastWrite    int64          // when the last frame was written, on the ring's clock
+	lastFlush    int64          // when the buffer was last flushed for want of frames
 	bw           *bufio.Writer
 }
 
@@ -270,8 +271,14 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	return end == errAborted || w.drained()
 }
 
-// writeBatch bounds how many frames the worker writes between two looks at the reader.
-const writeBatch = 256
+const (
+	// writeBatch bounds how many frames the worker writes between two looks at the reader.
+	writeBatch = 256
+	// flushDelay is the shortest time between two flushes of a worker that ran out of frames:
+	// the first frame after a pause goes out at once, and under load frames go out in batches
+	// rather than one TLS record and one system call per few frames.
+	flushDelay = 200 * time.Microsecond
+)
 
 // loop writes frames until the connection ends. It returns the reader's result, or the error
 // that ended the connection on this side.
@@ -294,11 +301,16 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 			continue
 		}
 
-		// Nothing to write right now.
-		if err := w.bw.Flush(); err != nil {
-			return readResult{}, err
-		}
+		// Nothing to write right now: flush, unless a flush went out less than flushDelay ago;
+		// then more frames may come before the delay ends, and go out with these.
 		now := w.now()
+		flushIn := time.Duration(w.lastFlush + int64(flushDelay) - now)
+		if w.bw.Buffered() > 0 && (flushIn <= 0 || w.queue == nil) {
+			if err := w.bw.Flush(); err != nil {
+				return readResult{}, err
+			}
+			w.lastFlush, flushIn = now, 0
+		}
 		if k := w.ring.expire(now - int64(c.set.assumeSent())); k > 0 {
 			c.stats.delivered.Add(uint64(k))
 			w.progressed()
@@ -320,7 +332,10 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 				return readResult{}, errIdle
 			}
 		}
-		timer.Reset(max(wait, time.Millisecond))
+		if w.bw.Buffered() > 0 {
+			wait = min(wait, flushIn)
+		}
+		timer.Reset(max(wait, 10*time.Microsecond))
 		var in chan *frameBuf
 		if !w.ring.full() && w.ring.pending() == 0 {
 			in = w.queue
