@@ -263,6 +263,15 @@ func startHeapSampler() (stop func() uint64) {
 	}
 }
 
+// roundDuration keeps the three or four leading digits of d: 2.379090ms -> 2.379ms.
+func roundDuration(d time.Duration) time.Duration {
+	step := time.Duration(1)
+	for d/step >= 10000 {
+		step *= 10
+	}
+	return d.Round(step)
+}
+
 func printBench(env *cmdEnv, results []benchResult, gateway string) {
 	where := "in-process apnstest gateway (allocations and heap include the mock's)"
 	if gateway != "" {
@@ -274,7 +283,7 @@ func printBench(env *cmdEnv, results []benchResult, gateway string) {
 	fmt.Fprintln(tw, "workers\tmsgs/s\tSend p50\tSend p99\tallocs/msg\tpeak heap\t")
 	for _, r := range results {
 		fmt.Fprintf(tw, "%d\t%.0f\t%v\t%v\t%.1f\t%.1f MiB\t\n", r.Workers, r.PerSecond,
-			time.Duration(r.SendP50Nanos), time.Duration(r.SendP99Nanos), r.AllocsPerMsg, float64(r.PeakHeapBytes)/(1<<20))
+			roundDuration(time.Duration(r.SendP50Nanos)), roundDuration(time.Duration(r.SendP99Nanos)), r.AllocsPerMsg, float64(r.PeakHeapBytes)/(1<<20))
 	}
 	tw.Flush()
 }

@@ -149,9 +149,14 @@ func pki(t *testing.T) (ca, cert, key string) {
 func tok(b byte) string { return strings.Repeat(fmt.Sprintf("%02x", b), 32) }
 
 func TestNoArgumentsPrintsUsagePointingAtDemo(t *testing.T) {
-	code, _, stderr := runCmd(t, "")
-	if code != 2 || !strings.Contains(stderr, "apns demo") {
-		t.Fatalf("exit %d, stderr:\n%s\nwant 2 and usage naming demo", code, stderr)
+	var stdout, stderr bytes.Buffer
+	code := run(nil, &stdout, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "apns demo") || stdout.Len() != 0 {
+		t.Fatalf("exit %d, stderr:\n%s\nwant 2 and usage naming demo on stderr", code, stderr.String())
+	}
+	stdout.Reset()
+	if code := run([]string{"help"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "commands:") {
+		t.Fatalf("apns help: exit %d, stdout:\n%s\nwant 0 and the usage", code, stdout.String())
 	}
 }
 
@@ -580,5 +585,40 @@ func TestSizedPayloadHasTheRequestedSize(t *testing.T) {
 		if len(b) != n {
 			t.Errorf("sizedPayload(%d) marshals to %d bytes", n, len(b))
 		}
+	}
+}
+
+func TestPushInterruptedBeforeSendingExitsWith1(t *testing.T) {
+	s := apnstest.NewHTTP2Server()
+	defer s.Close()
+	ca, cert, key := pki(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errOut bytes.Buffer
+	code := runContext(ctx, []string{"push", "-gateway", s.URL, "-ca", ca, "-cert", cert, "-key", key,
+		"-token", tok(1), "-alert", "hi", "-json"}, strings.NewReader(""), &out, &errOut)
+	var res pushResult
+	if code != 1 || json.Unmarshal(out.Bytes(), &res) != nil || !res.Stopped || res.Accepted != 0 {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s\nwant 1 and an interrupted summary with nothing sent", code, out.String(), errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "interrupted after queueing 0 of 1") {
+		t.Fatalf("stderr:\n%s\nwant the interruption", errOut.String())
+	}
+}
+
+func TestBenchAgainstAGivenGateway(t *testing.T) {
+	s := apnstest.NewUnstartedServer()
+	s.DiscardNotifications = true
+	s.Start()
+	defer s.Close()
+	ca, cert, key := pki(t)
+	code, out, stderr := runCmd(t, "", "bench", "-gateway", s.Addr, "-ca", ca, "-cert", cert, "-key", key,
+		"-n", "300", "-workers", "2", "-assume-sent", "100ms", "-json")
+	var res []benchResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || res[0].Delivered != 300 || res[0].Protocol != "binary" {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s\nwant 0 and 300 delivered over binary", code, out, stderr)
+	}
+	if s.Count() != 300 {
+		t.Fatalf("gateway counted %d; want 300", s.Count())
 	}
 }

@@ -34,7 +34,8 @@ type pushResult struct {
 	Delivered  uint64          `json:"delivered"` // binary: assumed delivered (no error response in time)
 	Rejected   uint64          `json:"rejected"`
 	Unsent     uint64          `json:"unsent"`
-	Invalid    int             `json:"invalid"` // refused by Send: not a valid token
+	Invalid    int             `json:"invalid"`               // refused by Send: not a valid token
+	Stopped    bool            `json:"interrupted,omitempty"` // the rest of the tokens were not sent
 	Replayed   uint64          `json:"replayed"`
 	Reconnects uint64          `json:"reconnects"`
 	Millis     int64           `json:"elapsed_ms"`
@@ -66,10 +67,10 @@ func push(env *cmdEnv, args []string) int {
 	var tokenArgs stringList
 	fs.Var(&tokenArgs, "token", "device `token` in hex (repeatable)")
 	tokensFile := fs.String("tokens", "", "read device tokens from `FILE`, one per line; - for stdin")
-	pushType := fs.String("push-type", "", "apns-push-type, e.g. alert or background (HTTP/2; default by payload)")
+	pushType := fs.String("push-type", "", "apns-push-type `type`, e.g. alert or background (HTTP/2; default by payload)")
 	priority := fs.Int("priority", 10, "10 (immediate), 5 (power-saving) or 1 (HTTP/2: lowest)")
 	expiry := fs.Duration("expiry", 0, "how long APNs may store the notification for an offline device (0: binary: not at all; HTTP/2: APNs's default)")
-	collapseID := fs.String("collapse-id", "", "apns-collapse-id (HTTP/2): newer notifications with it replace older ones")
+	collapseID := fs.String("collapse-id", "", "apns-collapse-id `ID` (HTTP/2): a newer notification with it replaces an older one")
 	workers := fs.Int("workers", 1, "connections to the gateway")
 	assumeSent := fs.Duration("assume-sent", apns.WORKER_ASSUME_SENT_TIMEOUT, "binary: how long to wait for an error response before a notification counts as delivered")
 	interval := fs.Duration("progress", time.Second, "interval of progress lines for bulk sends when stderr is not a terminal (0: none)")
@@ -138,6 +139,7 @@ func push(env *cmdEnv, args []string) int {
 		n.Expiration = time.Now().Add(*expiry)
 	}
 	var sendErr error
+	queued := 0
 	for _, tok := range tokens {
 		var err error
 		if http2 {
@@ -155,6 +157,13 @@ func push(env *cmdEnv, args []string) int {
 			sendErr = err
 			break
 		}
+		queued++
+	}
+	interrupted := sendErr != nil && env.ctx.Err() != nil
+	if interrupted {
+		fmt.Fprintf(env.stderr, "apns push: interrupted after queueing %d of %d notifications; sending those\n", queued, len(tokens))
+		sendErr = nil
+		res.Stopped = true
 	}
 	_ = client.Stop()
 	prog.stop()
@@ -174,7 +183,7 @@ func push(env *cmdEnv, args []string) int {
 			res.Delivered, res.Rejected, res.Unsent, res.Invalid, res.Tokens, res.Protocol,
 			time.Duration(res.Millis)*time.Millisecond)
 	}
-	if res.Rejected+res.Unsent > 0 || res.Invalid > 0 {
+	if res.Rejected+res.Unsent > 0 || res.Invalid > 0 || interrupted {
 		return exitRejected
 	}
 	return exitOK
