@@ -82,10 +82,17 @@ func (c *connFlags) check() error {
 	return nil
 }
 
-// address returns the gateway to connect to: -gateway, or Apple's production or sandbox host.
+// address returns the gateway to connect to: -gateway, or Apple's production or sandbox host
+// (of the binary protocol with -protocol binary).
 func (c *connFlags) address() string {
 	if c.gateway != "" {
 		return c.gateway
+	}
+	if c.protocol == "binary" { // Apple has retired these
+		if c.sandbox {
+			return "gateway.sandbox.push.apple.com:2195"
+		}
+		return "gateway.push.apple.com:2195"
 	}
 	if c.sandbox {
 		return sandboxHost

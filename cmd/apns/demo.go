@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -147,7 +148,7 @@ func demo(env *cmdEnv, args []string) int {
 	for _, t := range bad {
 		res.Feedback = append(res.Feedback, badToken{t.Token, t.Timestamp})
 	}
-	if feedbackErr != nil {
+	if feedbackErr != nil && !errors.Is(feedbackErr, apns.ErrFeedbackStopped) { // stopped: none left
 		res.FeedbackErr = feedbackErr.Error()
 	}
 	if *jsonOut {

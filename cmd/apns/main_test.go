@@ -356,7 +356,7 @@ func TestPushOverHTTP2BulkFromFileWithCertificate(t *testing.T) {
 	if r.Token != tok(2) || r.StatusCode != 410 || r.Reason != "Unregistered" || r.Timestamp == nil || !r.Timestamp.Equal(gone) {
 		t.Fatalf("rejection %+v; want %s 410 Unregistered at %v", r, tok(2), gone)
 	}
-	if !strings.Contains(stderr, `token "not-hex"`) || !strings.Contains(stderr, "progress: 3/4 sent") {
+	if !strings.Contains(stderr, `token "not-hex"`) || !strings.Contains(stderr, "progress: 3/4 answered") {
 		t.Fatalf("stderr:\n%s\nwant the invalid token and the final progress line", stderr)
 	}
 }

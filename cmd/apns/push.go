@@ -127,9 +127,16 @@ func push(env *cmdEnv, args []string) int {
 	if err := client.Start(*workers); err != nil {
 		return fail(env, "push", exitUsage, err)
 	}
+	// HTTP/2 answers every notification, so progress counts answers; the binary protocol
+	// answers only rejections, so it counts what the client has queued.
 	var prog *progress
-	if len(tokens) > 1 {
-		prog = startProgress(env.stderr, *interval, "sent", len(tokens), func() int { return int(client.Stats().Accepted) })
+	if len(tokens) > 1 && http2 {
+		prog = startProgress(env.stderr, *interval, "answered", len(tokens), func() int {
+			st := client.Stats()
+			return int(st.Delivered + st.Rejected + st.Unsent)
+		})
+	} else if len(tokens) > 1 {
+		prog = startProgress(env.stderr, *interval, "queued", len(tokens), func() int { return int(client.Stats().Accepted) })
 	} else {
 		prog = newProgress(env.stderr, "", 0, nil)
 	}
@@ -141,6 +148,10 @@ func push(env *cmdEnv, args []string) int {
 	var sendErr error
 	queued := 0
 	for _, tok := range tokens {
+		if err := env.ctx.Err(); err != nil { // Send takes a free slot in the queue even then
+			sendErr = err
+			break
+		}
 		var err error
 		if http2 {
 			n.DeviceToken = tok
