@@ -128,9 +128,12 @@ func demo(env *cmdEnv, args []string) int {
 	_ = client.Stop()
 	stopTime := time.Since(stopBegin)
 	total := time.Since(begin)
-	prog.stop()
 
 	st := client.Stats()
+	// What the client counts as delivered has been written, but on a busy machine the gateway
+	// may still be reading it.
+	gw.waitCount(int(st.Delivered), 10*time.Second)
+	prog.stop()
 	if *protocol == "http2" { // on HTTP/2 the feedback client reports the tokens answered with 410
 		bad, feedbackErr = fc.GetBadTokens()
 	}

@@ -203,7 +203,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 }
 
 func TestDemoSendsThroughTheMockAndSummarises(t *testing.T) {
-	code, out, stderr := runCmd(t, "", "demo", "-n", "3000", "-reject-every", "500", "-progress", "0")
+	code, out, stderr := runCmd(t, "", "demo", "-n", "3000", "-reject-every", "500", "-progress", "0", "-assume-sent", "2s")
 	if code != 0 {
 		t.Fatalf("exit status %d; stderr:\n%s", code, stderr)
 	}
@@ -301,6 +301,9 @@ func TestPushOverBinaryWithCertificateAndCA(t *testing.T) {
 		"-token", tok(1), "-alert", "hello", "-badge", "2", "-priority", "5", "-expiry", "1h", "-assume-sent", "100ms")
 	if code != 0 {
 		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	if !s.WaitCount(1, guard) {
+		t.Fatal("the gateway got nothing")
 	}
 	notes := s.Notifications()
 	if len(notes) != 1 || fmt.Sprintf("%x", notes[0].Token) != tok(1) || string(notes[0].Payload) != `{"aps":{"alert":"hello","badge":2}}` ||
@@ -618,7 +621,7 @@ func TestBenchAgainstAGivenGateway(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || res[0].Delivered != 300 || res[0].Protocol != "binary" {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s\nwant 0 and 300 delivered over binary", code, out, stderr)
 	}
-	if s.Count() != 300 {
+	if !s.WaitCount(300, guard) {
 		t.Fatalf("gateway counted %d; want 300", s.Count())
 	}
 }
