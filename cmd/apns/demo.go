@@ -86,10 +86,12 @@ func demo(env *cmdEnv, args []string) int {
 		mu.Unlock()
 	})
 	tokens := make([]string, *n)
+	scripted := 0 // tokens the gateway rejects
 	for i := range tokens {
 		tokens[i] = demoToken(i)
 		if *rejectEvery > 0 && i%*rejectEvery == *rejectEvery-1 {
 			gw.reject(tokens[i])
+			scripted++
 		}
 	}
 
@@ -115,7 +117,7 @@ func demo(env *cmdEnv, args []string) int {
 	if err := client.Start(*workers); err != nil {
 		return fail(env, "demo", exitUsage, err)
 	}
-	prog := startProgress(env.stderr, *interval, "at the gateway", *n, gw.count)
+	prog := startProgress(env.stderr, *interval, "accepted by the gateway", *n-scripted, gw.count)
 	for i, tok := range tokens {
 		if err := client.SendContext(env.ctx, tok, time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, demoPayload(i)); err != nil {
 			prog.stop()

@@ -239,7 +239,7 @@ func TestDemoProgressOnANonTerminalIsPlainLines(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d; stderr:\n%s", code, stderr)
 	}
-	if !strings.Contains(stderr, "progress: 500/500 at the gateway (100%)") || strings.Contains(stderr, "\r") {
+	if !strings.Contains(stderr, "progress: 500/500 accepted by the gateway (100%)") || strings.Contains(stderr, "\r") {
 		t.Fatalf("stderr:\n%q\nwant a plain final progress line and no carriage returns", stderr)
 	}
 }
