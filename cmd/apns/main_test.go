@@ -601,7 +601,7 @@ func TestPushInterruptedBeforeSendingExitsWith1(t *testing.T) {
 	code := runContext(ctx, []string{"push", "-gateway", s.URL, "-ca", ca, "-cert", cert, "-key", key,
 		"-token", tok(1), "-alert", "hi", "-json"}, strings.NewReader(""), &out, &errOut)
 	var res pushResult
-	if code != 1 || json.Unmarshal(out.Bytes(), &res) != nil || !res.Stopped || res.Accepted != 0 {
+	if code != 1 || json.Unmarshal(out.Bytes(), &res) != nil || !res.Interrupted || res.Accepted != 0 {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s\nwant 1 and an interrupted summary with nothing sent", code, out.String(), errOut.String())
 	}
 	if !strings.Contains(errOut.String(), "interrupted after queueing 0 of 1") {

@@ -28,18 +28,18 @@ DIR/client-key.pem or the -p8 key it prints.
 
 // pushResult is push's summary, printed as text or, with -json, as this object.
 type pushResult struct {
-	Protocol   string          `json:"protocol"`
-	Tokens     int             `json:"tokens"`
-	Accepted   uint64          `json:"accepted"`  // taken by Send
-	Delivered  uint64          `json:"delivered"` // binary: assumed delivered (no error response in time)
-	Rejected   uint64          `json:"rejected"`
-	Unsent     uint64          `json:"unsent"`
-	Invalid    int             `json:"invalid"`               // refused by Send: not a valid token
-	Stopped    bool            `json:"interrupted,omitempty"` // the rest of the tokens were not sent
-	Replayed   uint64          `json:"replayed"`
-	Reconnects uint64          `json:"reconnects"`
-	Millis     int64           `json:"elapsed_ms"`
-	Rejections []pushRejection `json:"rejections"`
+	Protocol    string          `json:"protocol"`
+	Tokens      int             `json:"tokens"`
+	Accepted    uint64          `json:"accepted"`  // taken by Send
+	Delivered   uint64          `json:"delivered"` // binary: assumed delivered (no error response in time)
+	Rejected    uint64          `json:"rejected"`
+	Unsent      uint64          `json:"unsent"`
+	Invalid     int             `json:"invalid"`               // refused by Send: not a valid token
+	Interrupted bool            `json:"interrupted,omitempty"` // the rest of the tokens were not sent
+	Replayed    uint64          `json:"replayed"`
+	Reconnects  uint64          `json:"reconnects"`
+	Millis      int64           `json:"elapsed_ms"`
+	Rejections  []pushRejection `json:"rejections"`
 }
 
 // pushRejection is one notification that was not delivered.
@@ -174,7 +174,7 @@ func push(env *cmdEnv, args []string) int {
 	if interrupted {
 		fmt.Fprintf(env.stderr, "apns push: interrupted after queueing %d of %d notifications; sending those\n", queued, len(tokens))
 		sendErr = nil
-		res.Stopped = true
+		res.Interrupted = true
 	}
 	_ = client.Stop()
 	prog.stop()
