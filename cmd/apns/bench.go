@@ -58,7 +58,8 @@ func bench(env *cmdEnv, args []string) int {
 	svgFile := fs.String("svg", "", "write a chart of throughput against workers to `FILE` (SVG)")
 	jsonOut := fs.Bool("json", false, "print the results as JSON")
 	var conn connFlags
-	conn.register(fs, true, false)
+	conn.register(fs, withToken)
+	fs.Lookup("gateway").Usage = "send to the gateway at `ADDR` (host:port binary, https://host:port HTTP/2) instead of an in-process mock"
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

@@ -39,23 +39,34 @@ type connFlags struct {
 	tokenAuth     bool // whether the command takes -p8 at all
 }
 
-// register adds the flags to fs. tokenAuth adds -p8, -key-id, -team-id and -topic, which only
-// the HTTP/2 API has; protocol adds -protocol.
-func (c *connFlags) register(fs *flag.FlagSet, tokenAuth, protocol bool) {
+// connFeature selects optional connection flags.
+type connFeature int
+
+const (
+	withToken    connFeature = 1 << iota // -p8, -key-id, -team-id, -topic: the HTTP/2 API's token auth
+	withProtocol                         // -protocol
+	withSandbox                          // -sandbox: Apple's sandbox instead of production
+)
+
+// register adds the flags to fs: always -cert, -key, -gateway, -ca and -insecure, and those
+// that feat selects.
+func (c *connFlags) register(fs *flag.FlagSet, feat connFeature) {
 	fs.StringVar(&c.cert, "cert", "", "client certificate `FILE` (PEM), for certificate authentication")
 	fs.StringVar(&c.key, "key", "", "private key `FILE` (PEM) of -cert")
-	c.tokenAuth = tokenAuth
-	if tokenAuth {
+	c.tokenAuth = feat&withToken != 0
+	if c.tokenAuth {
 		fs.StringVar(&c.p8, "p8", "", "signing key `FILE` (.p8 from Apple), for token authentication (HTTP/2)")
 		fs.StringVar(&c.keyID, "key-id", "", "`ID` of the -p8 key (10 characters)")
 		fs.StringVar(&c.teamID, "team-id", "", "Apple developer team `ID`, for -p8")
 		fs.StringVar(&c.topic, "topic", "", "apns-topic, usually the app's bundle ID (required with -p8)")
 	}
-	fs.BoolVar(&c.sandbox, "sandbox", false, "use Apple's sandbox (development) service")
+	if feat&withSandbox != 0 {
+		fs.BoolVar(&c.sandbox, "sandbox", false, "use Apple's sandbox (development) service")
+	}
 	fs.StringVar(&c.gateway, "gateway", "", "gateway `ADDR` instead of Apple's: host:port (binary) or https://host:port (HTTP/2)")
 	fs.StringVar(&c.ca, "ca", "", "trust the CA certificates in `FILE` (PEM) instead of the system's, e.g. the mock's ca.pem")
 	fs.BoolVar(&c.insecure, "insecure", false, "accept any server certificate (testing only)")
-	if protocol {
+	if feat&withProtocol != 0 {
 		fs.StringVar(&c.protocol, "protocol", "auto", "`protocol`: auto (by -gateway), binary or http2")
 	}
 }

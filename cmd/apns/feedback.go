@@ -24,7 +24,8 @@ line). The HTTP/2 API has no feedback service: push reports its 410 answers inst
 func feedback(env *cmdEnv, args []string) int {
 	fs := newFlagSet(env, "feedback", "[flags]", feedbackAbout)
 	var conn connFlags
-	conn.register(fs, false, false)
+	conn.register(fs, withSandbox)
+	fs.Lookup("gateway").Usage = "feedback service `ADDR` (host:port) instead of Apple's"
 	watch := fs.Bool("watch", false, "poll every -interval until interrupted")
 	interval := fs.Duration("interval", 10*time.Minute, "poll interval with -watch")
 	timeout := fs.Duration("timeout", 10*time.Second, "without -watch: how long to wait for the answer")

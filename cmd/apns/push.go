@@ -61,7 +61,7 @@ func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 func push(env *cmdEnv, args []string) int {
 	fs := newFlagSet(env, "push", "[flags]", pushAbout)
 	var conn connFlags
-	conn.register(fs, true, true)
+	conn.register(fs, withToken|withProtocol|withSandbox)
 	var pf payloadFlags
 	pf.register(fs)
 	var tokenArgs stringList
