@@ -109,6 +109,11 @@ type Server struct {
 	// n notifications. The connection waits for Observe; a panic in it is not recovered.
 	Observe func(Notification)
 
+	// Listener, if set before Start, is the listener the server serves on instead of a new
+	// one on 127.0.0.1:0; Start takes it over and Close closes it. The server's certificate
+	// is valid only for 127.0.0.1, ::1 and localhost.
+	Listener net.Listener
+
 	ns netServer
 
 	// Set by Start, then read-only.
@@ -150,7 +155,7 @@ func NewUnstartedServer() *Server {
 // Start starts listening on 127.0.0.1 on a free port and sets Addr. It panics if the server
 // was already started or closed, or if it cannot listen.
 func (s *Server) Start() {
-	s.Addr = s.ns.start("Server", func() {
+	s.Addr = s.ns.start("Server", s.Listener, func() {
 		s.tlsConf = serverTLSConfig(s.RequireClientCert)
 		s.discard = s.DiscardNotifications
 		s.observe = s.Observe
@@ -755,18 +760,22 @@ func (c *trackedConn) sleep(d time.Duration) bool {
 	}
 }
 
-// start listens on 127.0.0.1:0, calls setup, and starts the accept loop. For every accepted
+// start listens on 127.0.0.1:0, or takes ln if it is not nil, calls setup, and starts the
+// accept loop. For every accepted
 // connection the loop calls handle, in accept order, and runs the function it returns on a
 // new goroutine. It panics if called twice or after close, before calling setup.
-func (ns *netServer) start(name string, setup func(), handle func(*trackedConn) func()) string {
+func (ns *netServer) start(name string, ln net.Listener, setup func(), handle func(*trackedConn) func()) string {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	if ns.started || ns.closed {
 		panic("apnstest: " + name + " already started or closed")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("apnstest: %s failed to listen on a port: %v", name, err))
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(fmt.Sprintf("apnstest: %s failed to listen on a port: %v", name, err))
+		}
 	}
 	ns.name = name
 	ns.started = true

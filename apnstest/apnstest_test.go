@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -708,4 +709,42 @@ func waitGoroutines(t *testing.T, before int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func TestServersServeOnAGivenListener(t *testing.T) {
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	s, f, h := NewUnstartedServer(), NewUnstartedFeedbackServer(), NewUnstartedHTTP2Server()
+	sl, fl, hl := listen(), listen(), listen()
+	s.Listener, f.Listener, h.Listener = sl, fl, hl
+	s.Start()
+	defer s.Close()
+	f.Start()
+	defer f.Close()
+	h.Start()
+	defer h.Close()
+	for _, c := range []struct{ got, want string }{
+		{s.Addr, sl.Addr().String()}, {f.Addr, fl.Addr().String()}, {h.Addr, hl.Addr().String()},
+	} {
+		if c.got != c.want {
+			t.Errorf("Addr = %s; want the listener's %s", c.got, c.want)
+		}
+	}
+	c := dial(t, s.Addr, nil)
+	write(t, c, note(1, 1))
+	waitCount(t, s, 1)
+}
+
+func TestCACertPEMVerifiesTheServerCertificate(t *testing.T) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(CACertPEM()) {
+		t.Fatal("CACertPEM is not a PEM certificate")
+	}
+	s := newTestServer(t)
+	dial(t, s.Addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
 }

@@ -160,3 +160,10 @@ func ClientCertPEM() (certPEM, keyPEM []byte) {
 	p := thePKI()
 	return append([]byte(nil), p.clientCert...), append([]byte(nil), p.clientKey...)
 }
+
+// CACertPEM returns the PEM-encoded certificate of the package's test CA, which signed the
+// servers' certificate and ClientCertPEM's, for clients outside the process (a file to trust).
+// Every call returns the same certificate, in a new slice the caller may modify.
+func CACertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: thePKI().ca.Raw})
+}

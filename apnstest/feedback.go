@@ -5,6 +5,7 @@ package apnstest
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"sync"
 	"time"
 )
@@ -17,6 +18,11 @@ import (
 type FeedbackServer struct {
 	// Addr is the "127.0.0.1:port" the server listens on, set by Start.
 	Addr string
+
+	// Listener, if set before Start, is the listener the server serves on instead of a new
+	// one on 127.0.0.1:0; Start takes it over and Close closes it. The server's certificate
+	// is valid only for 127.0.0.1, ::1 and localhost.
+	Listener net.Listener
 
 	ns netServer
 
@@ -39,7 +45,7 @@ func NewUnstartedFeedbackServer() *FeedbackServer { return &FeedbackServer{} }
 // was already started or closed, or if it cannot listen.
 func (f *FeedbackServer) Start() {
 	var conf *tls.Config
-	f.Addr = f.ns.start("FeedbackServer", func() { conf = serverTLSConfig(false) }, func(c *trackedConn) func() {
+	f.Addr = f.ns.start("FeedbackServer", f.Listener, func() { conf = serverTLSConfig(false) }, func(c *trackedConn) func() {
 		return func() { f.serve(c, conf) }
 	})
 }

@@ -96,6 +96,11 @@ type HTTP2Server struct {
 	// from handler goroutines, possibly concurrently.
 	Now func() time.Time
 
+	// Listener, if set before Start, is the listener the server serves on instead of a new
+	// one on 127.0.0.1:0; Start takes it over and Close closes it. The server's certificate
+	// is valid only for 127.0.0.1, ::1 and localhost.
+	Listener net.Listener
+
 	ns netServer
 
 	// Set by Start, then read-only.
@@ -194,7 +199,7 @@ func NewUnstartedHTTP2Server() *HTTP2Server {
 // Start starts listening on 127.0.0.1 on a free port and sets Addr and URL. It panics if the
 // server was already started or closed, or if it cannot listen.
 func (s *HTTP2Server) Start() {
-	s.Addr = s.ns.start("HTTP2Server", func() {
+	s.Addr = s.ns.start("HTTP2Server", s.Listener, func() {
 		conf := serverTLSConfig(s.RequireClientCert)
 		conf.NextProtos = []string{"h2"}
 		s.tlsConf = conf

@@ -1,229 +1,185 @@
-// Command apns drives the apns client. "apns demo" sends a batch of notifications through the
-// client to the apnstest mock gateway, in process, and prints what happened.
+// Command apns sends Apple push notifications with the apns-go client, and runs the apnstest
+// mock gateways for trying it out, testing and benchmarking.
 //
 // Usage:
 //
-//	apns demo [-n count] [-workers n] [-reject-every k] [-assume-sent d]
+//	apns demo      [-n count] [-workers n] [-protocol binary|http2] [-json]
+//	apns push      (-cert FILE -key FILE | -p8 FILE -key-id ID -team-id ID) -topic T
+//	               (-token HEX | -tokens FILE|-) (-payload JSON | -alert TEXT ...) [flags]
+//	apns feedback  -cert FILE -key FILE [-sandbox | -gateway ADDR] [-watch] [-json]
+//	apns mock      [-gateway-addr A] [-feedback-addr A] [-http2-addr A] [-dir D] [-reject TOKEN[:status]]
+//	apns bench     [-n count] [-workers 1,2,4] [-payload-size B] [-protocol binary|http2] [-svg FILE]
+//
+// Every command takes -h. The exit status is 0 when all went well, 1 when some notifications
+// were rejected (or could not be sent), 2 for a usage or setup error.
+//
+// This file holds the command dispatch and what the subcommands share; each subcommand has a
+// file of its own (demo.go, push.go, feedback.go, mock.go, bench.go), with conn.go for the
+// connection flags, payload.go for the payload flags, progress.go for the progress display
+// and svg.go for bench's chart.
 package main
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"sort"
+	"os/signal"
 	"sync"
-	"time"
+	"syscall"
+)
 
-	apns "github.com/Kwik-messenger/apns-go"
-	"github.com/Kwik-messenger/apns-go/apnstest"
+// Exit statuses.
+const (
+	exitOK       = 0 // everything was delivered, or the command had nothing to deliver
+	exitRejected = 1 // some notifications were rejected or could not be sent
+	exitUsage    = 2 // bad flags, unreadable files, no connection: nothing useful happened
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runContext(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 const usage = `usage: apns <command> [flags]
 
-commands:
-  demo    send a batch of notifications to an in-process mock gateway and report
+Try "apns demo" first: it sends 100,000 notifications through the client to a mock gateway
+running in this process, and reports what happened.
 
-Run "apns demo -h" for the flags of a command.
+commands:
+  demo      send a batch to an in-process mock gateway, with progress and a summary
+  push      send notifications to APNs (or to a mock) with a certificate or a token key
+  feedback  read the bad device tokens from the (binary) feedback service
+  mock      run mock APNs gateways on loopback ports until interrupted
+  bench     measure throughput, Send latency and allocations against a mock gateway
+
+Run "apns <command> -h" for the flags of a command. Exit status: 0 ok, 1 some notifications
+rejected, 2 usage or setup error.
 `
 
-// run is the whole command, testable in process. It returns the exit status: 0 ok, 2 usage or
-// setup error.
+// cmdEnv is what a subcommand runs with: the context that ends on interrupt, and the
+// standard streams.
+type cmdEnv struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// run is the whole command with the process's stdin and no interrupt handling, for tests.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, os.Stdin, stdout, stderr)
+}
+
+// runContext runs the command line args and returns the exit status. ctx ends the commands
+// that run until interrupted (mock, feedback -watch) and cuts a push short.
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return 2
+		return exitUsage
+	}
+	// Callbacks, the progress display and the mock's handlers write concurrently.
+	env := &cmdEnv{ctx: ctx, stdin: stdin, stdout: &lockedWriter{w: stdout}, stderr: &lockedWriter{w: stderr}}
+	cmds := map[string]func(*cmdEnv, []string) int{
+		"demo":     demo,
+		"push":     push,
+		"feedback": feedback,
+		"mock":     mock,
+		"bench":    bench,
+	}
+	if cmd, ok := cmds[args[0]]; ok {
+		return cmd(env, args[1:])
 	}
 	switch args[0] {
-	case "demo":
-		return demo(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-		return 0
+		return exitOK
 	default:
 		fmt.Fprintf(stderr, "apns: unknown command %q\n%s", args[0], usage)
-		return 2
+		return exitUsage
 	}
 }
 
-func demo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("apns demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	n := fs.Int("n", 100000, "notifications to send")
-	workers := fs.Int("workers", 2, "connections to the gateway")
-	rejectEvery := fs.Int("reject-every", 1000, "the mock rejects every k-th token as invalid (0: none)")
-	assumeSent := fs.Duration("assume-sent", 250*time.Millisecond, "assume-sent timeout of the client")
-	progress := fs.Duration("progress", time.Second, "interval of progress lines on stderr (0: none)")
-	protocol := fs.String("protocol", "binary", "protocol of the mock gateway: binary or http2")
+// newFlagSet returns the flag set of a subcommand, whose -h prints synopsis, the paragraph
+// about, and the flags.
+func newFlagSet(env *cmdEnv, name, synopsis, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet("apns "+name, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: apns %s %s\n\n%s\nflags:\n", name, synopsis, about)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args into fs. It reports ok false with the exit status when the command
+// must not go on: 0 after -h, 2 for bad flags or stray arguments.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return exitOK, false
 		}
-		return 2
+		return exitUsage, false
 	}
-	if *n < 0 || *workers < 1 || *rejectEvery < 0 || *protocol != "binary" && *protocol != "http2" {
-		fmt.Fprintln(stderr, "apns demo: -n and -reject-every must not be negative, -workers at least 1, -protocol binary or http2")
-		return 2
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q (flags go before it? see -h)\n", fs.Name(), fs.Arg(0))
+		return exitUsage, false
 	}
+	return exitOK, true
+}
 
-	gw := newMockGateway(*protocol)
-	defer gw.close()
-	feedback := apnstest.NewFeedbackServer()
-	defer feedback.Close()
+// fail prints err as an error of command name and returns code.
+func fail(env *cmdEnv, name string, code int, err error) int {
+	fmt.Fprintf(env.stderr, "apns %s: %v\n", name, err)
+	return code
+}
 
-	rejected := map[uint8]int{}
-	var mu sync.Mutex
-	cert, key := apnstest.ClientCertPEM()
-	client, err := apns.CreateClient(gw.addr, cert, key, false,
-		apns.WithTLSConfig(feedback.ClientTLSConfig()), apns.WithAssumeSentTimeout(*assumeSent))
+// usageError prints a usage problem of command name and returns exitUsage.
+func usageError(env *cmdEnv, name, format string, a ...any) int {
+	fmt.Fprintf(env.stderr, "apns %s: %s (see apns %s -h)\n", name, fmt.Sprintf(format, a...), name)
+	return exitUsage
+}
+
+// writeJSON writes v to w as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeJSONLine writes v to w as one line of JSON, in one Write.
+func writeJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
-		fmt.Fprintln(stderr, "apns demo:", err)
-		return 2
+		return err
 	}
-	client.SetCallback(func(m *apns.Message, code uint8) {
-		mu.Lock()
-		rejected[code]++
-		mu.Unlock()
-	})
-	tokens := make([]string, *n)
-	for i := range tokens {
-		var b [32]byte
-		binary.BigEndian.PutUint64(b[:], uint64(i)*0x9e3779b97f4a7c15)
-		binary.BigEndian.PutUint64(b[24:], uint64(i))
-		tokens[i] = hex.EncodeToString(b[:])
-		if *rejectEvery > 0 && i%*rejectEvery == *rejectEvery-1 {
-			gw.reject(b[:])
-		}
-	}
-
-	// The feedback service knows three devices that uninstalled the app.
-	for i := byte(1); i <= 3; i++ {
-		var b [32]byte
-		b[0], b[31] = 0xfe, i
-		feedback.Add(b[:], time.Date(2026, 11, 1, 12, 0, int(i), 0, time.UTC))
-	}
-	fc, err := client.SetupFeedbackClient(feedback.Addr, time.Hour)
-	if err != nil {
-		fmt.Fprintln(stderr, "apns demo:", err)
-		return 2
-	}
-	var bad []apns.BadToken
-	var feedbackErr error
-	if *protocol == "binary" { // the feedback service; HTTP/2 has none, see below
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		bad, feedbackErr = fc.BadTokens(ctx)
-		cancel()
-	}
-
-	begin := time.Now()
-	if err := client.Start(*workers); err != nil {
-		fmt.Fprintln(stderr, "apns demo:", err)
-		return 2
-	}
-	stopProgress := startProgress(stderr, *progress, *n, gw.count)
-	payload := map[string]interface{}{"aps": map[string]interface{}{"alert": "Hello from apns-go"}}
-	for i, tok := range tokens {
-		payload["n"] = i
-		if err := client.Send(tok, time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload); err != nil {
-			fmt.Fprintln(stderr, "apns demo: send:", err)
-			return 2
-		}
-	}
-	sent := time.Since(begin)
-	stopBegin := time.Now()
-	client.Stop()
-	stopTime := time.Since(stopBegin)
-	stopProgress()
-
-	st := client.Stats()
-	total := time.Since(begin)
-	fmt.Fprintf(stdout, "sent       %d notifications with %d workers: Send took %v, Start to Stop %v (%.0f/s end to end)\n",
-		*n, *workers, sent.Round(time.Millisecond), total.Round(time.Millisecond), float64(*n)/total.Seconds())
-	fmt.Fprintf(stdout, "delivered  %d (the mock gateway counted %d)\n", st.Delivered, gw.count())
-	codes := make([]int, 0, len(rejected))
-	for code := range rejected {
-		codes = append(codes, int(code))
-	}
-	sort.Ints(codes)
-	fmt.Fprintf(stdout, "rejected   %d\n", st.Rejected)
-	for _, code := range codes {
-		fmt.Fprintf(stdout, "  status %d (%s): %d\n", code, apns.Status(code), rejected[uint8(code)])
-	}
-	fmt.Fprintf(stdout, "replayed   %d frames after rejections, %d reconnects\n", st.Replayed, st.Reconnects)
-	if *protocol == "binary" {
-		fmt.Fprintf(stdout, "stop       %v (waits out the assume-sent timeout, %v)\n", stopTime.Round(time.Millisecond), *assumeSent)
-	} else {
-		fmt.Fprintf(stdout, "stop       %v (waits for the last answers)\n", stopTime.Round(time.Millisecond))
-		// On HTTP/2 the feedback client reports the tokens answered with 410.
-		bad, feedbackErr = fc.GetBadTokens()
-	}
-	if feedbackErr != nil {
-		fmt.Fprintln(stdout, "feedback   error:", feedbackErr)
-	} else {
-		fmt.Fprintf(stdout, "feedback   %d bad tokens:\n", len(bad))
-		for _, t := range bad[:min(len(bad), 3)] {
-			fmt.Fprintf(stdout, "  %s… since %s\n", t.Token[:16], t.Timestamp.Format(time.RFC3339))
-		}
-	}
-	return 0
+	_, err = w.Write(append(b, '\n'))
+	return err
 }
 
-// mockGateway is the in-process gateway the demo sends to.
-type mockGateway struct {
-	addr   string
-	count  func() int
-	reject func(token []byte)
-	close  func()
+// lockedWriter serialises writes to w, so that lines written from several goroutines do not
+// interleave. Each write should be one whole line.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
 }
 
-func newMockGateway(protocol string) *mockGateway {
-	if protocol == "http2" {
-		s := apnstest.NewUnstartedHTTP2Server()
-		s.DiscardNotifications = true
-		s.Start()
-		return &mockGateway{addr: s.URL, count: s.Count, close: s.Close, reject: func(tok []byte) {
-			s.Respond(hex.EncodeToString(tok), apnstest.Response{Status: 410, Reason: "Unregistered",
-				Timestamp: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)})
-		}}
-	}
-	s := apnstest.NewUnstartedServer()
-	s.DiscardNotifications = true
-	s.Start()
-	return &mockGateway{addr: s.Addr, count: s.Count, close: s.Close,
-		reject: func(tok []byte) { s.RejectToken(tok, 8) }}
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
-// startProgress prints a line every interval until the returned function is called.
-func startProgress(w io.Writer, interval time.Duration, total int, count func() int) (stop func()) {
-	if interval <= 0 {
-		return func() {}
+// shortToken abbreviates a hexadecimal device token for human output: its first 8 and last 4
+// digits.
+func shortToken(tok string) string {
+	if len(tok) <= 16 {
+		return tok
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		last, lastAt := 0, time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				k := count()
-				fmt.Fprintf(w, "progress: %d/%d at the gateway, %.0f/s\n", k, total, float64(k-last)/now.Sub(lastAt).Seconds())
-				last, lastAt = k, now
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
+	return tok[:8] + "…" + tok[len(tok)-4:]
 }

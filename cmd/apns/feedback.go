@@ -1,0 +1,123 @@
+package main
+
+// This file owns "apns feedback": reading bad tokens from the binary feedback service.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+)
+
+const feedbackAbout = `Feedback reads the device tokens that APNs found invalid (the app was removed) from the
+feedback service of the binary protocol, feedback.push.apple.com:2196 (-sandbox:
+feedback.sandbox.push.apple.com:2196, or -gateway). The service answers once and forgets what
+it sent, so keep the output. Without -watch it polls once and waits up to -timeout for the
+answer (a service with nothing to report looks the same as a slow one, so an empty answer takes
+the whole -timeout); with -watch it polls every -interval until interrupted. Output: one
+"TOKEN TIMESTAMP" line per token, or with -json a JSON array (-watch: one JSON object per
+line). The HTTP/2 API has no feedback service: push reports its 410 answers instead.
+`
+
+func feedback(env *cmdEnv, args []string) int {
+	fs := newFlagSet(env, "feedback", "[flags]", feedbackAbout)
+	var conn connFlags
+	conn.register(fs, withSandbox)
+	fs.Lookup("gateway").Usage = "feedback service `ADDR` (host:port) instead of Apple's"
+	watch := fs.Bool("watch", false, "poll every -interval until interrupted")
+	interval := fs.Duration("interval", 10*time.Minute, "poll interval with -watch")
+	timeout := fs.Duration("timeout", 10*time.Second, "without -watch: how long to wait for the answer")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if err := conn.check(); err != nil {
+		return usageError(env, "feedback", "%v", err)
+	}
+	if *interval <= 0 || *timeout <= 0 {
+		return usageError(env, "feedback", "-interval and -timeout must be positive")
+	}
+	addr := conn.gateway
+	if addr == "" {
+		addr = feedbackHost
+		if conn.sandbox {
+			addr = feedbackSandbox
+		}
+	}
+
+	// A failed poll ends a one-shot read at once; -watch only reports it.
+	ctx, cancel := context.WithCancelCause(env.ctx)
+	defer cancel(nil)
+	onError := apns.WithErrorHandler(func(err error) {
+		if *watch {
+			fmt.Fprintf(env.stderr, "apns feedback: %s %v\n", time.Now().Format("15:04:05"), err)
+			return
+		}
+		cancel(err)
+	})
+	conn.protocol = "binary" // the client only carries the certificate and TLS settings
+	client, err := conn.client(addr, onError)
+	if err != nil {
+		return fail(env, "feedback", exitUsage, err)
+	}
+	defer client.Stop()
+	fc, err := client.SetupFeedbackClient(addr, *interval)
+	if err != nil {
+		return fail(env, "feedback", exitUsage, err)
+	}
+
+	if !*watch {
+		wait, cancelWait := context.WithTimeout(ctx, *timeout)
+		defer cancelWait()
+		tokens, err := fc.BadTokens(wait)
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return fail(env, "feedback", exitUsage, cause)
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			return fail(env, "feedback", exitUsage, err)
+		}
+		out := make([]badToken, 0, len(tokens))
+		for _, t := range tokens {
+			out = append(out, badToken{t.Token, t.Timestamp})
+		}
+		if *jsonOut {
+			if err := writeJSON(env.stdout, out); err != nil {
+				return fail(env, "feedback", exitUsage, err)
+			}
+			return exitOK
+		}
+		printBadTokens(env, out)
+		if len(out) == 0 {
+			fmt.Fprintln(env.stderr, "apns feedback: no bad tokens")
+		}
+		return exitOK
+	}
+
+	for {
+		tokens, err := fc.BadTokens(ctx)
+		if err != nil {
+			return exitOK // interrupted
+		}
+		out := make([]badToken, 0, len(tokens))
+		for _, t := range tokens {
+			out = append(out, badToken{t.Token, t.Timestamp})
+		}
+		if *jsonOut {
+			for _, t := range out {
+				if err := writeJSONLine(env.stdout, t); err != nil {
+					return fail(env, "feedback", exitUsage, err)
+				}
+			}
+			continue
+		}
+		printBadTokens(env, out)
+	}
+}
+
+func printBadTokens(env *cmdEnv, tokens []badToken) {
+	for _, t := range tokens {
+		fmt.Fprintf(env.stdout, "%s %s\n", t.Token, t.Timestamp.Format(time.RFC3339))
+	}
+}

@@ -1,0 +1,251 @@
+package main
+
+// This file owns "apns push": sending notifications for real, to Apple or to a mock.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+)
+
+const pushAbout = `Push sends one payload to one or more device tokens and prints every rejection with APNs'
+reason. It authenticates with a certificate (-cert/-key) or, for the HTTP/2 API, a token
+signing key (-p8/-key-id/-team-id/-topic). Without -gateway it sends to Apple's HTTP/2 API,
+production or -sandbox. Tokens come from -token (repeatable) and -tokens FILE (one per line,
+"-" for stdin; blank lines and #comments are skipped); a bulk send shows progress on stderr.
+Exit status 1 means some notifications were rejected or could not be sent.
+
+Against "apns mock": -gateway ADDR -ca DIR/ca.pem, with -cert DIR/client.pem -key
+DIR/client-key.pem or the -p8 key it prints.
+`
+
+// pushResult is push's summary, printed as text or, with -json, as this object.
+type pushResult struct {
+	Protocol    string          `json:"protocol"`
+	Tokens      int             `json:"tokens"`
+	Accepted    uint64          `json:"accepted"`  // taken by Send
+	Delivered   uint64          `json:"delivered"` // binary: assumed delivered (no error response in time)
+	Rejected    uint64          `json:"rejected"`
+	Unsent      uint64          `json:"unsent"`
+	Invalid     int             `json:"invalid"`               // refused by Send: not a valid token
+	Interrupted bool            `json:"interrupted,omitempty"` // the rest of the tokens were not sent
+	Replayed    uint64          `json:"replayed"`
+	Reconnects  uint64          `json:"reconnects"`
+	Millis      int64           `json:"elapsed_ms"`
+	Rejections  []pushRejection `json:"rejections"`
+}
+
+// pushRejection is one notification that was not delivered.
+type pushRejection struct {
+	Token      string     `json:"token"`
+	Code       uint8      `json:"code,omitempty"`        // binary status (nearest meaning for HTTP/2)
+	StatusCode int        `json:"status_code,omitempty"` // HTTP status
+	Reason     string     `json:"reason"`
+	ID         string     `json:"apns_id,omitempty"`
+	Timestamp  *time.Time `json:"timestamp,omitempty"` // with 410: since when the token is invalid
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
+func push(env *cmdEnv, args []string) int {
+	fs := newFlagSet(env, "push", "[flags]", pushAbout)
+	var conn connFlags
+	conn.register(fs, withToken|withProtocol|withSandbox)
+	var pf payloadFlags
+	pf.register(fs)
+	var tokenArgs stringList
+	fs.Var(&tokenArgs, "token", "device `token` in hex (repeatable)")
+	tokensFile := fs.String("tokens", "", "read device tokens from `FILE`, one per line; - for stdin")
+	pushType := fs.String("push-type", "", "apns-push-type `type`, e.g. alert or background (HTTP/2; default by payload)")
+	priority := fs.Int("priority", 10, "10 (immediate), 5 (power-saving) or 1 (HTTP/2: lowest)")
+	expiry := fs.Duration("expiry", 0, "how long APNs may store the notification for an offline device (0: binary: not at all; HTTP/2: APNs's default)")
+	collapseID := fs.String("collapse-id", "", "apns-collapse-id `ID` (HTTP/2): a newer notification with it replaces an older one")
+	workers := fs.Int("workers", 1, "connections to the gateway")
+	assumeSent := fs.Duration("assume-sent", apns.WORKER_ASSUME_SENT_TIMEOUT, "binary: how long to wait for an error response before a notification counts as delivered")
+	interval := fs.Duration("progress", time.Second, "interval of progress lines for bulk sends when stderr is not a terminal (0: none)")
+	jsonOut := fs.Bool("json", false, "print the summary and rejections as JSON")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if err := conn.check(); err != nil {
+		return usageError(env, "push", "%v", err)
+	}
+	if *workers < 1 {
+		return usageError(env, "push", "-workers must be at least 1")
+	}
+	payload, err := buildPayload(&pf)
+	if err != nil {
+		return usageError(env, "push", "%v", err)
+	}
+	tokens := []string(tokenArgs)
+	if *tokensFile != "" {
+		more, err := readTokens(env, *tokensFile)
+		if err != nil {
+			return fail(env, "push", exitUsage, err)
+		}
+		tokens = append(tokens, more...)
+	}
+	if len(tokens) == 0 {
+		return usageError(env, "push", "no device tokens: give -token or -tokens")
+	}
+
+	http2 := conn.isHTTP2()
+	res := pushResult{Protocol: "binary", Tokens: len(tokens), Rejections: []pushRejection{}}
+	if http2 {
+		res.Protocol = "http2"
+	} else if *pushType != "" || *collapseID != "" {
+		return usageError(env, "push", "-push-type and -collapse-id need the HTTP/2 API")
+	} else if *priority != apns.PRIORITY_IMMEDIATE && *priority != apns.PRIORITY_DELAYED {
+		return usageError(env, "push", "-priority must be 10 or 5 for the binary protocol")
+	}
+	client, err := conn.client(conn.address(), errorLog(env, "push"), apns.WithAssumeSentTimeout(*assumeSent))
+	if err != nil {
+		return fail(env, "push", exitUsage, err)
+	}
+	var mu sync.Mutex
+	client.SetRejectionCallback(func(r *apns.Rejection) {
+		rej := toPushRejection(r)
+		mu.Lock()
+		res.Rejections = append(res.Rejections, rej)
+		mu.Unlock()
+		if !*jsonOut {
+			fmt.Fprintf(env.stdout, "rejected  %s  %s\n", shortToken(rej.Token), describeRejection(&rej))
+		}
+	})
+	begin := time.Now()
+	if err := client.Start(*workers); err != nil {
+		return fail(env, "push", exitUsage, err)
+	}
+	// HTTP/2 answers every notification, so progress counts answers; the binary protocol
+	// answers only rejections, so it counts what the client has queued.
+	var prog *progress
+	if len(tokens) > 1 && http2 {
+		prog = startProgress(env.stderr, *interval, "answered", len(tokens), func() int {
+			st := client.Stats()
+			return int(st.Delivered + st.Rejected + st.Unsent)
+		})
+	} else if len(tokens) > 1 {
+		prog = startProgress(env.stderr, *interval, "queued", len(tokens), func() int { return int(client.Stats().Accepted) })
+	} else {
+		prog = newProgress(env.stderr, "", 0, nil)
+	}
+
+	n := apns.Notification{Payload: payload, PushType: *pushType, Priority: *priority, CollapseID: *collapseID}
+	if *expiry > 0 {
+		n.Expiration = time.Now().Add(*expiry)
+	}
+	var sendErr error
+	queued := 0
+	for _, tok := range tokens {
+		if err := env.ctx.Err(); err != nil { // Send takes a free slot in the queue even then
+			sendErr = err
+			break
+		}
+		var err error
+		if http2 {
+			n.DeviceToken = tok
+			err = client.SendNotification(env.ctx, &n)
+		} else {
+			err = client.SendContext(env.ctx, tok, n.Expiration, uint8(*priority), payload)
+		}
+		if errors.Is(err, apns.ErrTokenNotHex) || errors.Is(err, apns.ErrTokenLength) {
+			res.Invalid++
+			fmt.Fprintf(env.stderr, "apns push: token %q: %v\n", shortToken(tok), err)
+			continue
+		}
+		if err != nil {
+			sendErr = err
+			break
+		}
+		queued++
+	}
+	interrupted := sendErr != nil && env.ctx.Err() != nil
+	if interrupted {
+		fmt.Fprintf(env.stderr, "apns push: interrupted after queueing %d of %d notifications; sending those\n", queued, len(tokens))
+		sendErr = nil
+		res.Interrupted = true
+	}
+	_ = client.Stop()
+	prog.stop()
+	if sendErr != nil {
+		return fail(env, "push", exitUsage, sendErr)
+	}
+	st := client.Stats()
+	res.Accepted, res.Delivered, res.Rejected, res.Unsent = st.Accepted, st.Delivered, st.Rejected, st.Unsent
+	res.Replayed, res.Reconnects = st.Replayed, st.Reconnects
+	res.Millis = time.Since(begin).Milliseconds()
+	if *jsonOut {
+		if err := writeJSON(env.stdout, res); err != nil {
+			return fail(env, "push", exitUsage, err)
+		}
+	} else {
+		fmt.Fprintf(env.stdout, "%d delivered, %d rejected, %d unsent, %d invalid tokens, of %d (%s, %v)\n",
+			res.Delivered, res.Rejected, res.Unsent, res.Invalid, res.Tokens, res.Protocol,
+			time.Duration(res.Millis)*time.Millisecond)
+	}
+	if res.Rejected+res.Unsent > 0 || res.Invalid > 0 || interrupted {
+		return exitRejected
+	}
+	return exitOK
+}
+
+// readTokens reads device tokens from name, or stdin for "-": one per line, ignoring blank
+// lines and lines starting with #.
+func readTokens(env *cmdEnv, name string) ([]string, error) {
+	var r io.Reader = env.stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	var tokens []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		tokens = append(tokens, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading tokens from %s: %w", name, err)
+	}
+	return tokens, nil
+}
+
+func toPushRejection(r *apns.Rejection) pushRejection {
+	rej := pushRejection{Code: r.Code, StatusCode: r.StatusCode, Reason: r.Reason, ID: r.ID}
+	if r.Message != nil {
+		rej.Token = fmt.Sprintf("%x", r.Message.Token)
+	}
+	if !r.Timestamp.IsZero() {
+		ts := r.Timestamp.UTC()
+		rej.Timestamp = &ts
+	}
+	return rej
+}
+
+func describeRejection(r *pushRejection) string {
+	s := fmt.Sprintf("status %d (%s)", r.Code, r.Reason)
+	if r.StatusCode != 0 {
+		s = fmt.Sprintf("%d %s", r.StatusCode, r.Reason)
+	}
+	if r.Timestamp != nil {
+		s += " since " + r.Timestamp.Format(time.RFC3339)
+	}
+	return s
+}
