@@ -24,7 +24,8 @@ first Send until the gateway has them all), the latency of Send (p50, p99), heap
 per notification and the peak heap in use. By default it sends to an in-process apnstest
 gateway; allocations and heap then include the mock's share. With -gateway it sends to another
 gateway, e.g. a running "apns mock" (with the connection flags of push); throughput then runs
-until Stop returns, which for the binary protocol includes the -assume-sent wait.
+until Stop returns (binary: one round trip for the sentinel frame that confirms the last
+frames, or the -assume-sent wait when the gateway does not answer it).
 -svg FILE draws throughput against workers.
 `
 

@@ -72,7 +72,7 @@ func push(env *cmdEnv, args []string) int {
 	expiry := fs.Duration("expiry", 0, "how long APNs may store the notification for an offline device (0: binary: not at all; HTTP/2: APNs's default)")
 	collapseID := fs.String("collapse-id", "", "apns-collapse-id `ID` (HTTP/2): a newer notification with it replaces an older one")
 	workers := fs.Int("workers", 1, "connections to the gateway")
-	assumeSent := fs.Duration("assume-sent", apns.WORKER_ASSUME_SENT_TIMEOUT, "binary: how long to wait for an error response before a notification counts as delivered")
+	assumeSent := fs.Duration("assume-sent", apns.WORKER_ASSUME_SENT_TIMEOUT, "binary: how long a notification waits for an error response before it counts as delivered (Stop confirms the last ones with a sentinel frame instead when the gateway answers it)")
 	interval := fs.Duration("progress", time.Second, "interval of progress lines for bulk sends when stderr is not a terminal (0: none)")
 	jsonOut := fs.Bool("json", false, "print the summary and rejections as JSON")
 	if code, ok := parseFlags(fs, args); !ok {
