@@ -820,3 +820,20 @@ func TestStatsSplitRejectionsAndShowGauges(t *testing.T) {
 		t.Errorf("gauges after Stop: %+v", st)
 	}
 }
+
+// ReadFeedback reads the service once, without Start: the tokens it has, then none.
+func TestReadFeedbackReadsOnceWithoutStart(t *testing.T) {
+	s := newServer(t)
+	fs := apnstest.NewFeedbackServer()
+	defer fs.Close()
+	tok, _ := hex.DecodeString(token(7))
+	fs.Add(tok, time.Unix(1600000000, 0))
+	c := newClient(t, s)
+	got, err := c.ReadFeedback(context.Background(), fs.Addr)
+	if err != nil || len(got) != 1 || got[0].Token != token(7) || !got[0].Timestamp.Equal(time.Unix(1600000000, 0)) {
+		t.Errorf("first ReadFeedback = %+v, %v", got, err)
+	}
+	if got, err := c.ReadFeedback(context.Background(), fs.Addr); err != nil || len(got) != 0 {
+		t.Errorf("second ReadFeedback = %+v, %v; want nothing: the service forgets what it sent", got, err)
+	}
+}

@@ -70,6 +70,37 @@ func (c *Client) SetupFeedbackClient(gateway string, poll time.Duration) (*Feedb
 	if poll <= 0 {
 		return nil, errors.New("apns: feedback poll interval must be positive")
 	}
+	fc, err := c.newFeedbackClient(gateway)
+	if err != nil {
+		return nil, err
+	}
+	fc.poll = poll
+	return c.addFeedback(fc, true)
+}
+
+// ErrNoFeedbackService is returned by ReadFeedback on a client of the HTTP/2 API, which has
+// no feedback service (its 410 answers take its place, see SetupFeedbackClient).
+var ErrNoFeedbackService = errors.New("apns: the HTTP/2 API has no feedback service")
+
+// ReadFeedback reads the feedback service at gateway once, as one poll of SetupFeedbackClient
+// does: it connects with the client's certificate and TLS settings, reads the tuples until the
+// service closes the connection, and returns them (none when the service has nothing). It
+// needs no Start. ctx bounds the whole read; a service that answers in part returns the tokens
+// read with the error.
+func (c *Client) ReadFeedback(ctx context.Context, gateway string) ([]BadToken, error) {
+	if c.h2 != nil {
+		return nil, ErrNoFeedbackService
+	}
+	fc, err := c.newFeedbackClient(gateway)
+	if err != nil {
+		return nil, err
+	}
+	return fc.fetch(ctx)
+}
+
+// newFeedbackClient returns a feedback client for gateway with the client's TLS settings,
+// neither registered nor polling.
+func (c *Client) newFeedbackClient(gateway string) (*FeedbackClient, error) {
 	addr, host, err := splitAddr(gateway, DefaultFeedbackPort)
 	if err != nil {
 		return nil, err
@@ -78,15 +109,13 @@ func (c *Client) SetupFeedbackClient(gateway string, poll time.Duration) (*Feedb
 	if c.set.tlsConfig == nil || c.set.tlsConfig.ServerName == "" {
 		cfg.ServerName = host
 	}
-	fc := &FeedbackClient{
+	return &FeedbackClient{
 		addr:      addr,
 		tlsConfig: cfg,
-		poll:      poll,
 		timeout:   c.set.dial(),
 		onError:   c.set.errorHandler,
 		ready:     make(chan struct{}, 1),
-	}
-	return c.addFeedback(fc, true)
+	}, nil
 }
 
 // addFeedback registers fc with the client, which stops it, and starts its poller if poll.
@@ -176,7 +205,7 @@ func (fc *FeedbackClient) run() {
 		busy := len(fc.pending) > 0
 		fc.mu.Unlock()
 		if !busy {
-			tokens, err := fc.fetch()
+			tokens, err := fc.fetch(fc.ctx)
 			if len(tokens) > 0 {
 				fc.add(tokens)
 			}
@@ -188,19 +217,23 @@ func (fc *FeedbackClient) run() {
 	}
 }
 
-// fetch connects to the feedback service and reads its tuples until it closes.
-func (fc *FeedbackClient) fetch() ([]BadToken, error) {
-	conn, err := dialTLS(fc.ctx, fc.addr, fc.tlsConfig, fc.timeout)
+// fetch connects to the feedback service and reads its tuples until it closes, or ctx ends.
+func (fc *FeedbackClient) fetch(ctx context.Context) ([]BadToken, error) {
+	conn, err := dialTLS(ctx, fc.addr, fc.tlsConfig, fc.timeout)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	// Stop interrupts a read in progress by closing the connection.
-	defer context.AfterFunc(fc.ctx, func() { conn.Close() })()
+	// Stop (ctx) interrupts a read in progress by closing the connection.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if err := conn.SetReadDeadline(time.Now().Add(feedbackReadTimeout)); err != nil {
 		return nil, err
 	}
-	return readFeedback(conn, MaxFeedbackTokens)
+	tokens, err := readFeedback(conn, MaxFeedbackTokens)
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return tokens, err
 }
 
 // ErrFeedbackOverflow tells that a feedback poll read more tuples than MaxFeedbackTokens.

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -28,7 +27,7 @@ func feedback(env *cmdEnv, args []string) int {
 	fs.Lookup("gateway").Usage = "feedback service `ADDR` (host:port) instead of Apple's"
 	watch := fs.Bool("watch", false, "poll every -interval until interrupted")
 	interval := fs.Duration("interval", 10*time.Minute, "poll interval with -watch")
-	timeout := fs.Duration("timeout", 10*time.Second, "without -watch: how long to wait for the answer")
+	timeout := fs.Duration("timeout", 30*time.Second, "without -watch: bound on connecting and reading")
 	jsonOut := fs.Bool("json", false, "print JSON")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -47,35 +46,17 @@ func feedback(env *cmdEnv, args []string) int {
 		}
 	}
 
-	// A failed poll ends a one-shot read at once; -watch only reports it.
-	ctx, cancel := context.WithCancelCause(env.ctx)
-	defer cancel(nil)
-	onError := apns.WithErrorHandler(func(err error) {
-		if *watch {
-			fmt.Fprintf(env.stderr, "apns feedback: %s %v\n", time.Now().Format("15:04:05"), err)
-			return
-		}
-		cancel(err)
-	})
 	conn.protocol = "binary" // the client only carries the certificate and TLS settings
-	client, err := conn.client(addr, onError)
-	if err != nil {
-		return fail(env, "feedback", exitUsage, err)
-	}
-	defer client.Stop()
-	fc, err := client.SetupFeedbackClient(addr, *interval)
-	if err != nil {
-		return fail(env, "feedback", exitUsage, err)
-	}
-
 	if !*watch {
-		wait, cancelWait := context.WithTimeout(ctx, *timeout)
-		defer cancelWait()
-		tokens, err := fc.BadTokens(wait)
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-			return fail(env, "feedback", exitUsage, cause)
+		client, err := conn.client(addr)
+		if err != nil {
+			return fail(env, "feedback", exitUsage, err)
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		defer client.Stop()
+		ctx, cancel := context.WithTimeout(env.ctx, *timeout)
+		defer cancel()
+		tokens, err := client.ReadFeedback(ctx, addr)
+		if err != nil {
 			return fail(env, "feedback", exitUsage, err)
 		}
 		out := make([]badToken, 0, len(tokens))
@@ -93,6 +74,21 @@ func feedback(env *cmdEnv, args []string) int {
 			fmt.Fprintln(env.stderr, "apns feedback: no bad tokens")
 		}
 		return exitOK
+	}
+
+	// -watch reports failed polls and carries on.
+	ctx := env.ctx
+	onError := apns.WithErrorHandler(func(err error) {
+		fmt.Fprintf(env.stderr, "apns feedback: %s %v\n", time.Now().Format("15:04:05"), err)
+	})
+	client, err := conn.client(addr, onError)
+	if err != nil {
+		return fail(env, "feedback", exitUsage, err)
+	}
+	defer client.Stop()
+	fc, err := client.SetupFeedbackClient(addr, *interval)
+	if err != nil {
+		return fail(env, "feedback", exitUsage, err)
 	}
 
 	for {
