@@ -86,6 +86,7 @@ type ResponseError struct {
 	ID     uint32
 }
 
+// Error describes the response by its status and identifier.
 func (e *ResponseError) Error() string {
 	return fmt.Sprintf("apns: error response %q for unknown notification id %d", e.Status, e.ID)
 }
