@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"maps"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -835,5 +836,28 @@ func TestReadFeedbackReadsOnceWithoutStart(t *testing.T) {
 	}
 	if got, err := c.ReadFeedback(context.Background(), fs.Addr); err != nil || len(got) != 0 {
 		t.Errorf("second ReadFeedback = %+v, %v; want nothing: the service forgets what it sent", got, err)
+	}
+}
+
+// A worker's identifiers wrap from 2^32-1 to 1 while frames are in flight; a rejection of a
+// frame written after the wrap is still matched to its frame: reported once, the frames
+// before it delivered once, none written twice.
+func TestRejectionAfterIdentifiersWrap(t *testing.T) {
+	s := newServer(t)
+	bad, _ := hex.DecodeString(token(10))
+	s.RejectToken(bad, 8)
+	c := newClient(t, s, apns.WithFirstID(math.MaxUint32-4), apns.WithAssumeSentTimeout(time.Hour))
+	l := newLedger(c)
+	sendAll(t, c, 20) // queued before Start: one connection writes them in order
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	stop(t, c)
+	if calls := l.snapshot(); len(calls) != 1 || len(calls[token(10)]) != 1 {
+		t.Errorf("callbacks %v; want token 10 once", calls)
+	}
+	checkAllArrived(t, s, 20, map[string]bool{token(10): true}, true)
+	if st := c.Stats(); st.UnknownIDs != 0 || st.Delivered != 19 || st.Duplicates != 0 {
+		t.Errorf("stats %+v", st)
 	}
 }

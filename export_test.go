@@ -28,3 +28,6 @@ func NewTestAuthKey(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 // WithoutSentinel makes binary workers wait out the assume-sent timeout at Stop instead of
 // confirming with a sentinel frame, as before the sentinel existed (for comparisons).
 func WithoutSentinel() Option { return func(s *settings) { s.noSentinel = true } }
+
+// WithFirstID makes every binary worker start its identifiers at id, to test wrap-around.
+func WithFirstID(id uint32) Option { return func(s *settings) { s.firstID = id } }

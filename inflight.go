@@ -9,8 +9,8 @@ package apns
 // when it was written. Holding a frame costs its bytes plus an entry's 16, and no heap object.
 //
 // The first sent entries were written on the current connection. Because a worker gives its
-// frames consecutive identifiers, their identifiers are consecutive too (modulo 2^32), which
-// makes find O(1) and wrap-around safe. The entries after them are pending: written on an
+// frames consecutive identifiers, their identifiers are consecutive too (modulo 2^32, skipping
+// 0, which a worker never gives), which makes find O(1) and wrap-around safe. The entries after them are pending: written on an
 // earlier connection and waiting to be written again, oldest first.
 //
 // The ring is bounded by the bytes of the frames written on the connection: full reports true
@@ -166,8 +166,13 @@ func (r *inflight) find(id uint32) int {
 	if r.sent == 0 {
 		return -1
 	}
-	i := int(id - frameID(r.frame(0))) // uint32 arithmetic: wrap-around safe
-	if i < 0 || i >= r.sent || frameID(r.frame(i)) != id {
+	first := frameID(r.frame(0))
+	d := id - first // uint32 arithmetic: wrap-around safe
+	if id < first {
+		d-- // the identifiers wrapped, skipping 0
+	}
+	i := int(d)
+	if i >= r.sent || frameID(r.frame(i)) != id {
 		return -1
 	}
 	return i
@@ -177,6 +182,17 @@ func (r *inflight) find(id uint32) int {
 // again, oldest first.
 func (r *inflight) unsend() {
 	r.sent, r.sentBytes = 0, 0
+}
+
+// unsendLast makes pending the newest written frames that hold the last n bytes written, in
+// whole or in part: bytes that never left the write buffer.
+func (r *inflight) unsendLast(n int) {
+	for n > 0 && r.sent > 0 {
+		size := int(r.entry(r.sent - 1).size)
+		r.sent--
+		r.sentBytes -= size
+		n -= size
+	}
 }
 
 // shrink releases the arena of an empty ring.

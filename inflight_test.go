@@ -27,22 +27,43 @@ func heldIDs(r *inflight) []uint32 {
 	return out
 }
 
+// The worker's identifiers wrap from 2^32-1 to 1, skipping 0; find still finds each frame.
 func TestInflightFindsConsecutiveIDsAcrossWrapAround(t *testing.T) {
 	r := newInflight(1 << 20)
 	start := uint32(math.MaxUint32 - 100)
+	w := &worker{nextID: start}
+	var ids []uint32
 	for i := range 300 { // grows past its initial 64 entries too
-		sendAll(r, start+uint32(i), frameOf(0, byte(i)))
+		r.add(frameOf(0, byte(i)))
+		ids = append(ids, w.newID())
+		r.send(ids[i], 0)
 	}
-	for _, i := range []int{0, 100, 101, 299} {
-		if got := r.find(start + uint32(i)); got != i {
-			t.Errorf("find(start+%d) = %d; want %d", i, got, i)
+	if ids[100] != math.MaxUint32 || ids[101] != 1 {
+		t.Fatalf("identifiers around the wrap: %v", ids[99:103])
+	}
+	for _, i := range []int{0, 100, 101, 102, 299} {
+		if got := r.find(ids[i]); got != i {
+			t.Errorf("find(%d) = %d; want %d", ids[i], got, i)
 		}
 	}
-	if got := r.find(start + 300); got != -1 {
-		t.Errorf("find of an id never written = %d; want -1", got)
+	for _, id := range []uint32{ids[299] + 1, start - 1, 0} {
+		if got := r.find(id); got != -1 {
+			t.Errorf("find(%d), an id not in the ring, = %d; want -1", id, got)
+		}
 	}
-	if got := r.find(start - 1); got != -1 {
-		t.Errorf("find of an id before the ring = %d; want -1", got)
+}
+
+// Frames whose bytes never left the write buffer become pending again, whole frames counted.
+func TestInflightUnsendLastTakesBackUnflushedFrames(t *testing.T) {
+	r := newInflight(1 << 20)
+	sendAll(r, 1, frameOf(100, 0), frameOf(100, 0), frameOf(100, 0), frameOf(100, 0))
+	r.unsendLast(150) // the last frame and half of the one before it were still buffered
+	if r.inFlight() != 2 || r.pending() != 2 {
+		t.Errorf("inFlight %d, pending %d; want 2, 2", r.inFlight(), r.pending())
+	}
+	r.unsendLast(0)
+	if r.inFlight() != 2 {
+		t.Errorf("unsendLast(0) changed the ring: inFlight %d", r.inFlight())
 	}
 }
 

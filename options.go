@@ -31,7 +31,8 @@ type settings struct {
 	streams           int
 	maxAttempts       int
 	clock             func() time.Time
-	noSentinel        bool // tests and benchmarks: Stop waits out the assume-sent timeout
+	noSentinel        bool   // tests and benchmarks: Stop waits out the assume-sent timeout
+	firstID           uint32 // tests: the first identifier each binary worker gives
 	logger            *slog.Logger
 }
 

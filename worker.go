@@ -80,6 +80,9 @@ func newWorker(c *Client, startFailed bool) *worker {
 	if startFailed {
 		w.failures = 1
 	}
+	if c.set.firstID != 0 {
+		w.nextID = c.set.firstID
+	}
 	return w
 }
 
@@ -200,9 +203,11 @@ func readErrorResponse(conn io.Reader, results chan<- readResult) {
 	}
 }
 
-// deadlineWriter gives every write to the connection its own deadline. The buffered writer
-// above it writes rarely, so this costs little.
+// deadlineWriter gives every write to the connection its own deadline, except once Shutdown's
+// context has ended: then the deadline is now. The buffered writer above it writes rarely, so
+// this costs little.
 type deadlineWriter struct {
+	abort   context.Context
 	conn    net.Conn
 	timeout time.Duration
 }
@@ -210,6 +215,11 @@ type deadlineWriter struct {
 func (d deadlineWriter) Write(p []byte) (int, error) {
 	if err := d.conn.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
 		return 0, err
+	}
+	// Shutdown sets a past deadline when its context ends; a deadline set after that must
+	// not undo it.
+	if d.abort.Err() != nil {
+		return 0, errAborted
 	}
 	return d.conn.Write(p)
 }
@@ -228,11 +238,14 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	go readErrorResponse(conn, results)
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
 	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
-	w.bw.Reset(deadlineWriter{conn, w.c.set.write()})
+	w.bw.Reset(deadlineWriter{w.c.abortCtx, conn, w.c.set.write()})
 	w.sentinel = 0
 	w.c.stats.conns.Add(1)
 	w.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", w.c.addr), slog.Int("replay", w.ring.pending()))
 	res, end := w.loop(results)
+	if end == errAborted {
+		w.ring.unsendLast(w.bw.Buffered()) // never written: giveUp reports them as unsent
+	}
 	w.bw.Reset(nil)
 
 	local := end == errDrained || end == errIdle || end == errAborted
