@@ -127,28 +127,31 @@ func (f *frameBuf) encode(token string, expiry time.Time, priority uint8, payloa
 // decodeHex decodes the hex string s into dst, which is len(s)/2 bytes long, without
 // allocating; it reports whether s was valid.
 func decodeHex(dst []byte, s string) bool {
+	bad := byte(0)
 	for i := range dst {
-		hi, ok1 := fromHex(s[2*i])
-		lo, ok2 := fromHex(s[2*i+1])
-		if !ok1 || !ok2 {
-			return false
-		}
-		dst[i] = hi<<4 | lo
+		hi, lo := hexValue[s[2*i]], hexValue[s[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo&0xf
 	}
-	return true
+	return bad&0x10 == 0
 }
 
-func fromHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
+// hexValue maps a hex digit to its value and any other byte to 0x10.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		switch c := byte(i); {
+		case '0' <= c && c <= '9':
+			t[i] = c - '0'
+		case 'a' <= c && c <= 'f':
+			t[i] = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			t[i] = c - 'A' + 10
+		default:
+			t[i] = 0x10
+		}
 	}
-	return 0, false
-}
+	return t
+}()
 
 // expirySeconds converts Send's expiry to the frame's 32-bit UNIX time; the zero Time is 0.
 func expirySeconds(t time.Time) (uint32, error) {
