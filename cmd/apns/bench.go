@@ -56,6 +56,7 @@ func bench(env *cmdEnv, args []string) int {
 	payloadSize := fs.Int("payload-size", 256, "payload size in `bytes` (binary at most 2048, HTTP/2 4096)")
 	protocol := fs.String("protocol", "binary", "`protocol` of the in-process gateway: binary or http2")
 	assumeSent := fs.Duration("assume-sent", 250*time.Millisecond, "assume-sent timeout of the client (binary)")
+	inflightMiB := fs.Int("inflight-mib", 64, "in-flight ring per connection in `MiB` (binary); throughput per connection is at most ring ÷ frame size ÷ assume-sent")
 	svgFile := fs.String("svg", "", "write a chart of throughput against workers to `FILE` (SVG)")
 	jsonOut := fs.Bool("json", false, "print the results as JSON")
 	var conn connFlags
@@ -75,6 +76,8 @@ func bench(env *cmdEnv, args []string) int {
 	switch {
 	case *n < 1:
 		return usageError(env, "bench", "-n must be at least 1")
+	case *inflightMiB < 1 || *inflightMiB > 1024:
+		return usageError(env, "bench", "-inflight-mib must be 1 to 1024")
 	case *protocol != "binary" && *protocol != "http2":
 		return usageError(env, "bench", "-protocol must be binary or http2")
 	case *payloadSize < 32 || *payloadSize > maxSize:
@@ -89,7 +92,8 @@ func bench(env *cmdEnv, args []string) int {
 	payload := sizedPayload(*payloadSize)
 	var results []benchResult
 	for _, w := range workers {
-		r, err := benchRun(env, &conn, *protocol, w, *n, payload, *assumeSent)
+		opts := []apns.Option{apns.WithAssumeSentTimeout(*assumeSent), apns.WithInflightBytes(*inflightMiB << 20)}
+		r, err := benchRun(env, &conn, *protocol, w, *n, payload, opts)
 		if err != nil {
 			return fail(env, "bench", exitUsage, err)
 		}
@@ -139,13 +143,13 @@ func sizedPayload(size int) map[string]any {
 }
 
 // benchRun makes one client with workers connections, sends n notifications and measures.
-func benchRun(env *cmdEnv, conn *connFlags, protocol string, workers, n int, payload map[string]any, assumeSent time.Duration) (benchResult, error) {
+func benchRun(env *cmdEnv, conn *connFlags, protocol string, workers, n int, payload map[string]any, opts []apns.Option) (benchResult, error) {
 	res := benchResult{Protocol: protocol, Workers: workers, N: n}
 	var client *apns.Client
 	var err error
 	var gw *mockGateway
 	if conn.gateway != "" {
-		client, err = conn.client(conn.gateway, apns.WithAssumeSentTimeout(assumeSent))
+		client, err = conn.client(conn.gateway, opts...)
 		res.Protocol = "binary"
 		if conn.isHTTP2() {
 			res.Protocol = "http2"
@@ -155,7 +159,7 @@ func benchRun(env *cmdEnv, conn *connFlags, protocol string, workers, n int, pay
 		defer gw.close()
 		cert, key := apnstest.ClientCertPEM()
 		client, err = apns.CreateClient(gw.addr, cert, key, false,
-			apns.WithTLSConfig(gw.tlsConfig), apns.WithAssumeSentTimeout(assumeSent))
+			append([]apns.Option{apns.WithTLSConfig(gw.tlsConfig)}, opts...)...)
 	}
 	if err != nil {
 		return res, err
