@@ -44,18 +44,18 @@ func TestNewH2RequestBuildsHeadersOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"Apns-Push-Type": "alert", "Apns-Priority": "10", "Apns-Topic": "com.example.app",
-		"Apns-Expiration": "1700000000", "Apns-Collapse-Id": "c1",
+		"apns-push-type": "alert", "apns-priority": "10", "apns-topic": "com.example.app",
+		"apns-expiration": "1700000000", "apns-collapse-id": "c1", "content-type": "application/json",
 	}
 	for k, v := range want {
-		if got := r.header.Get(k); got != v {
+		if got := r.header[k]; len(got) != 1 || got[0] != v {
 			t.Errorf("%s = %q; want %q", k, got, v)
 		}
 	}
 	if r.path != "/3/device/abcd" {
 		t.Errorf("path = %q", r.path)
 	}
-	if id := r.header.Get("Apns-Id"); len(id) != 36 || strings.ToLower(id) != id || id[14] != '4' {
+	if id := r.id(); r.header["apns-id"][0] != id || len(id) != 36 || strings.ToLower(id) != id || id[14] != '4' {
 		t.Errorf("generated apns-id %q is not a lowercase v4 UUID", id)
 	}
 }
@@ -65,11 +65,27 @@ func TestNewH2RequestInfersBackgroundPushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.header.Get("Apns-Push-Type") != "background" || r.header.Get("Apns-Priority") != "5" {
+	if r.header["apns-push-type"][0] != "background" || r.header["apns-priority"][0] != "5" {
 		t.Errorf("headers %v; want background push with priority 5", r.header)
 	}
-	if r.header.Get("Apns-Topic") != "" {
+	if r.header["apns-topic"] != nil {
 		t.Error("a topic was set although neither the notification nor the client has one")
+	}
+}
+
+func TestInferPushTypeParsesOnlyPayloadsThatCanSayBackground(t *testing.T) {
+	cases := []struct{ payload, want string }{
+		{`{"aps":{"alert":"hi"}}`, "alert"},
+		{`{"aps":{"content-available":1}}`, "background"},
+		{`{"aps":{"content\u002davailable":1}}`, "background"},
+		{`{"aps":{"content-available":1,"alert":"hi"}}`, "alert"},
+		{`{"data":"content-available"}`, "alert"},
+		{`{"aps":{"alert":"a \"quote\""}}`, "alert"},
+	}
+	for _, tc := range cases {
+		if got := inferPushType([]byte(tc.payload)); got != tc.want {
+			t.Errorf("inferPushType(%s) = %q; want %q", tc.payload, got, tc.want)
+		}
 	}
 }
 
