@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -399,10 +400,14 @@ func (h *h2Transport) isClosed() bool {
 func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
+	// With UnencryptedHTTP2 too, net/http speaks HTTP/2 on a connection from DialTLSContext
+	// that is not a *tls.Conn: dialTLS's batchConn, TLS with ALPN "h2" already done.
+	protocols.SetUnencryptedHTTP2(true)
 	h.tr = &http.Transport{
 		TLSClientConfig:     h.c.tlsConfig.Clone(),
 		Protocols:           &protocols,
 		Proxy:               h.proxy,
+		DialTLSContext:      h.dialTLS,
 		DisableCompression:  true,
 		TLSHandshakeTimeout: h.c.set.dial(),
 		HTTP2: &http.HTTP2Config{
@@ -434,6 +439,124 @@ func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 		return conns, fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(errs...))
 	}
 	return conns, nil
+}
+
+// dialTLS opens a TLS connection for net/http: to the gateway, one that must negotiate HTTP/2
+// and whose writes are batched (see batchConn); to anything else (an https proxy), a plain
+// one, as net/http would have opened. Connections through an http proxy do not come here:
+// net/http does their TLS itself, and they are not batched.
+func (h *h2Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	cfg := h.tr.TLSClientConfig.Clone()
+	if addr != h.addr {
+		cfg.NextProtos = nil
+		if cfg.ServerName == "" || cfg.ServerName == h.c.tlsConfig.ServerName {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+	}
+	d := tls.Dialer{Config: cfg}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil || addr != h.addr {
+		return conn, err
+	}
+	tc := conn.(*tls.Conn)
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		tc.Close()
+		return nil, fmt.Errorf("apns: %s did not negotiate HTTP/2 (ALPN %q)", addr, p)
+	}
+	return newBatchConn(tc), nil
+}
+
+// batchConn is an HTTP/2 connection's TLS connection with its writes gathered. net/http's
+// HTTP/2 client flushes after each frame it writes, a request's HEADERS and then its DATA,
+// and each flush costs a TLS record (its encryption) and a system call, made while the
+// connection's write lock is held. Here Write only copies the bytes into a buffer; one
+// goroutine per connection writes whatever has gathered meanwhile as one TLS write. With
+// many requests in flight their frames share records and system calls, and with one the
+// request's two frames do.
+//
+// A write error closes the connection, which fails its reads too, and is returned by every
+// Write after it. Write blocks while batchLimit bytes are waiting, so a peer that stops
+// reading still stops the writers. Close drops what has not been written.
+type batchConn struct {
+	*tls.Conn // reads, addresses, deadlines, ConnectionState
+
+	mu    sync.Mutex
+	ready sync.Cond // the writer waits here for bytes, or the end
+	room  sync.Cond // Writes wait here for the buffer to shrink
+	buf   []byte    // written, not yet handed to the TLS connection
+	spare []byte    // the writer's previous batch, for reuse
+	err   error     // the first write error, or net.ErrClosed after Close
+	done  chan struct{}
+}
+
+// batchLimit is how many bytes may wait for the writer before Write blocks.
+const batchLimit = 256 << 10
+
+func newBatchConn(tc *tls.Conn) *batchConn {
+	c := &batchConn{Conn: tc, done: make(chan struct{})}
+	c.ready.L, c.room.L = &c.mu, &c.mu
+	go c.writeLoop()
+	return c
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && len(c.buf) >= batchLimit {
+		c.room.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if len(c.buf) == 0 {
+		c.ready.Signal()
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+// Close closes the TLS connection, which interrupts a write in progress, and waits for the
+// writer to exit.
+func (c *batchConn) Close() error {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
+	c.ready.Signal()
+	c.room.Broadcast()
+	c.mu.Unlock()
+	err := c.Conn.Close()
+	<-c.done
+	return err
+}
+
+func (c *batchConn) writeLoop() {
+	defer close(c.done)
+	c.mu.Lock()
+	for {
+		for len(c.buf) == 0 && c.err == nil {
+			c.ready.Wait()
+		}
+		if c.err != nil {
+			c.mu.Unlock()
+			return
+		}
+		out := c.buf
+		c.buf, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		_, err := c.Conn.Write(out)
+		c.mu.Lock()
+		if cap(out) <= 2*batchLimit {
+			c.spare = out
+		}
+		c.room.Broadcast()
+		if err != nil && c.err == nil {
+			c.err = err
+			c.mu.Unlock()
+			c.Conn.Close()
+			return
+		}
+	}
 }
 
 // startLocked starts streams senders on each connection; the caller holds c.mu, so that Stop
