@@ -1,12 +1,18 @@
 package apns
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +220,82 @@ func TestProviderTokenIsSignedAndRefreshedOnSchedule(t *testing.T) {
 	}
 	if _, err := parseAuthKey([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")); !errors.Is(err, ErrInvalidAuthKey) {
 		t.Errorf("bad key: %v", err)
+	}
+}
+
+// tlsPipe returns the two ends of a TLS connection over net.Pipe, after the handshake, and
+// the server's end of the pipe, which the test closes (a TLS Close would wait for the peer
+// to read its close_notify).
+func tlsPipe(t *testing.T) (client, server *tls.Conn, serverPipe net.Conn) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	cfg := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	cfg.ServerName = "example.com"
+	a, b := net.Pipe()
+	server, client = tls.Server(a, srv.TLS.Clone()), tls.Client(b, cfg)
+	errs := make(chan error, 1)
+	go func() { errs <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return client, server, a
+}
+
+func TestBatchConnDeliversWritesInOrderAndRefusesThemAfterClose(t *testing.T) {
+	client, server, _ := tlsPipe(t)
+	c := newBatchConn(client)
+	var want bytes.Buffer
+	for i := range 3000 { // about 450 KB, more than batchLimit: Write must also wait for room
+		want.Write(bytes.Repeat([]byte{byte(i)}, i%300+1))
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, want.Len())
+		n, _ := io.ReadFull(server, b)
+		got <- b[:n]
+		io.Copy(io.Discard, server) // the close_notify
+	}()
+	for p := want.Bytes(); len(p) > 0; {
+		n := min(len(p), 1+len(p)%300)
+		if m, err := c.Write(p[:n]); m != n || err != nil {
+			t.Fatalf("Write = %d, %v; want %d, nil", m, err, n)
+		}
+		p = p[n:]
+	}
+	if b := <-got; !bytes.Equal(b, want.Bytes()) {
+		t.Fatalf("peer read %d bytes, not the %d written in order", len(b), want.Len())
+	}
+	c.Close()
+	if _, err := c.Write([]byte("late")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close = %v; want net.ErrClosed", err)
+	}
+	c.Close() // a second Close must not block
+}
+
+func TestBatchConnWriteFailsOnceThePeerHasGone(t *testing.T) {
+	client, _, serverPipe := tlsPipe(t)
+	c := newBatchConn(client)
+	defer c.Close()
+	serverPipe.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := c.Write([]byte("frame")); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Write kept succeeding after the peer closed the connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not exit after a write error")
 	}
 }
