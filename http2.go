@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -492,6 +493,9 @@ type batchConn struct {
 // batchLimit is how many bytes may wait for the writer before Write blocks.
 const batchLimit = 256 << 10
 
+// batchYield is the size below which the writer yields once before writing.
+const batchYield = 16 << 10
+
 func newBatchConn(tc *tls.Conn) *batchConn {
 	c := &batchConn{Conn: tc, done: make(chan struct{})}
 	c.ready.L, c.room.L = &c.mu, &c.mu
@@ -540,6 +544,13 @@ func (c *batchConn) writeLoop() {
 		if c.err != nil {
 			c.mu.Unlock()
 			return
+		}
+		if len(c.buf) < batchYield {
+			// Let the goroutines that are ready run first: the one that woke the writer
+			// is about to add its request's DATA, and others their requests.
+			c.mu.Unlock()
+			runtime.Gosched()
+			c.mu.Lock()
 		}
 		out := c.buf
 		c.buf, c.spare = c.spare[:0], nil

@@ -56,6 +56,7 @@ func main() {
 	concFlag := flag.String("conc", "1,64,256", "comma-separated numbers of concurrent sends")
 	clientsFlag := flag.String("clients", "apns-go,apns-go-send,apns2,nethttp", "comma-separated clients: apns-go (Push), apns-go-send (SendNotification through the queue), apns2, nethttp (a plain net/http client: the floor)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
+	serverCPUs := flag.String("servercpus", "", "run the mock server under taskset -c `list` (e.g. 1; then run this under taskset -c 0)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
@@ -75,7 +76,7 @@ func main() {
 		}
 	}
 
-	srv, err := startServer()
+	srv, err := startServer(*serverCPUs)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -386,14 +387,17 @@ type server struct {
 	keyPEM  []byte
 }
 
-// startServer re-executes this program with -serve and reads the line it prints:
+// startServer re-executes this program with -serve (under taskset if cpus is set) and reads the line it prints:
 // "<url> <directory>", the directory holding server.pem, client.pem and client-key.pem.
-func startServer() (*server, error) {
+func startServer(cpus string) (*server, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, "-serve")
+	if cpus != "" {
+		cmd = exec.Command("taskset", "-c", cpus, exe, "-serve")
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
