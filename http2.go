@@ -576,6 +576,11 @@ func (h *h2Transport) startLocked(conns []*h2Conn) {
 	h.mu.Lock()
 	h.conns = conns
 	h.mu.Unlock()
+	context.AfterFunc(h.c.abortCtx, func() {
+		for _, k := range conns {
+			k.close() // ends the requests in flight, which do not watch abortCtx
+		}
+	})
 	for _, k := range conns {
 		for j := 0; j < h.streams; j++ {
 			h.c.workers.Add(1)
@@ -811,7 +816,13 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 			return nil, "", 0, notSentError{ctx.Err()}
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.c.set.write()) // a server that never answers
+	base := ctx
+	if base == h.c.abortCtx {
+		// Not a child of the client's abort context, whose registry of children every
+		// request would lock twice: the abort closes the connections instead (startLocked).
+		base = context.Background()
+	}
+	reqCtx, cancel := context.WithTimeout(base, h.c.set.write()) // a server that never answers
 	defer cancel()
 	var auth string
 	if h.token != nil {
@@ -828,9 +839,12 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 		Body:          &a.body,
 		ContentLength: int64(len(r.body)),
 		Host:          h.addr,
-	}).WithContext(ctx)
+	}).WithContext(reqCtx)
 	res, err := cc.RoundTrip(req)
 	if err != nil {
+		if ctx.Err() != nil { // ended by the abort, or the caller: the connection is fine
+			return nil, auth, 0, ctx.Err()
+		}
 		k.failed(cc, err)
 		return nil, auth, 0, err
 	}
