@@ -61,7 +61,8 @@ func TestNewH2RequestBuildsHeadersOnce(t *testing.T) {
 	if r.path != "/3/device/abcd" {
 		t.Errorf("path = %q", r.path)
 	}
-	if id := r.id(); r.header["apns-id"][0] != id || len(id) != 36 || strings.ToLower(id) != id || id[14] != '4' {
+	h := map[string][]string(r.header) // lowercase names, as sent
+	if id := r.id(); h[hdrID][0] != id || len(id) != 36 || strings.ToLower(id) != id || id[14] != '4' {
 		t.Errorf("generated apns-id %q is not a lowercase v4 UUID", id)
 	}
 }
@@ -71,10 +72,11 @@ func TestNewH2RequestInfersBackgroundPushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.header["apns-push-type"][0] != "background" || r.header["apns-priority"][0] != "5" {
-		t.Errorf("headers %v; want background push with priority 5", r.header)
+	h := map[string][]string(r.header) // lowercase names, as sent
+	if h[hdrPushType][0] != "background" || h[hdrPriority][0] != "5" {
+		t.Errorf("headers %v; want background push with priority 5", h)
 	}
-	if r.header["apns-topic"] != nil {
+	if h[hdrTopic] != nil {
 		t.Error("a topic was set although neither the notification nor the client has one")
 	}
 }
