@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -382,7 +383,8 @@ type h2Transport struct {
 	tries   int
 	tr      *http.Transport // makes the connections; never used for requests itself
 
-	pushes sync.WaitGroup // Push calls in progress
+	pushes    sync.WaitGroup // Push calls in progress
+	deadlines sharedDeadlines
 
 	mu     sync.Mutex // guards the fields below
 	conns  []*h2Conn
@@ -816,14 +818,16 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 			return nil, "", 0, notSentError{ctx.Err()}
 		}
 	}
-	base := ctx
-	if base == h.c.abortCtx {
+	var reqCtx context.Context // ends when a server that never answers has had its time
+	if ctx == h.c.abortCtx {
 		// Not a child of the client's abort context, whose registry of children every
 		// request would lock twice: the abort closes the connections instead (startLocked).
-		base = context.Background()
+		reqCtx = h.deadlines.get(h.c.set.write())
+	} else {
+		var cancel context.CancelFunc
+		reqCtx, cancel = context.WithTimeout(ctx, h.c.set.write())
+		defer cancel()
 	}
-	reqCtx, cancel := context.WithTimeout(base, h.c.set.write()) // a server that never answers
-	defer cancel()
 	var auth string
 	if h.token != nil {
 		if auth, err = h.token.get(); err != nil {
@@ -971,6 +975,55 @@ func (h *h2Transport) close() {
 	for _, k := range conns {
 		k.close()
 	}
+	h.deadlines.stop()
+}
+
+// sharedDeadlines hands out the timeout contexts of requests that watch no context of their
+// own caller: the requests that start within one slot (a 32nd of the timeout) share a context
+// that ends a timeout after the slot's end. Each request so gets at least the timeout, at
+// most a slot more, and costs no context, timer and channel of its own.
+type sharedDeadlines struct {
+	cur atomic.Pointer[deadlineSlot]
+
+	mu    sync.Mutex // guards the field below, and the making of a slot
+	slots []*deadlineSlot
+}
+
+type deadlineSlot struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	until  time.Time // requests starting before it use ctx
+}
+
+// get returns the context for a request starting now with the given timeout.
+func (d *sharedDeadlines) get(timeout time.Duration) context.Context {
+	now := time.Now()
+	if s := d.cur.Load(); s != nil && now.Before(s.until) {
+		return s.ctx
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.cur.Load(); s != nil && now.Before(s.until) {
+		return s.ctx
+	}
+	d.slots = slices.DeleteFunc(d.slots, func(s *deadlineSlot) bool { return s.ctx.Err() != nil })
+	slot := timeout / 32
+	s := &deadlineSlot{until: now.Add(slot)}
+	s.ctx, s.cancel = context.WithTimeout(context.Background(), timeout+slot)
+	d.slots = append(d.slots, s)
+	d.cur.Store(s)
+	return s.ctx
+}
+
+// stop releases the timers of the slots; requests using them end.
+func (d *sharedDeadlines) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.slots {
+		s.cancel()
+	}
+	d.slots = nil
+	d.cur.Store(nil)
 }
 
 // h2Endpoint decides whether gateway names the HTTP/2 API and returns its URL: an https://

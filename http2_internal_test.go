@@ -301,3 +301,29 @@ func TestBatchConnWriteFailsOnceThePeerHasGone(t *testing.T) {
 		t.Fatal("the writer did not exit after a write error")
 	}
 }
+
+func TestSharedDeadlinesGiveEveryRequestAtLeastTheTimeout(t *testing.T) {
+	var d sharedDeadlines
+	const timeout = 320 * time.Millisecond
+	start := time.Now()
+	a, b := d.get(timeout), d.get(timeout)
+	if a != b {
+		t.Error("two requests started within a slot got different contexts")
+	}
+	if dl, ok := a.Deadline(); !ok || dl.Before(start.Add(timeout)) || dl.After(time.Now().Add(timeout+timeout/32)) {
+		t.Errorf("deadline %v after the start; want between %v and %v", dl.Sub(start), timeout, timeout+timeout/32)
+	}
+	time.Sleep(timeout/32 + time.Millisecond)
+	later := time.Now()
+	c := d.get(timeout)
+	if c == a {
+		t.Error("a request started after the slot got its context")
+	}
+	if dl, _ := c.Deadline(); dl.Before(later.Add(timeout)) {
+		t.Errorf("later deadline %v after its start; want at least %v", dl.Sub(later), timeout)
+	}
+	d.stop()
+	if a.Err() == nil || c.Err() == nil {
+		t.Error("stop left a slot's context running")
+	}
+}
