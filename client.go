@@ -379,7 +379,7 @@ func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time
 			return err
 		}
 		if expiry.IsZero() {
-			r.header["Apns-Expiration"] = []string{"0"}
+			r.header[hdrExpiration] = zeroExpiryValue
 		}
 		return enqueue(ctx, c, c.h2.queue, r)
 	}

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,10 +17,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -154,31 +157,58 @@ func parseResponse(status int, id string, body []byte) (*Response, error) {
 }
 
 // h2Request is a notification ready to go: headers and body built once, reused on retries.
+// Once built, header and its value slices are never modified, since a request that net/http
+// has not let go of may still read them; a change means a new map.
 type h2Request struct {
-	path   string // /3/device/<hex>
-	header http.Header
+	path   string      // /3/device/<hex>
+	header http.Header // lowercase names, as HTTP/2 sends them; no authorization
 	body   []byte
 	token  string // lowercase hex
 	prio   uint8
 	expiry uint32
+	vals   [4]string // backing of the per-notification header values: id, topic, expiration, collapse id
+
+	auth       string      // authorization in authHeader
+	authHeader http.Header // header plus authorization, for token authentication
 }
 
-var validPushTypes = map[string]bool{
-	"alert": true, "background": true, "complication": true, "controls": true, "fileprovider": true,
-	"liveactivity": true, "location": true, "mdm": true, "pushtotalk": true, "voip": true, "widgets": true,
+// Request header names, lowercase so that net/http sends them without converting them.
+const (
+	hdrID         = "apns-id"
+	hdrPushType   = "apns-push-type"
+	hdrPriority   = "apns-priority"
+	hdrTopic      = "apns-topic"
+	hdrExpiration = "apns-expiration"
+	hdrCollapseID = "apns-collapse-id"
+	hdrAuth       = "authorization"
+	hdrType       = "content-type"
+)
+
+// Header values that many requests share; never modified.
+var (
+	pushTypeValues = map[string][]string{}
+	priorityValues = map[int][]string{
+		PRIORITY_IMMEDIATE: {"10"}, PRIORITY_DELAYED: {"5"}, PriorityPowerSaving: {"1"},
+	}
+	jsonValue       = []string{"application/json"}
+	zeroExpiryValue = []string{"0"}
+)
+
+func init() {
+	for _, t := range []string{"alert", "background", "complication", "controls", "fileprovider",
+		"liveactivity", "location", "mdm", "pushtotalk", "voip", "widgets"} {
+		pushTypeValues[t] = []string{t}
+	}
 }
 
 // newH2Request validates a notification and builds its request.
 func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	tok := strings.ToLower(n.DeviceToken)
-	if tok == "" || len(tok)%2 != 0 {
-		if _, err := hex.DecodeString(tok); err != nil && !errors.Is(err, hex.ErrLength) {
-			return nil, ErrTokenNotHex
-		}
-		return nil, ErrTokenLength
-	}
-	if _, err := hex.DecodeString(tok); err != nil {
+	if !isHex(tok) {
 		return nil, ErrTokenNotHex
+	}
+	if tok == "" || len(tok)%2 != 0 {
+		return nil, ErrTokenLength
 	}
 	var body []byte
 	switch p := n.Payload.(type) {
@@ -201,7 +231,8 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	if pushType == "" {
 		pushType = inferPushType(body)
 	}
-	if !validPushTypes[pushType] {
+	pushTypeValue := pushTypeValues[pushType]
+	if pushTypeValue == nil {
 		return nil, ErrInvalidPushType
 	}
 	limit := MaxHTTP2PayloadSize
@@ -218,38 +249,75 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 			prio = PRIORITY_DELAYED
 		}
 	}
-	if prio != PRIORITY_IMMEDIATE && prio != PRIORITY_DELAYED && prio != PriorityPowerSaving {
+	prioValue := priorityValues[prio]
+	if prioValue == nil {
 		return nil, ErrInvalidPriority
 	}
 	if len(n.CollapseID) > MaxCollapseIDSize {
 		return nil, ErrInvalidCollapseID
 	}
+	var exp uint32
+	if !n.Expiration.IsZero() {
+		var err error
+		if exp, err = expirySeconds(n.Expiration); err != nil {
+			return nil, err
+		}
+	}
 	id := n.ID
 	if id == "" {
 		id = newUUID()
 	}
-	h := http.Header{
-		"Apns-Push-Type": {pushType},
-		"Apns-Priority":  {strconv.Itoa(prio)},
-		"Apns-Id":        {id},
-		"Content-Type":   {"application/json"},
-	}
-	r := &h2Request{path: "/3/device/" + tok, header: h, body: body, token: tok, prio: uint8(prio)}
-	if !n.Expiration.IsZero() {
-		exp, err := expirySeconds(n.Expiration)
-		if err != nil {
-			return nil, err
-		}
-		h["Apns-Expiration"] = []string{strconv.FormatUint(uint64(exp), 10)}
-		r.expiry = exp
-	}
+	r := &h2Request{path: "/3/device/" + tok, body: body, token: tok, prio: uint8(prio), expiry: exp}
+	r.vals[0] = id
+	h := make(http.Header, 8)
+	h[hdrPushType] = pushTypeValue
+	h[hdrPriority] = prioValue
+	h[hdrID] = r.vals[0:1:1]
+	h[hdrType] = jsonValue
 	if topic := cmp(n.Topic, defaultTopic); topic != "" {
-		h["Apns-Topic"] = []string{topic}
+		r.vals[1] = topic
+		h[hdrTopic] = r.vals[1:2:2]
+	}
+	if !n.Expiration.IsZero() {
+		r.vals[2] = strconv.FormatUint(uint64(exp), 10)
+		h[hdrExpiration] = r.vals[2:3:3]
 	}
 	if n.CollapseID != "" {
-		h["Apns-Collapse-Id"] = []string{n.CollapseID}
+		r.vals[3] = n.CollapseID
+		h[hdrCollapseID] = r.vals[3:4:4]
 	}
+	r.header = h
 	return r, nil
+}
+
+// id returns the request's apns-id.
+func (r *h2Request) id() string { return r.vals[0] }
+
+// headerWith returns the request's header with authorization auth, if not empty. The map for
+// one value is built once and kept for retries.
+func (r *h2Request) headerWith(auth string) http.Header {
+	if auth == "" {
+		return r.header
+	}
+	if r.authHeader == nil || r.auth != auth {
+		h := make(http.Header, len(r.header)+1)
+		for k, v := range r.header {
+			h[k] = v
+		}
+		h[hdrAuth] = []string{auth}
+		r.auth, r.authHeader = auth, h
+	}
+	return r.authHeader
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 func cmp(a, b string) string {
@@ -259,9 +327,15 @@ func cmp(a, b string) string {
 	return b
 }
 
+var contentAvailable = []byte("content-available")
+
 // inferPushType returns "background" for a payload whose aps dictionary has only
-// content-available, and "alert" otherwise.
+// content-available, and "alert" otherwise. A payload that does not spell the key out, and has
+// no escapes that could spell it, cannot have it, and is not parsed.
 func inferPushType(body []byte) string {
+	if !bytes.Contains(body, contentAvailable) && bytes.IndexByte(body, '\\') < 0 {
+		return "alert"
+	}
 	var p struct {
 		Aps map[string]json.RawMessage `json:"aps"`
 	}
@@ -277,8 +351,17 @@ func newUUID() string {
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
 }
 
 // message rebuilds the Message of a request for the callbacks.
@@ -300,7 +383,8 @@ type h2Transport struct {
 	tries   int
 	tr      *http.Transport // makes the connections; never used for requests itself
 
-	pushes sync.WaitGroup // Push calls in progress
+	pushes    sync.WaitGroup // Push calls in progress
+	deadlines sharedDeadlines
 
 	mu     sync.Mutex // guards the fields below
 	conns  []*h2Conn
@@ -319,15 +403,23 @@ func (h *h2Transport) isClosed() bool {
 func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
+	// With UnencryptedHTTP2 too, net/http speaks HTTP/2 on a connection from DialTLSContext
+	// that is not a *tls.Conn: dialTLS's batchConn, TLS with ALPN "h2" already done.
+	protocols.SetUnencryptedHTTP2(true)
 	h.tr = &http.Transport{
 		TLSClientConfig:     h.c.tlsConfig.Clone(),
 		Protocols:           &protocols,
 		Proxy:               h.proxy,
+		DialTLSContext:      h.dialTLS,
 		DisableCompression:  true,
 		TLSHandshakeTimeout: h.c.set.dial(),
 		HTTP2: &http.HTTP2Config{
 			SendPingTimeout: http2IdlePingAfter,
 			PingTimeout:     http2PingTimeout,
+			// No HPACK dynamic table for the headers sent: every request carries a new
+			// apns-id and, in practice, a new :path, which would evict an entry per request
+			// (costly, and it soon evicts the constant headers too). Headers go as literals.
+			MaxEncoderHeaderTableSize: 1,
 		},
 	}
 	conns := make([]*h2Conn, n)
@@ -352,12 +444,145 @@ func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 	return conns, nil
 }
 
+// dialTLS opens a TLS connection for net/http: to the gateway, one that must negotiate HTTP/2
+// and whose writes are batched (see batchConn); to anything else (an https proxy), a plain
+// one, as net/http would have opened. Connections through an http proxy do not come here:
+// net/http does their TLS itself, and they are not batched.
+func (h *h2Transport) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	cfg := h.tr.TLSClientConfig.Clone()
+	if addr != h.addr {
+		cfg.NextProtos = nil
+		if cfg.ServerName == "" || cfg.ServerName == h.c.tlsConfig.ServerName {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+	}
+	d := tls.Dialer{Config: cfg}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil || addr != h.addr {
+		return conn, err
+	}
+	tc := conn.(*tls.Conn)
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		tc.Close()
+		return nil, fmt.Errorf("apns: %s did not negotiate HTTP/2 (ALPN %q)", addr, p)
+	}
+	return newBatchConn(tc), nil
+}
+
+// batchConn is an HTTP/2 connection's TLS connection with its writes gathered. net/http's
+// HTTP/2 client flushes after each frame it writes, a request's HEADERS and then its DATA,
+// and each flush costs a TLS record (its encryption) and a system call, made while the
+// connection's write lock is held. Here Write only copies the bytes into a buffer; one
+// goroutine per connection writes whatever has gathered meanwhile as one TLS write. With
+// many requests in flight their frames share records and system calls, and with one the
+// request's two frames do.
+//
+// A write error closes the connection, which fails its reads too, and is returned by every
+// Write after it. Write blocks while batchLimit bytes are waiting, so a peer that stops
+// reading still stops the writers. Close drops what has not been written.
+type batchConn struct {
+	*tls.Conn // reads, addresses, deadlines, ConnectionState
+
+	mu    sync.Mutex
+	ready sync.Cond // the writer waits here for bytes, or the end
+	room  sync.Cond // Writes wait here for the buffer to shrink
+	buf   []byte    // written, not yet handed to the TLS connection
+	spare []byte    // the writer's previous batch, for reuse
+	err   error     // the first write error, or net.ErrClosed after Close
+	done  chan struct{}
+}
+
+// batchLimit is how many bytes may wait for the writer before Write blocks.
+const batchLimit = 256 << 10
+
+// batchYield is the size below which the writer yields once before writing.
+const batchYield = 16 << 10
+
+func newBatchConn(tc *tls.Conn) *batchConn {
+	c := &batchConn{Conn: tc, done: make(chan struct{})}
+	c.ready.L, c.room.L = &c.mu, &c.mu
+	go c.writeLoop()
+	return c
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && len(c.buf) >= batchLimit {
+		c.room.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if len(c.buf) == 0 {
+		c.ready.Signal()
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+// Close closes the TLS connection, which interrupts a write in progress, and waits for the
+// writer to exit.
+func (c *batchConn) Close() error {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
+	c.ready.Signal()
+	c.room.Broadcast()
+	c.mu.Unlock()
+	err := c.Conn.Close()
+	<-c.done
+	return err
+}
+
+func (c *batchConn) writeLoop() {
+	defer close(c.done)
+	c.mu.Lock()
+	for {
+		for len(c.buf) == 0 && c.err == nil {
+			c.ready.Wait()
+		}
+		if c.err != nil {
+			c.mu.Unlock()
+			return
+		}
+		if len(c.buf) < batchYield {
+			// Let the goroutines that are ready run first: the one that woke the writer
+			// is about to add its request's DATA, and others their requests.
+			c.mu.Unlock()
+			runtime.Gosched()
+			c.mu.Lock()
+		}
+		out := c.buf
+		c.buf, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		_, err := c.Conn.Write(out)
+		c.mu.Lock()
+		if cap(out) <= 2*batchLimit {
+			c.spare = out
+		}
+		c.room.Broadcast()
+		if err != nil && c.err == nil {
+			c.err = err
+			c.mu.Unlock()
+			c.Conn.Close()
+			return
+		}
+	}
+}
+
 // startLocked starts streams senders on each connection; the caller holds c.mu, so that Stop
 // waits for every sender it starts.
 func (h *h2Transport) startLocked(conns []*h2Conn) {
 	h.mu.Lock()
 	h.conns = conns
 	h.mu.Unlock()
+	context.AfterFunc(h.c.abortCtx, func() {
+		for _, k := range conns {
+			k.close() // ends the requests in flight, which do not watch abortCtx
+		}
+	})
 	for _, k := range conns {
 		for j := 0; j < h.streams; j++ {
 			h.c.workers.Add(1)
@@ -593,26 +818,43 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 			return nil, "", 0, notSentError{ctx.Err()}
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.c.set.write()) // a server that never answers
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+r.path, bytes.NewReader(r.body))
-	if err != nil {
-		return nil, "", 0, err
+	var reqCtx context.Context // ends when a server that never answers has had its time
+	if ctx == h.c.abortCtx {
+		// Not a child of the client's abort context, whose registry of children every
+		// request would lock twice: the abort closes the connections instead (startLocked).
+		reqCtx = h.deadlines.get(h.c.set.write())
+	} else {
+		var cancel context.CancelFunc
+		reqCtx, cancel = context.WithTimeout(ctx, h.c.set.write())
+		defer cancel()
 	}
-	req.Header = r.header.Clone()
 	var auth string
 	if h.token != nil {
 		if auth, err = h.token.get(); err != nil {
 			return nil, "", 0, err
 		}
-		req.Header["Authorization"] = []string{auth}
 	}
+	a := &h2Attempt{url: url.URL{Scheme: "https", Host: h.addr, Path: r.path}}
+	a.body.Reset(r.body)
+	req := (&http.Request{
+		Method:        http.MethodPost,
+		URL:           &a.url,
+		Header:        r.headerWith(auth),
+		Body:          &a.body,
+		ContentLength: int64(len(r.body)),
+		Host:          h.addr,
+	}).WithContext(reqCtx)
 	res, err := cc.RoundTrip(req)
 	if err != nil {
+		if ctx.Err() != nil { // ended by the abort, or the caller: the connection is fine
+			return nil, auth, 0, ctx.Err()
+		}
 		k.failed(cc, err)
 		return nil, auth, 0, err
 	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBody))
+	bp := responseBuffers.Get().(*[]byte)
+	defer responseBuffers.Put(bp)
+	body, err := readBody(res.Body, *bp)
 	res.Body.Close()
 	if err != nil {
 		return nil, auth, 0, err
@@ -622,10 +864,42 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 		h.c.reportError(perr)
 	}
 	var after time.Duration
-	if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && s > 0 {
-		after = time.Duration(s) * time.Second
+	if v := res.Header["Retry-After"]; len(v) > 0 {
+		if s, err := strconv.Atoi(v[0]); err == nil && s > 0 {
+			after = time.Duration(s) * time.Second
+		}
 	}
 	return resp, auth, after, nil
+}
+
+// h2Attempt holds what one request needs besides the http.Request, in one allocation.
+type h2Attempt struct {
+	url  url.URL
+	body requestBody
+}
+
+// requestBody is a request's body: the encoded payload, read again for every attempt.
+type requestBody struct{ bytes.Reader }
+
+func (*requestBody) Close() error { return nil }
+
+// responseBuffers holds buffers of maxResponseBody bytes for reading answers.
+var responseBuffers = sync.Pool{New: func() any { b := make([]byte, maxResponseBody); return &b }}
+
+// readBody reads up to len(buf) bytes of body into buf, and ignores the rest.
+func readBody(body io.Reader, buf []byte) ([]byte, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := body.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf[:n], nil
 }
 
 // settle counts a notification's end and reports it when it was not delivered.
@@ -637,7 +911,7 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 		return
 	case o.resp == nil:
 		c.stats.unsent.Add(1)
-		c.reportRejection(&Rejection{Message: r.message(), Code: uint8(StatusUnknown), Reason: "no answer", ID: r.header.Get("Apns-Id")})
+		c.reportRejection(&Rejection{Message: r.message(), Code: uint8(StatusUnknown), Reason: "no answer", ID: r.id()})
 		return
 	}
 	resp := o.resp
@@ -651,7 +925,7 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 		Code:       code,
 		StatusCode: resp.StatusCode,
 		Reason:     resp.Reason,
-		ID:         cmp(resp.ID, r.header.Get("Apns-Id")),
+		ID:         cmp(resp.ID, r.id()),
 		Timestamp:  resp.Timestamp,
 	})
 }
@@ -673,9 +947,14 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 	h.pushes.Add(1)
 	h.mu.Unlock()
 	defer h.pushes.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(h.c.abortCtx, cancel)()
+	if ctx.Done() == nil {
+		ctx = h.c.abortCtx // a context that never ends adds nothing to the abort
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(h.c.abortCtx, cancel)()
+	}
 	o := h.deliver(ctx, k, r)
 	if o.resp == nil {
 		return nil, o.err
@@ -697,6 +976,55 @@ func (h *h2Transport) close() {
 	for _, k := range conns {
 		k.close()
 	}
+	h.deadlines.stop()
+}
+
+// sharedDeadlines hands out the timeout contexts of requests that watch no context of their
+// own caller: the requests that start within one slot (a 32nd of the timeout) share a context
+// that ends a timeout after the slot's end. Each request so gets at least the timeout, at
+// most a slot more, and costs no context, timer and channel of its own.
+type sharedDeadlines struct {
+	cur atomic.Pointer[deadlineSlot]
+
+	mu    sync.Mutex // guards the field below, and the making of a slot
+	slots []*deadlineSlot
+}
+
+type deadlineSlot struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	until  time.Time // requests starting before it use ctx
+}
+
+// get returns the context for a request starting now with the given timeout.
+func (d *sharedDeadlines) get(timeout time.Duration) context.Context {
+	now := time.Now()
+	if s := d.cur.Load(); s != nil && now.Before(s.until) {
+		return s.ctx
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.cur.Load(); s != nil && now.Before(s.until) {
+		return s.ctx
+	}
+	d.slots = slices.DeleteFunc(d.slots, func(s *deadlineSlot) bool { return s.ctx.Err() != nil })
+	slot := timeout / 32
+	s := &deadlineSlot{until: now.Add(slot)}
+	s.ctx, s.cancel = context.WithTimeout(context.Background(), timeout+slot)
+	d.slots = append(d.slots, s)
+	d.cur.Store(s)
+	return s.ctx
+}
+
+// stop releases the timers of the slots; requests using them end.
+func (d *sharedDeadlines) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.slots {
+		s.cancel()
+	}
+	d.slots = nil
+	d.cur.Store(nil)
 }
 
 // h2Endpoint decides whether gateway names the HTTP/2 API and returns its URL: an https://

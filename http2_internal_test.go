@@ -1,12 +1,18 @@
 package apns
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -44,18 +50,19 @@ func TestNewH2RequestBuildsHeadersOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"Apns-Push-Type": "alert", "Apns-Priority": "10", "Apns-Topic": "com.example.app",
-		"Apns-Expiration": "1700000000", "Apns-Collapse-Id": "c1",
+		"apns-push-type": "alert", "apns-priority": "10", "apns-topic": "com.example.app",
+		"apns-expiration": "1700000000", "apns-collapse-id": "c1", "content-type": "application/json",
 	}
 	for k, v := range want {
-		if got := r.header.Get(k); got != v {
+		if got := r.header[k]; len(got) != 1 || got[0] != v {
 			t.Errorf("%s = %q; want %q", k, got, v)
 		}
 	}
 	if r.path != "/3/device/abcd" {
 		t.Errorf("path = %q", r.path)
 	}
-	if id := r.header.Get("Apns-Id"); len(id) != 36 || strings.ToLower(id) != id || id[14] != '4' {
+	h := map[string][]string(r.header) // lowercase names, as sent
+	if id := r.id(); h[hdrID][0] != id || len(id) != 36 || strings.ToLower(id) != id || id[14] != '4' {
 		t.Errorf("generated apns-id %q is not a lowercase v4 UUID", id)
 	}
 }
@@ -65,11 +72,28 @@ func TestNewH2RequestInfersBackgroundPushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.header.Get("Apns-Push-Type") != "background" || r.header.Get("Apns-Priority") != "5" {
-		t.Errorf("headers %v; want background push with priority 5", r.header)
+	h := map[string][]string(r.header) // lowercase names, as sent
+	if h[hdrPushType][0] != "background" || h[hdrPriority][0] != "5" {
+		t.Errorf("headers %v; want background push with priority 5", h)
 	}
-	if r.header.Get("Apns-Topic") != "" {
+	if h[hdrTopic] != nil {
 		t.Error("a topic was set although neither the notification nor the client has one")
+	}
+}
+
+func TestInferPushTypeParsesOnlyPayloadsThatCanSayBackground(t *testing.T) {
+	cases := []struct{ payload, want string }{
+		{`{"aps":{"alert":"hi"}}`, "alert"},
+		{`{"aps":{"content-available":1}}`, "background"},
+		{`{"aps":{"content\u002davailable":1}}`, "background"},
+		{`{"aps":{"content-available":1,"alert":"hi"}}`, "alert"},
+		{`{"data":"content-available"}`, "alert"},
+		{`{"aps":{"alert":"a \"quote\""}}`, "alert"},
+	}
+	for _, tc := range cases {
+		if got := inferPushType([]byte(tc.payload)); got != tc.want {
+			t.Errorf("inferPushType(%s) = %q; want %q", tc.payload, got, tc.want)
+		}
 	}
 }
 
@@ -198,5 +222,108 @@ func TestProviderTokenIsSignedAndRefreshedOnSchedule(t *testing.T) {
 	}
 	if _, err := parseAuthKey([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")); !errors.Is(err, ErrInvalidAuthKey) {
 		t.Errorf("bad key: %v", err)
+	}
+}
+
+// tlsPipe returns the two ends of a TLS connection over net.Pipe, after the handshake, and
+// the server's end of the pipe, which the test closes (a TLS Close would wait for the peer
+// to read its close_notify).
+func tlsPipe(t *testing.T) (client, server *tls.Conn, serverPipe net.Conn) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	cfg := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	cfg.ServerName = "example.com"
+	a, b := net.Pipe()
+	server, client = tls.Server(a, srv.TLS.Clone()), tls.Client(b, cfg)
+	errs := make(chan error, 1)
+	go func() { errs <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return client, server, a
+}
+
+func TestBatchConnDeliversWritesInOrderAndRefusesThemAfterClose(t *testing.T) {
+	client, server, _ := tlsPipe(t)
+	c := newBatchConn(client)
+	var want bytes.Buffer
+	for i := range 3000 { // about 450 KB, more than batchLimit: Write must also wait for room
+		want.Write(bytes.Repeat([]byte{byte(i)}, i%300+1))
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, want.Len())
+		n, _ := io.ReadFull(server, b)
+		got <- b[:n]
+		io.Copy(io.Discard, server) // the close_notify
+	}()
+	for p := want.Bytes(); len(p) > 0; {
+		n := min(len(p), 1+len(p)%300)
+		if m, err := c.Write(p[:n]); m != n || err != nil {
+			t.Fatalf("Write = %d, %v; want %d, nil", m, err, n)
+		}
+		p = p[n:]
+	}
+	if b := <-got; !bytes.Equal(b, want.Bytes()) {
+		t.Fatalf("peer read %d bytes, not the %d written in order", len(b), want.Len())
+	}
+	c.Close()
+	if _, err := c.Write([]byte("late")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close = %v; want net.ErrClosed", err)
+	}
+	c.Close() // a second Close must not block
+}
+
+func TestBatchConnWriteFailsOnceThePeerHasGone(t *testing.T) {
+	client, _, serverPipe := tlsPipe(t)
+	c := newBatchConn(client)
+	defer c.Close()
+	serverPipe.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := c.Write([]byte("frame")); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Write kept succeeding after the peer closed the connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not exit after a write error")
+	}
+}
+
+func TestSharedDeadlinesGiveEveryRequestAtLeastTheTimeout(t *testing.T) {
+	var d sharedDeadlines
+	const timeout = 320 * time.Millisecond
+	start := time.Now()
+	a, b := d.get(timeout), d.get(timeout)
+	if a != b {
+		t.Error("two requests started within a slot got different contexts")
+	}
+	if dl, ok := a.Deadline(); !ok || dl.Before(start.Add(timeout)) || dl.After(time.Now().Add(timeout+timeout/32)) {
+		t.Errorf("deadline %v after the start; want between %v and %v", dl.Sub(start), timeout, timeout+timeout/32)
+	}
+	time.Sleep(timeout/32 + time.Millisecond)
+	later := time.Now()
+	c := d.get(timeout)
+	if c == a {
+		t.Error("a request started after the slot got its context")
+	}
+	if dl, _ := c.Deadline(); dl.Before(later.Add(timeout)) {
+		t.Errorf("later deadline %v after its start; want at least %v", dl.Sub(later), timeout)
+	}
+	d.stop()
+	if a.Err() == nil || c.Err() == nil {
+		t.Error("stop left a slot's context running")
 	}
 }
