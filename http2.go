@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -635,14 +636,14 @@ func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn,
 		k.cc = nil
 		if k.h.isClosed() {
 			k.mu.Unlock()
-			closeAll(idle)
+			k.closeAll(idle)
 			return nil, false, nil, ErrStopped
 		}
 		done := make(chan struct{})
 		k.dialing = done
 		failures := k.failures
 		k.mu.Unlock()
-		closeAll(idle)
+		k.closeAll(idle)
 
 		var cc *http.ClientConn
 		err := ctx.Err()
@@ -659,10 +660,15 @@ func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn,
 		close(done)
 		if err != nil {
 			k.failures++
+			failures := k.failures
 			k.mu.Unlock()
+			k.h.c.log(slog.LevelWarn, "apns: connection attempt failed", slog.String("addr", k.h.addr),
+				slog.Int("failures", failures), slog.Any("err", err))
 			k.h.c.reportError(fmt.Errorf("apns: connecting to %s: %w", k.h.addr, err))
 			return nil, false, nil, err
 		}
+		k.h.c.stats.conns.Add(1)
+		k.h.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", k.h.addr))
 		k.cc, k.failures = cc, 0
 		k.warm, k.first = make(chan struct{}), false
 		if k.h.token != nil {
@@ -691,8 +697,9 @@ func (k *h2Conn) failed(cc *http.ClientConn, err error) {
 		k.cc = nil
 	}
 	k.mu.Unlock()
-	closeAll(idle)
+	k.closeAll(idle)
 	if retire { // once per connection, not once per request on it
+		k.h.c.log(slog.LevelWarn, "apns: connection lost", slog.String("addr", k.h.addr), slog.Any("err", err))
 		k.h.c.reportError(fmt.Errorf("apns: connection to %s lost: %w", k.h.addr, err))
 	}
 }
@@ -715,9 +722,11 @@ func (k *h2Conn) retireLocked(cc *http.ClientConn) (idle []*http.ClientConn) {
 	return idle
 }
 
-func closeAll(conns []*http.ClientConn) {
+// closeAll closes connections that get opened; each is closed once, here.
+func (k *h2Conn) closeAll(conns []*http.ClientConn) {
 	for _, cc := range conns {
 		cc.Close()
+		k.h.c.stats.conns.Add(-1)
 	}
 }
 
@@ -730,7 +739,7 @@ func (k *h2Conn) close() {
 	}
 	k.cc, k.retired = nil, nil
 	k.mu.Unlock()
-	closeAll(all)
+	k.closeAll(all)
 }
 
 // sender is one of a connection's streams: it takes notifications from the queue until the
@@ -789,6 +798,14 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 		}
 		if delay <= 0 {
 			delay = backoff(attempt)
+		}
+		if c.set.logger != nil {
+			status, reason := 0, ""
+			if resp != nil {
+				status, reason = resp.StatusCode, resp.Reason
+			}
+			c.log(slog.LevelInfo, "apns: retrying", slog.String("apns_id", r.id()), slog.Int("attempt", attempt),
+				slog.Duration("after", delay), slog.Int("status", status), slog.String("reason", reason), slog.Any("err", err))
 		}
 		if !sleep(ctx, min(delay, maxRetryAfter)) {
 			return last
@@ -920,6 +937,8 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 	}
 	code := uint8(codeOf(resp.StatusCode, resp.Reason))
 	c.stats.reject(code)
+	c.log(slog.LevelInfo, "apns: notification rejected", slog.Int("status", resp.StatusCode),
+		slog.String("reason", resp.Reason), slog.String("token", r.token[:min(8, len(r.token))]+"…"))
 	c.reportRejection(&Rejection{
 		Message:    r.message(),
 		Code:       code,

@@ -5,6 +5,8 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -606,5 +608,37 @@ func TestHTTP2TokenRefreshAfterReconnectIsNoTooEarlyUpdate(t *testing.T) {
 	c.Stop()
 	for tok, r := range rej.snapshot() {
 		t.Errorf("%s rejected: %d %s", tok[len(tok)-4:], r[0].StatusCode, r[0].Reason)
+	}
+}
+
+// On HTTP/2 the Connections gauge counts the open connections, rejections are split by
+// their nearest binary status, and the logger hears of rejections and retries.
+func TestHTTP2StatsAndLogs(t *testing.T) {
+	s := newH2Server(t, nil)
+	s.Respond(token(1), apnstest.Response{Status: 410, Reason: "Unregistered"})
+	s.Respond(token(2), apnstest.Response{Status: 503, Reason: "ServiceUnavailable", Times: 1})
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := newH2Client(t, s, apns.WithLogger(logger))
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Connections != 2 {
+		t.Errorf("Connections = %d after Start(2); want 2", st.Connections)
+	}
+	sendAll(t, c, 5)
+	stop(t, c)
+	st := c.Stats()
+	if st.Connections != 0 || st.Delivered != 4 || !maps.Equal(st.RejectedByStatus, map[apns.Status]uint64{8: 1}) {
+		t.Errorf("after Stop: %+v", st)
+	}
+	log := logs.String()
+	for _, want := range []string{"apns: connected", "notification rejected", "reason=Unregistered", "token=" + token(1)[:8] + "…", "apns: retrying", "status=503"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, token(1)) {
+		t.Error("log carries a whole token")
 	}
 }
