@@ -89,6 +89,7 @@ type Rejection struct {
 	Timestamp  time.Time // with 410: when the token stopped being valid
 }
 
+// Error describes the rejection by its HTTP status and reason, or by its binary status.
 func (r *Rejection) Error() string {
 	if r.StatusCode != 0 {
 		return fmt.Sprintf("apns: notification rejected: %d %s", r.StatusCode, r.Reason)
