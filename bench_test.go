@@ -96,8 +96,8 @@ func waitCounted(b *testing.B, s *apnstest.Server, n int) {
 func BenchmarkBinary(b *testing.B) {
 	for _, workers := range []int{1, 2, 4} {
 		name := map[int]string{1: "workers=1", 2: "workers=2", 4: "workers=4"}[workers]
-		b.Run(name+"/client", func(b *testing.B) { benchClient(b, workers) })
-		b.Run(name+"/raw", func(b *testing.B) { benchRaw(b, workers) })
+		b.Run(name+"/kind=client", func(b *testing.B) { benchClient(b, workers) })
+		b.Run(name+"/kind=raw", func(b *testing.B) { benchRaw(b, workers) })
 	}
 }
 
@@ -207,8 +207,8 @@ func appendFrame(dst, token, payload []byte, id uint32) []byte {
 // the gateway, with the default assume-sent timeout: "sentinel" confirms with a sentinel frame
 // (the default), "wait" waits out the timeout as the client did before.
 func BenchmarkStop(b *testing.B) {
-	b.Run("sentinel", func(b *testing.B) { benchStop(b) })
-	b.Run("wait", func(b *testing.B) { benchStop(b, apns.WithoutSentinel()) })
+	b.Run("mode=sentinel", func(b *testing.B) { benchStop(b) })
+	b.Run("mode=wait", func(b *testing.B) { benchStop(b, apns.WithoutSentinel()) })
 }
 
 func benchStop(b *testing.B, opts ...apns.Option) {
@@ -235,31 +235,4 @@ func benchStop(b *testing.B, opts ...apns.Option) {
 		total += time.Since(begin)
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-stop/op")
-}
-
-func BenchmarkSendHTTP2(b *testing.B) {
-	s := apnstest.NewUnstartedHTTP2Server()
-	s.DiscardNotifications = true
-	s.Start()
-	defer s.Close()
-	cert, key := apnstest.ClientCertPEM()
-	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := c.Start(1); err != nil {
-		b.Fatal(err)
-	}
-	defer c.Stop()
-	tok := token(1)
-	measure(b, func() {
-		for i := 0; i < b.N; i++ {
-			if err := c.Send(tok, time.Time{}, apns.PRIORITY_IMMEDIATE, benchPayload); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if !s.WaitCount(b.N, time.Minute) {
-			b.Fatalf("gateway counted %d of %d", s.Count(), b.N)
-		}
-	})
 }

@@ -146,7 +146,7 @@ func encodeFrame(token string, expiry time.Time, priority uint8, payload map[str
 // encoding itself allocates nothing, so its allocations are the JSON encoder's.
 func BenchmarkEncodeFrame(b *testing.B) {
 	payload := map[string]interface{}{"aps": map[string]interface{}{"alert": "hello world!"}, "data": 42}
-	b.Run("frame", func(b *testing.B) {
+	b.Run("enc=frame", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			f := getFrameBuf()
@@ -156,7 +156,7 @@ func BenchmarkEncodeFrame(b *testing.B) {
 			f.release()
 		}
 	})
-	b.Run("json.Marshal", func(b *testing.B) {
+	b.Run("enc=json.Marshal", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := json.Marshal(payload); err != nil {
