@@ -182,9 +182,9 @@ func printDemo(env *cmdEnv, res *demoResult, sent, total, stopTime time.Duration
 	}
 	fmt.Fprintf(w, "replayed   %d (frames written again after rejections; HTTP/2: retries), %d reconnects\n", res.Replayed, res.Reconnects)
 	if res.AssumeSent != "" {
-		fmt.Fprintf(w, "stop       %v (a sentinel frame confirms each connection's last frames; without an answer Stop would wait out the assume-sent timeout, %s)\n", stopTime.Round(time.Millisecond), res.AssumeSent)
+		fmt.Fprintf(w, "stop       %v (a sentinel frame confirmed each connection's last frames; unanswered, Stop waits out the assume-sent timeout, %s)\n", roundDuration(stopTime), res.AssumeSent)
 	} else {
-		fmt.Fprintf(w, "stop       %v (waits for the last answers)\n", stopTime.Round(time.Millisecond))
+		fmt.Fprintf(w, "stop       %v (waits for the last answers)\n", roundDuration(stopTime))
 	}
 	if res.FeedbackErr != "" {
 		fmt.Fprintln(w, "feedback   error:", res.FeedbackErr)
