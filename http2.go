@@ -388,10 +388,12 @@ type h2Transport struct {
 	pushes    sync.WaitGroup // Push calls in progress
 	deadlines sharedDeadlines
 
-	mu     sync.Mutex // guards the fields below
-	conns  []*h2Conn
-	next   int  // round robin for Push
-	closed bool // set by close: no new connection, no new Push
+	mu        sync.Mutex // guards the fields below
+	conns     []*h2Conn
+	next      int  // round robin for Push
+	closed    bool // set by close: no new connection, no new Push
+	stopAbort func() bool   // unregisters the abort hook of startLocked
+	abortDone chan struct{} // closed when that hook has run
 }
 
 func (h *h2Transport) isClosed() bool {
@@ -577,14 +579,16 @@ func (c *batchConn) writeLoop() {
 // startLocked starts streams senders on each connection; the caller holds c.mu, so that Stop
 // waits for every sender it starts.
 func (h *h2Transport) startLocked(conns []*h2Conn) {
-	h.mu.Lock()
-	h.conns = conns
-	h.mu.Unlock()
-	context.AfterFunc(h.c.abortCtx, func() {
+	done := make(chan struct{})
+	stop := context.AfterFunc(h.c.abortCtx, func() {
+		defer close(done)
 		for _, k := range conns {
 			k.close() // ends the requests in flight, which do not watch abortCtx
 		}
 	})
+	h.mu.Lock()
+	h.conns, h.stopAbort, h.abortDone = conns, stop, done
+	h.mu.Unlock()
 	for _, k := range conns {
 		for j := 0; j < h.streams; j++ {
 			h.c.workers.Add(1)
@@ -990,9 +994,12 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 func (h *h2Transport) close() {
 	h.mu.Lock()
 	h.closed = true
-	conns := h.conns
+	conns, stopAbort, abortDone := h.conns, h.stopAbort, h.abortDone
 	h.mu.Unlock()
 	h.pushes.Wait()
+	if stopAbort != nil && !stopAbort() {
+		<-abortDone // the abort hook is closing the connections: Stop returns after it
+	}
 	for _, k := range conns {
 		k.close()
 	}
