@@ -390,8 +390,8 @@ type h2Transport struct {
 
 	mu        sync.Mutex // guards the fields below
 	conns     []*h2Conn
-	next      int  // round robin for Push
-	closed    bool // set by close: no new connection, no new Push
+	next      int           // round robin for Push
+	closed    bool          // set by close: no new connection, no new Push
 	stopAbort func() bool   // unregisters the abort hook of startLocked
 	abortDone chan struct{} // closed when that hook has run
 }
