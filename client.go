@@ -453,9 +453,10 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // everything queued, end each connection with a sentinel frame whose rejection confirms every
 // frame before it, wait until every frame in flight is confirmed, reported or assumed
 // delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
-// close their connections and exit, feedback polling stops, and the callbacks already due run. If the gateway cannot be reached while stopping, the
-// notifications that could not be written are reported with StatusUnknown. Stop is idempotent;
-// later calls wait for the first to finish. It returns nil.
+// close their connections and exit, feedback polling stops, and the callbacks already due
+// run. If the gateway cannot be reached while stopping, the notifications that could not be
+// written are reported with StatusUnknown. Stop is idempotent; later calls wait for the first
+// to finish. It returns nil.
 func (c *Client) Stop() error {
 	return c.Shutdown(context.Background())
 }
@@ -530,8 +531,11 @@ func (c *Client) report(frame []byte, status Status) {
 		c.stats.unsent.Add(1)
 	} else {
 		c.stats.reject(uint8(status))
-		c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
-			slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(frame[frameHeader+itemHeader:][:TokenSize])))
+		if c.logging() {
+			tok := frame[frameHeader+itemHeader:][:TokenSize]
+			c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
+				slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(hex.EncodeToString(tok[:4]))))
+		}
 	}
 	c.push(event{frame: bytes.Clone(frame), status: status})
 }
@@ -555,16 +559,20 @@ func (c *Client) push(e event) {
 	events.push(e)
 }
 
-// log logs an event when the client has a logger.
+// log logs an event when the client has a logger. Callers whose attributes cost something to
+// build check logging first.
 func (c *Client) log(level slog.Level, msg string, attrs ...slog.Attr) {
 	if l := c.set.logger; l != nil {
 		l.LogAttrs(context.Background(), level, msg, attrs...)
 	}
 }
 
-// abbrev shortens a device token for logs: its first 4 bytes in hex.
-func abbrev(token []byte) string {
-	return hex.EncodeToString(token[:min(4, len(token))]) + "…"
+// logging reports whether the client has a logger.
+func (c *Client) logging() bool { return c.set.logger != nil }
+
+// abbrev shortens a hex device token for logs to its first 8 digits.
+func abbrev(hexToken string) string {
+	return hexToken[:min(8, len(hexToken))] + "…"
 }
 
 // reportError hands an event that concerns no single notification to the error handler.

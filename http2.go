@@ -673,7 +673,6 @@ func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn,
 			return nil, false, nil, err
 		}
 		k.h.c.stats.conns.Add(1)
-		k.h.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", k.h.addr))
 		k.cc, k.failures = cc, 0
 		k.warm, k.first = make(chan struct{}), false
 		if k.h.token != nil {
@@ -683,6 +682,7 @@ func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn,
 			k.h.c.stats.reconnects.Add(1)
 		}
 		k.mu.Unlock()
+		k.h.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", k.h.addr)) // not under k.mu: the handler is the user's code
 	}
 }
 
@@ -804,7 +804,7 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 		if delay <= 0 {
 			delay = backoff(attempt)
 		}
-		if c.set.logger != nil {
+		if c.logging() {
 			status, reason := 0, ""
 			if resp != nil {
 				status, reason = resp.StatusCode, resp.Reason
@@ -942,8 +942,10 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 	}
 	code := uint8(codeOf(resp.StatusCode, resp.Reason))
 	c.stats.reject(code)
-	c.log(slog.LevelInfo, "apns: notification rejected", slog.Int("status", resp.StatusCode),
-		slog.String("reason", resp.Reason), slog.String("token", r.token[:min(8, len(r.token))]+"…"))
+	if c.logging() {
+		c.log(slog.LevelInfo, "apns: notification rejected", slog.Int("status", resp.StatusCode),
+			slog.String("reason", resp.Reason), slog.String("token", abbrev(r.token)))
+	}
 	c.reportRejection(&Rejection{
 		Message:    r.message(),
 		Code:       code,

@@ -393,8 +393,7 @@ func (w *worker) fill() (more bool, err error) {
 					w.queue = nil
 					return false, nil
 				}
-				w.ring.add(f.b)
-				f.release()
+				w.hold(f)
 			default:
 				return false, nil
 			}
@@ -413,10 +412,16 @@ func (w *worker) take(f *frameBuf, ok bool) error {
 		w.queue = nil
 		return nil
 	}
-	w.ring.add(f.b)
-	f.release()
+	w.hold(f)
 	w.c.stats.written.Add(1)
 	return w.writeNext(w.now())
+}
+
+// hold copies a frame taken from the queue into the ring, as the next to write, and returns
+// its buffer to the pool.
+func (w *worker) hold(f *frameBuf) {
+	w.ring.add(f.b)
+	f.release()
 }
 
 // writeNext gives the oldest pending frame the next identifier and buffers it.
