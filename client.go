@@ -39,7 +39,8 @@ type Client struct {
 	abort     context.CancelFunc // called when Shutdown's context ends: workers stop waiting
 	done      chan struct{}      // closed when Stop has finished
 
-	h2 *h2Transport // nil for the binary protocol
+	h2 *h2Transport    // nil for the binary protocol
+	bc *channelManager // broadcast channel management (broadcast.go); nil for the binary protocol
 
 	mu        sync.Mutex // guards the fields below
 	started   bool
@@ -150,6 +151,9 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		proxy:   proxy,
 		streams: orDefault(set.streams, DefaultStreams),
 		tries:   orDefault(set.maxAttempts, DefaultMaxAttempts),
+	}
+	if c.bc, err = newChannelManager(c, host, tok); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -505,6 +509,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 			c.h2.settle(r, outcome{})
 		}
 		c.h2.close()
+		c.bc.close()
 	} else {
 		for f := range c.queue {
 			c.report(f.b, StatusUnknown)

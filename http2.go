@@ -85,12 +85,16 @@ type Rejection struct {
 	Code       uint8     // the binary protocol's status code with the nearest meaning (see Status)
 	StatusCode int       // HTTP status of the last answer; 0 for the binary protocol or no answer
 	Reason     string    // APNs' reason, or the binary status's description
-	ID         string    // apns-id, for the HTTP/2 API
+	ID         string    // apns-id, for the HTTP/2 API; apns-request-id for broadcasts and channel calls
 	Timestamp  time.Time // with 410: when the token stopped being valid
+	ChannelID  string    // the broadcast channel, for broadcasts and channel calls (broadcast.go)
 }
 
 // Error describes the rejection by its HTTP status and reason, or by its binary status.
 func (r *Rejection) Error() string {
+	if r.Message == nil { // a channel-management call (broadcast.go)
+		return fmt.Sprintf("apns: channel request rejected: %d %s", r.StatusCode, r.Reason)
+	}
 	if r.StatusCode != 0 {
 		return fmt.Sprintf("apns: notification rejected: %d %s", r.StatusCode, r.Reason)
 	}
@@ -172,6 +176,8 @@ type h2Request struct {
 
 	auth       string      // authorization in authHeader
 	authHeader http.Header // header plus authorization, for token authentication
+
+	channel string // apns-channel-id of a broadcast (broadcast.go), whose token is empty
 }
 
 // Request header names, lowercase so that net/http sends them without converting them.
@@ -881,7 +887,7 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 	if err != nil {
 		return nil, auth, 0, err
 	}
-	resp, perr := parseResponse(res.StatusCode, res.Header.Get("Apns-Id"), body)
+	resp, perr := parseResponse(res.StatusCode, responseID(res.Header), body)
 	if perr != nil {
 		h.c.reportError(perr)
 	}
@@ -933,11 +939,11 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 		return
 	case o.resp == nil:
 		c.stats.unsent.Add(1)
-		c.reportRejection(&Rejection{Message: r.message(), Code: uint8(StatusUnknown), Reason: "no answer", ID: r.id()})
+		c.reportRejection(&Rejection{Message: r.message(), Code: uint8(StatusUnknown), Reason: "no answer", ID: r.id(), ChannelID: r.channel})
 		return
 	}
 	resp := o.resp
-	if resp.StatusCode == http.StatusGone {
+	if resp.StatusCode == http.StatusGone && r.token != "" {
 		c.addBadToken(BadToken{Token: r.token, Timestamp: resp.Timestamp})
 	}
 	code := uint8(codeOf(resp.StatusCode, resp.Reason))
@@ -953,6 +959,7 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 		Reason:     resp.Reason,
 		ID:         cmp(resp.ID, r.id()),
 		Timestamp:  resp.Timestamp,
+		ChannelID:  r.channel,
 	})
 }
 
@@ -985,7 +992,7 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 	if o.resp == nil {
 		return nil, o.err
 	}
-	if o.resp.StatusCode == http.StatusGone {
+	if o.resp.StatusCode == http.StatusGone && r.token != "" {
 		h.c.addBadToken(BadToken{Token: r.token, Timestamp: o.resp.Timestamp})
 	}
 	return o.resp, nil

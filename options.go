@@ -34,6 +34,7 @@ type settings struct {
 	noSentinel        bool   // tests and benchmarks: Stop waits out the assume-sent timeout
 	firstID           uint32 // tests: the first identifier each binary worker gives
 	logger            *slog.Logger
+	manageURL         string // broadcast channel management endpoint (broadcast.go)
 }
 
 // Protocol is the wire protocol a client speaks.

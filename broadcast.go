@@ -1,0 +1,726 @@
+package apns
+
+// This file owns broadcast push (iOS 18 Live Activity channels, PROTOCOL.md §5): the
+// channel-management calls on Apple's management host, over a connection of their own, and
+// broadcast sends, which are requests of the HTTP/2 transport (http2.go) with another path
+// and other headers, delivered, retried and reported as device pushes are.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Limits and endpoints of broadcast push (PROTOCOL.md §5).
+const (
+	// MaxBroadcastPayloadSize is the largest broadcast payload APNs takes, in bytes.
+	MaxBroadcastPayloadSize = 5120
+	// MaxChannelsPerApp is how many channels one app may have per environment; creating
+	// one more is refused with ReasonCannotCreateChannelConfig.
+	MaxChannelsPerApp = 10000
+	// MaxStoredBroadcastAge is how long APNs keeps the latest message of a
+	// MostRecentMessageStored channel for devices that are offline, at most.
+	MaxStoredBroadcastAge = 8 * time.Hour
+
+	// BroadcastManagementHost is the channel-management endpoint of the production
+	// environment, used by clients of api.push.apple.com.
+	BroadcastManagementHost = "api-manage-broadcast.push.apple.com:2196"
+	// BroadcastManagementSandboxHost is the channel-management endpoint of the development
+	// environment, used by clients of api.sandbox.push.apple.com.
+	BroadcastManagementSandboxHost = "api-manage-broadcast.sandbox.push.apple.com:2195"
+)
+
+// Reasons APNs gives for refusing a channel-management request or a broadcast, beyond those
+// it shares with device pushes (PayloadEmpty, BadMessageId, InvalidPushType,
+// BadExpirationDate, TopicDisallowed, BadPriority, the 403 authentication reasons,
+// PayloadTooLarge, TooManyRequests, ...). A refusal is a *Rejection whose Reason is one of
+// these strings.
+const (
+	// ReasonFeatureNotEnabled: the app's App ID does not have the Broadcast capability.
+	ReasonFeatureNotEnabled = "FeatureNotEnabled"
+	// ReasonMissingChannelID: the request has no apns-channel-id.
+	ReasonMissingChannelID = "MissingChannelId"
+	// ReasonBadChannelID: the channel ID is badly encoded or too long.
+	ReasonBadChannelID = "BadChannelId"
+	// ReasonChannelNotRegistered: no such channel (never created, or deleted).
+	ReasonChannelNotRegistered = "ChannelNotRegistered"
+	// ReasonBadRequestParams: the JSON request has an attribute APNs does not know.
+	ReasonBadRequestParams = "BadRequestParams"
+	// ReasonBadRequestPayload: the JSON request cannot be parsed.
+	ReasonBadRequestPayload = "BadRequestPayload"
+	// ReasonMissingPushType: the request names no push type.
+	ReasonMissingPushType = "MissingPushType"
+	// ReasonCannotCreateChannelConfig: the app has MaxChannelsPerApp channels already.
+	ReasonCannotCreateChannelConfig = "CannotCreateChannelConfig"
+	// ReasonTopicMismatch: the bundle IDs of the certificate or provider token do not
+	// include the bundle ID in the path.
+	ReasonTopicMismatch = "TopicMismatch"
+)
+
+func init() {
+	// The binary status with the nearest meaning, for SetCallback's callback.
+	for _, reason := range []string{ReasonFeatureNotEnabled, ReasonMissingChannelID, ReasonBadChannelID,
+		ReasonChannelNotRegistered, ReasonBadRequestParams, ReasonBadRequestPayload, ReasonMissingPushType,
+		ReasonCannotCreateChannelConfig} {
+		reasonCodes[reason] = StatusProtocolError
+	}
+}
+
+// MessageStoragePolicy is a channel's message-storage policy, fixed when it is created.
+type MessageStoragePolicy int
+
+// The message-storage policies.
+const (
+	// NoMessageStored: APNs keeps no message for devices that are offline. Such a channel
+	// gets a higher publishing budget, and takes only broadcasts with apns-expiration 0
+	// (a zero BroadcastNotification.Expiration).
+	NoMessageStored MessageStoragePolicy = 0
+	// MostRecentMessageStored: APNs keeps a channel's latest message for devices that are
+	// offline, for at most MaxStoredBroadcastAge; a broadcast's Expiration can shorten that.
+	MostRecentMessageStored MessageStoragePolicy = 1
+)
+
+// String returns the policy's name.
+func (p MessageStoragePolicy) String() string {
+	switch p {
+	case NoMessageStored:
+		return "no message stored"
+	case MostRecentMessageStored:
+		return "most recent message stored"
+	}
+	return "message storage policy " + strconv.Itoa(int(p))
+}
+
+// Channel is a broadcast channel's configuration.
+type Channel struct {
+	ID            string               // the channel ID APNs chose, base64
+	StoragePolicy MessageStoragePolicy // message-storage-policy
+	PushType      string               // push-type; "LiveActivity", the only one APNs offers
+}
+
+// BroadcastNotification is one Live Activity update for every device subscribed to a
+// channel. Zero fields take the defaults given.
+type BroadcastNotification struct {
+	// BundleID is the app's bundle ID, bare: without a .push-type.liveactivity suffix,
+	// which APNs refuses (TopicDisallowed). Default: the client's topic (WithTopic, or the
+	// token client's).
+	BundleID  string
+	ChannelID string // apns-channel-id; required
+	RequestID string // apns-request-id, a lowercase UUID echoed in the Response's ID; generated when empty
+	Priority  int    // apns-priority: 10 or 5; default 10
+	// Expiration is apns-expiration. Zero sends 0: APNs tries once and stores nothing,
+	// which is all a NoMessageStored channel accepts. On a MostRecentMessageStored channel,
+	// a later time keeps the message for offline devices until then (at most
+	// MaxStoredBroadcastAge).
+	Expiration time.Time
+	// Payload is the Live Activity payload (event update or end, timestamp,
+	// content-state, ...): []byte or json.RawMessage are sent as they are, anything else
+	// (a map, a struct, the payload builder) is marshalled. At most
+	// MaxBroadcastPayloadSize bytes.
+	Payload any
+}
+
+// Errors of broadcast push.
+var (
+	ErrInvalidBundleID      = errors.New("apns: bundle ID is empty or holds a character that cannot go in a URL path")
+	ErrInvalidChannelID     = errors.New("apns: channel ID is empty or not base64")
+	ErrInvalidStoragePolicy = errors.New("apns: message storage policy is neither 0 nor 1")
+	// ErrChannelExpiration means a broadcast with a non-zero expiration was addressed to a
+	// channel this client created or read with policy NoMessageStored, which APNs would
+	// refuse (BadExpirationDate).
+	ErrChannelExpiration = errors.New("apns: channel stores no messages (policy 0): expiration must be zero")
+	// ErrNoChannelManagement means the client has no channel-management endpoint: its
+	// gateway is not one of Apple's hosts and WithBroadcastManagementURL was not given.
+	ErrNoChannelManagement = errors.New("apns: no channel-management endpoint for this gateway (see WithBroadcastManagementURL)")
+)
+
+// WithBroadcastManagementURL sets the channel-management endpoint, "https://host:port" or
+// "host:port" (port 443 by default). Default: for clients of Apple's hosts,
+// BroadcastManagementHost or BroadcastManagementSandboxHost, by the gateway's environment;
+// for other gateways, none (the channel calls return ErrNoChannelManagement). The
+// connection uses the client's TLS configuration and certificate or provider token.
+func WithBroadcastManagementURL(u string) Option {
+	return func(s *settings) { s.manageURL = u }
+}
+
+// Request and response header names of broadcast push.
+const (
+	hdrChannelID = "apns-channel-id"
+	hdrRequestID = "apns-request-id"
+)
+
+// Paths (PROTOCOL.md §5.2, §5.3).
+const (
+	broadcastPathPrefix = "/4/broadcasts/apps/"
+	managePathPrefix    = "/1/apps/"
+)
+
+// maxManageResponse bounds the answer to a management call read: a list of 10,000 channel
+// IDs of about 30 bytes fits many times over.
+const maxManageResponse = 4 << 20
+
+// maxChannelID bounds the channel IDs the client sends. APNs states no length; its IDs are
+// a few dozen characters.
+const maxChannelID = 1024
+
+// maxKnownPolicies bounds the channels whose storage policy a client remembers.
+const maxKnownPolicies = 100000
+
+var liveActivityValue = []string{"liveactivity"}
+
+// checkBundleID accepts a bundle ID that can go in a path as it is.
+func checkBundleID(id string) error {
+	if id == "" {
+		return ErrInvalidBundleID
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`/?#%\"<>`, c) >= 0 {
+			return ErrInvalidBundleID
+		}
+	}
+	return nil
+}
+
+// checkChannelID accepts a channel ID made of base64 characters, standard or URL alphabet.
+func checkChannelID(id string) error {
+	if id == "" || len(id) > maxChannelID {
+		return ErrInvalidChannelID
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte("+/=-_", c) >= 0) {
+			return ErrInvalidChannelID
+		}
+	}
+	return nil
+}
+
+// newBroadcastRequest validates a broadcast and builds its request; knownPolicy reports a
+// channel's storage policy when the client knows it.
+func newBroadcastRequest(n *BroadcastNotification, defaultBundle string, knownPolicy func(bundle, channel string) (MessageStoragePolicy, bool)) (*h2Request, error) {
+	bundle := cmp(n.BundleID, defaultBundle)
+	if err := checkBundleID(bundle); err != nil {
+		return nil, err
+	}
+	if err := checkChannelID(n.ChannelID); err != nil {
+		return nil, err
+	}
+	var body []byte
+	switch p := n.Payload.(type) {
+	case nil:
+		return nil, ErrPayloadEmpty
+	case []byte: // copied: the caller may reuse its buffer once the call returns
+		body = slices.Clone(p)
+	case json.RawMessage:
+		body = slices.Clone(p)
+	default:
+		var err error
+		if body, err = json.Marshal(p); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
+		}
+	}
+	if len(body) == 0 {
+		return nil, ErrPayloadEmpty
+	}
+	if len(body) > MaxBroadcastPayloadSize {
+		return nil, ErrPayloadTooLarge
+	}
+	prio := n.Priority
+	if prio == 0 {
+		prio = PRIORITY_IMMEDIATE
+	}
+	if prio != PRIORITY_IMMEDIATE && prio != PRIORITY_DELAYED {
+		return nil, ErrInvalidPriority
+	}
+	var exp uint32
+	if !n.Expiration.IsZero() {
+		var err error
+		if exp, err = expirySeconds(n.Expiration); err != nil {
+			return nil, err
+		}
+		if p, ok := knownPolicy(bundle, n.ChannelID); ok && p == NoMessageStored && exp != 0 {
+			return nil, ErrChannelExpiration
+		}
+	}
+	id := n.RequestID
+	if id == "" {
+		id = newUUID()
+	}
+	r := &h2Request{path: broadcastPathPrefix + bundle, body: body, prio: uint8(prio), expiry: exp, channel: n.ChannelID}
+	r.vals[0], r.vals[1], r.vals[2] = id, n.ChannelID, strconv.FormatUint(uint64(exp), 10)
+	r.header = http.Header{
+		hdrRequestID:  r.vals[0:1:1],
+		hdrChannelID:  r.vals[1:2:2],
+		hdrExpiration: r.vals[2:3:3],
+		hdrPushType:   liveActivityValue,
+		hdrPriority:   priorityValues[prio],
+		hdrType:       jsonValue,
+	}
+	return r, nil
+}
+
+// responseID returns the ID an answer echoes: apns-id for device pushes, apns-request-id for
+// broadcasts.
+func responseID(h http.Header) string {
+	if v := h["Apns-Id"]; len(v) > 0 {
+		return v[0]
+	}
+	if v := h["Apns-Request-Id"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Broadcast sends one Live Activity update to every device subscribed to a channel,
+// synchronously, bypassing the queue and the callbacks, and returns APNs' answer, whose ID
+// is the echoed apns-request-id; a refusal is a Response whose Sent is false, not an error.
+// It is retried like Push: after 429, 500, 503 and connections lost before an answer. The
+// error reports bad input (ErrInvalidBundleID, ErrInvalidChannelID, ErrPayloadEmpty,
+// ErrPayloadMarshal, ErrPayloadTooLarge, ErrInvalidPriority, ErrInvalidExpiry,
+// ErrChannelExpiration), a client that is not started, or a broadcast that got no answer.
+func (c *Client) Broadcast(ctx context.Context, n *BroadcastNotification) (*Response, error) {
+	if c.h2 == nil {
+		return nil, ErrNotHTTP2
+	}
+	r, err := newBroadcastRequest(n, c.h2.topic, c.bc.policy)
+	if err != nil {
+		return nil, err
+	}
+	return c.h2.push(ctx, r)
+}
+
+// SendBroadcast validates a broadcast and queues it, like SendNotification: it shares the
+// queue, the connections and the retries of device pushes. If it is not delivered, the
+// callbacks get it: SetRejectionCallback's with the Rejection's ChannelID set and its ID the
+// apns-request-id, SetCallback's with a Message whose Token is empty. It returns the same
+// input errors as Broadcast, and ErrStopped once Stop has begun.
+func (c *Client) SendBroadcast(ctx context.Context, n *BroadcastNotification) error {
+	if c.h2 == nil {
+		return ErrNotHTTP2
+	}
+	r, err := newBroadcastRequest(n, c.h2.topic, c.bc.policy)
+	if err != nil {
+		return err
+	}
+	return enqueue(ctx, c, c.h2.queue, r)
+}
+
+// CreateChannel creates a broadcast channel for the app bundleID with the given storage
+// policy and returns it, with the ID APNs chose. A refusal is a *Rejection (for example
+// ReasonCannotCreateChannelConfig, ReasonFeatureNotEnabled). The channel calls may be made
+// before Start; they are not retried, except once with a new provider token after
+// ExpiredProviderToken.
+func (c *Client) CreateChannel(ctx context.Context, bundleID string, policy MessageStoragePolicy) (*Channel, error) {
+	if policy != NoMessageStored && policy != MostRecentMessageStored {
+		return nil, ErrInvalidStoragePolicy
+	}
+	body, _ := json.Marshal(struct {
+		Policy   MessageStoragePolicy `json:"message-storage-policy"`
+		PushType string               `json:"push-type"`
+	}{policy, "LiveActivity"})
+	a, err := c.manage(ctx, http.MethodPost, bundleID, "/channels", "", body)
+	if err != nil {
+		return nil, err
+	}
+	id := a.header.Get(hdrChannelID)
+	if checkChannelID(id) != nil {
+		return nil, fmt.Errorf("apns: channel created, but the answer's apns-channel-id %q is not a channel ID", id)
+	}
+	c.bc.remember(bundleID, id, policy)
+	return &Channel{ID: id, StoragePolicy: policy, PushType: "LiveActivity"}, nil
+}
+
+// Channel reads the configuration of one of the app's channels. A channel that does not
+// exist is a *Rejection with ReasonChannelNotRegistered.
+func (c *Client) Channel(ctx context.Context, bundleID, channelID string) (*Channel, error) {
+	if err := checkChannelID(channelID); err != nil {
+		return nil, err
+	}
+	a, err := c.manage(ctx, http.MethodGet, bundleID, "/channels", channelID, nil)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := parseChannelConfig(a.body)
+	if err != nil {
+		return nil, err
+	}
+	ch.ID = channelID
+	c.bc.remember(bundleID, channelID, ch.StoragePolicy)
+	return ch, nil
+}
+
+// DeleteChannel deletes one of the app's channels. Its ID is never issued again; messages
+// already stored may still be delivered.
+func (c *Client) DeleteChannel(ctx context.Context, bundleID, channelID string) error {
+	if err := checkChannelID(channelID); err != nil {
+		return err
+	}
+	if _, err := c.manage(ctx, http.MethodDelete, bundleID, "/channels", channelID, nil); err != nil {
+		return err
+	}
+	c.bc.forget(bundleID, channelID)
+	return nil
+}
+
+// Channels returns the IDs of all the app's channels, in APNs' order.
+func (c *Client) Channels(ctx context.Context, bundleID string) ([]string, error) {
+	a, err := c.manage(ctx, http.MethodGet, bundleID, "/all-channels", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	return parseChannelList(a.body)
+}
+
+// parseChannelConfig reads the answer to a channel read:
+// {"message-storage-policy":0|1,"push-type":"LiveActivity"}.
+func parseChannelConfig(body []byte) (*Channel, error) {
+	var b struct {
+		Policy   *int   `json:"message-storage-policy"`
+		PushType string `json:"push-type"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		return nil, fmt.Errorf("apns: unreadable channel configuration: %w", err)
+	}
+	if b.Policy == nil || (*b.Policy != 0 && *b.Policy != 1) {
+		return nil, fmt.Errorf("apns: channel configuration %.100q has no storage policy 0 or 1", body)
+	}
+	return &Channel{StoragePolicy: MessageStoragePolicy(*b.Policy), PushType: b.PushType}, nil
+}
+
+// parseChannelList reads the answer to a channel list: {"channels":["<base64>", ...]}.
+func parseChannelList(body []byte) ([]string, error) {
+	var b struct {
+		Channels *[]string `json:"channels"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		return nil, fmt.Errorf("apns: unreadable channel list: %w", err)
+	}
+	if b.Channels == nil {
+		return nil, fmt.Errorf("apns: channel list %.100q has no channels", body)
+	}
+	ids := *b.Channels
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids, nil
+}
+
+// manageAnswer is a successful answer of the management host.
+type manageAnswer struct {
+	header http.Header
+	body   []byte
+}
+
+// manage makes one channel-management call: method on /1/apps/<bundleID><suffix>, with
+// apns-channel-id channelID when not empty. A non-2xx answer is a *Rejection.
+func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID string, body []byte) (*manageAnswer, error) {
+	if c.h2 == nil {
+		return nil, ErrNotHTTP2
+	}
+	if err := checkBundleID(bundleID); err != nil {
+		return nil, err
+	}
+	m := c.bc
+	if m.addr == "" {
+		return nil, ErrNoChannelManagement
+	}
+	if err := m.enter(); err != nil {
+		return nil, err
+	}
+	defer m.calls.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.abortCtx, cancel)() // Stop's abort ends the call
+
+	requestID := newUUID()
+	reauthed := false
+	for {
+		status, header, resBody, used, err := m.roundTrip(ctx, method, managePathPrefix+bundleID+suffix, channelID, requestID, body)
+		if err != nil {
+			return nil, err
+		}
+		if status >= 200 && status < 300 {
+			return &manageAnswer{header: header, body: resBody}, nil
+		}
+		resp, perr := parseResponse(status, responseID(header), resBody)
+		if resp.StatusCode == http.StatusForbidden && resp.Reason == "ExpiredProviderToken" && m.token != nil && !reauthed {
+			reauthed = true
+			if m.token.rejected(used) {
+				continue
+			}
+		}
+		if perr != nil && resp.Reason == "" {
+			return nil, perr
+		}
+		return nil, &Rejection{
+			Code:       uint8(codeOf(resp.StatusCode, resp.Reason)),
+			StatusCode: resp.StatusCode,
+			Reason:     resp.Reason,
+			ID:         cmp(resp.ID, requestID),
+			ChannelID:  channelID,
+		}
+	}
+}
+
+// channelManager is a client's connection to the channel-management host: one HTTP/2
+// connection, opened by the first call, replaced when it fails, closed by Stop. It also
+// remembers the storage policies of the channels the client created or read, so that a
+// broadcast that APNs would refuse for its expiration is refused at once.
+type channelManager struct {
+	// Immutable.
+	c     *Client
+	addr  string // host:port; "" when the client has none
+	tr    *http.Transport
+	token *providerToken // nil for certificate authentication
+
+	calls sync.WaitGroup // calls in progress
+
+	mu       sync.Mutex // guards the fields below
+	cc       *http.ClientConn
+	retired  []*http.ClientConn // replaced connections, closed once idle
+	dialing  chan struct{}      // closed when the dial in progress ends; nil if none
+	closed   bool
+	policies map[string]MessageStoragePolicy // bundle ID "/" channel ID -> policy
+}
+
+// newChannelManager sets up the management connection of an HTTP/2 client whose gateway is
+// gatewayHost; it dials nothing.
+func newChannelManager(c *Client, gatewayHost string, tok *providerToken) (*channelManager, error) {
+	m := &channelManager{c: c, token: tok}
+	host, port := "", "443"
+	if u := c.set.manageURL; u != "" {
+		rest := strings.TrimPrefix(u, "https://")
+		rest, _, _ = strings.Cut(rest, "/")
+		addr, _, err := splitAddr(rest, "443")
+		if err != nil {
+			return nil, fmt.Errorf("apns: broadcast management URL %q: %w", u, err)
+		}
+		host, port, _ = net.SplitHostPort(addr)
+	} else {
+		switch strings.TrimSuffix(strings.ToLower(gatewayHost), ".") {
+		case "api.push.apple.com":
+			host, port, _ = net.SplitHostPort(BroadcastManagementHost)
+		case "api.sandbox.push.apple.com":
+			host, port, _ = net.SplitHostPort(BroadcastManagementSandboxHost)
+		default:
+			return m, nil // no endpoint: the calls say so
+		}
+	}
+	m.addr = net.JoinHostPort(host, port)
+	cfg := c.tlsConfig.Clone() // verification as for the gateway: TLS 1.2+, verified unless anyServerCert
+	if c.set.tlsConfig == nil || c.set.tlsConfig.ServerName == "" {
+		cfg.ServerName = host
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP2(true)
+	proxy := c.set.proxy
+	if !c.set.proxySet {
+		proxy = http.ProxyFromEnvironment
+	}
+	m.tr = &http.Transport{
+		TLSClientConfig:     cfg,
+		Protocols:           &protocols,
+		Proxy:               proxy,
+		DisableCompression:  true,
+		TLSHandshakeTimeout: c.set.dial(),
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: http2IdlePingAfter, PingTimeout: http2PingTimeout},
+	}
+	return m, nil
+}
+
+// enter registers a call, unless Stop has closed the manager.
+func (m *channelManager) enter() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrStopped
+	}
+	m.calls.Add(1)
+	return nil
+}
+
+// conn returns the connection, dialing one when there is none or it failed.
+func (m *channelManager) conn(ctx context.Context) (*http.ClientConn, error) {
+	for {
+		m.mu.Lock()
+		if m.cc != nil && m.cc.Err() == nil {
+			cc := m.cc
+			m.mu.Unlock()
+			return cc, nil
+		}
+		if wait := m.dialing; wait != nil {
+			m.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		idle := m.retireLocked(m.cc)
+		m.cc = nil
+		done := make(chan struct{})
+		m.dialing = done
+		m.mu.Unlock()
+		closeConns(idle)
+
+		dctx, cancel := context.WithTimeout(ctx, m.c.set.dial())
+		cc, err := m.tr.NewClientConn(dctx, "https", m.addr)
+		cancel()
+
+		m.mu.Lock()
+		m.dialing = nil
+		close(done)
+		if err != nil {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("apns: connecting to %s: %w", m.addr, err)
+		}
+		m.cc = cc
+		m.mu.Unlock()
+		if m.token != nil {
+			m.token.freshen() // as for a new push connection
+		}
+		return cc, nil
+	}
+}
+
+// retireLocked adds cc to the retired connections and returns those with no request in
+// flight, for the caller to close once it has let go of m.mu.
+func (m *channelManager) retireLocked(cc *http.ClientConn) (idle []*http.ClientConn) {
+	if cc != nil {
+		m.retired = append(m.retired, cc)
+	}
+	live := m.retired[:0]
+	for _, r := range m.retired {
+		if r.InFlight() == 0 {
+			idle = append(idle, r)
+		} else {
+			live = append(live, r)
+		}
+	}
+	m.retired = live
+	return idle
+}
+
+func closeConns(conns []*http.ClientConn) {
+	for _, cc := range conns {
+		cc.Close()
+	}
+}
+
+// roundTrip makes one request and reads its whole answer. used is the authorization sent.
+func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID, requestID string, body []byte) (status int, header http.Header, resBody []byte, used string, err error) {
+	cc, err := m.conn(ctx)
+	if err != nil {
+		return 0, nil, nil, "", err
+	}
+	h := http.Header{hdrRequestID: {requestID}}
+	if channelID != "" {
+		h[hdrChannelID] = []string{channelID}
+	}
+	if m.token != nil {
+		if used, err = m.token.get(); err != nil {
+			return 0, nil, nil, "", err
+		}
+		h[hdrAuth] = []string{used}
+	}
+	var rd io.ReadCloser = http.NoBody
+	if body != nil {
+		h[hdrType] = jsonValue
+		rd = io.NopCloser(bytes.NewReader(body))
+	}
+	reqCtx, cancel := context.WithTimeout(ctx, m.c.set.write())
+	defer cancel()
+	req := (&http.Request{
+		Method:        method,
+		URL:           &url.URL{Scheme: "https", Host: m.addr, Path: path},
+		Header:        h,
+		Body:          rd,
+		ContentLength: int64(len(body)),
+		Host:          m.addr,
+	}).WithContext(reqCtx)
+	res, err := cc.RoundTrip(req)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.failed(cc)
+		}
+		return 0, nil, nil, used, fmt.Errorf("apns: channel management request: %w", err)
+	}
+	defer res.Body.Close()
+	resBody, err = io.ReadAll(io.LimitReader(res.Body, maxManageResponse+1))
+	if err != nil {
+		return 0, nil, nil, used, fmt.Errorf("apns: channel management answer: %w", err)
+	}
+	if len(resBody) > maxManageResponse {
+		return 0, nil, nil, used, fmt.Errorf("apns: channel management answer is larger than %d bytes", maxManageResponse)
+	}
+	return res.StatusCode, res.Header, resBody, used, nil
+}
+
+// failed retires cc if it takes no more requests.
+func (m *channelManager) failed(cc *http.ClientConn) {
+	m.mu.Lock()
+	var idle []*http.ClientConn
+	if m.cc == cc && cc.Err() != nil {
+		idle = m.retireLocked(cc)
+		m.cc = nil
+	}
+	m.mu.Unlock()
+	closeConns(idle)
+}
+
+// close refuses new calls, waits for those in progress (Stop's abort has ended them) and
+// closes the connections.
+func (m *channelManager) close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.calls.Wait()
+	m.mu.Lock()
+	all := m.retired
+	if m.cc != nil {
+		all = append(all, m.cc)
+	}
+	m.cc, m.retired = nil, nil
+	m.mu.Unlock()
+	closeConns(all)
+}
+
+// remember records a channel's storage policy.
+func (m *channelManager) remember(bundle, channel string, p MessageStoragePolicy) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.policies == nil {
+		m.policies = make(map[string]MessageStoragePolicy)
+	}
+	if _, ok := m.policies[bundle+"/"+channel]; ok || len(m.policies) < maxKnownPolicies {
+		m.policies[bundle+"/"+channel] = p
+	}
+}
+
+// forget drops a deleted channel's policy.
+func (m *channelManager) forget(bundle, channel string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.policies, bundle+"/"+channel)
+}
+
+// policy returns a channel's storage policy, if the client knows it.
+func (m *channelManager) policy(bundle, channel string) (MessageStoragePolicy, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.policies[bundle+"/"+channel]
+	return p, ok
+}
