@@ -121,6 +121,8 @@ type HTTP2Server struct {
 	rules    map[string][]*respondRule // lowercase hex token -> queued rules
 	accepted []arrived
 	rejected []RejectedRequest
+
+	bcast broadcastState // the broadcast API (broadcast.go), with its own lock
 }
 
 // Request is one request HTTP2Server received: accepted (Requests) or refused (Rejected).
@@ -592,6 +594,10 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer hc.leave()
 	s := hc.s
+	if isBroadcastPath(r.URL.Path) {
+		s.serveBroadcast(hc, w, r)
+		return
+	}
 	seq := s.arrivals.Add(1)
 	req := Request{Conn: hc.tc.seq, Priority: defaultPriority}
 	v, ok := s.judge(hc, r, &req)
