@@ -6,9 +6,13 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,4 +266,382 @@ func newClientLike(t *testing.T, s *apnstest.HTTP2Server) *apns.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+func TestSendBroadcastIsQueuedAndItsRejectionReachesTheCallbacks(t *testing.T) {
+	broadcastAuths(t, nil, func(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
+		ctx := context.Background()
+		ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var rejs []*apns.Rejection
+		var codes []uint8
+		c.SetRejectionCallback(func(r *apns.Rejection) { mu.Lock(); rejs = append(rejs, r); mu.Unlock() })
+		c.SetCallback(func(m *apns.Message, code uint8) { mu.Lock(); codes = append(codes, code); mu.Unlock() })
+		// Queued before Start, like Send.
+		for i := 0; i < 20; i++ {
+			if err := c.SendBroadcast(ctx, &apns.BroadcastNotification{BundleID: bundle, ChannelID: ch.ID, Payload: liveUpdate(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const gone = "Z29uZS1jaGFubmVsLWlk" // base64, never created
+		const reqID = "8e7c1d70-8a4b-4d55-8f0e-8c3f5f1b2a90"
+		if err := c.SendBroadcast(ctx, &apns.BroadcastNotification{BundleID: bundle, ChannelID: gone, RequestID: reqID, Payload: liveUpdate(0)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(2); err != nil {
+			t.Fatal(err)
+		}
+		guard(t, "Stop", func() { c.Stop() })
+		if got := len(s.Broadcasts(ch.ID)); got != 20 {
+			t.Errorf("the channel got %d broadcasts; want 20", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(rejs) != 1 || len(codes) != 1 {
+			t.Fatalf("callbacks got %d rejections and %d codes; want 1 each", len(rejs), len(codes))
+		}
+		r := rejs[0]
+		if r.StatusCode != 400 || r.Reason != apns.ReasonChannelNotRegistered || r.ChannelID != gone || r.ID != reqID ||
+			r.Message == nil || len(r.Message.Token) != 0 || codes[0] != uint8(apns.StatusProtocolError) {
+			t.Errorf("rejection = %+v, code %d; want 400 ChannelNotRegistered on %s, ID %s, empty token, code 128",
+				r, codes[0], gone, reqID)
+		}
+		if st := c.Stats(); st.Accepted != 21 || st.Delivered != 20 || st.Rejected != 1 {
+			t.Errorf("stats = %+v; want 21 accepted, 20 delivered, 1 rejected", st)
+		}
+	})
+}
+
+func TestBroadcastIsRetriedAfter503And429AndGoAway(t *testing.T) {
+	broadcastAuths(t, nil, func(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
+		ctx := context.Background()
+		ch, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var calls atomic.Int64
+		s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
+			if r.Op != apnstest.OpBroadcast {
+				return nil
+			}
+			switch calls.Add(1) {
+			case 1:
+				return &apnstest.Response{Status: 503, Reason: "ServiceUnavailable"}
+			case 2:
+				return &apnstest.Response{Status: 429, Reason: "TooManyRequests", RetryAfter: "1"}
+			}
+			return nil
+		})
+		if err := c.Start(1); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		resp, err := c.Broadcast(ctx, &apns.BroadcastNotification{BundleID: bundle, ChannelID: ch.ID, Payload: liveUpdate(1)})
+		if err != nil || !resp.Sent() {
+			t.Fatalf("Broadcast = %+v, %v; want 200 after retries", resp, err)
+		}
+		if d := time.Since(start); d < time.Second {
+			t.Errorf("Broadcast returned after %v; want no sooner than Retry-After's 1s", d)
+		}
+		if n := calls.Load(); n != 3 {
+			t.Errorf("the mock saw %d tries; want 3", n)
+		}
+
+		// A GOAWAY while a queued broadcast waits for its answer: it is sent again on a new
+		// connection, and arrives once.
+		s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
+			if r.Op == apnstest.OpBroadcast && calls.Add(1) == 4 {
+				go s.GoAway()
+				return &apnstest.Response{Delay: 200 * time.Millisecond}
+			}
+			return nil
+		})
+		if err := c.SendBroadcast(ctx, &apns.BroadcastNotification{BundleID: bundle, ChannelID: ch.ID, Payload: liveUpdate(2)}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err = c.Broadcast(ctx, &apns.BroadcastNotification{BundleID: bundle, ChannelID: ch.ID, Payload: liveUpdate(3)})
+		if err != nil || !resp.Sent() {
+			t.Fatalf("Broadcast around a GOAWAY = %+v, %v; want 200", resp, err)
+		}
+		guard(t, "Stop", func() { c.Stop() })
+		if got := len(s.Broadcasts(ch.ID)); got != 3 {
+			t.Errorf("the channel got %d broadcasts; want 3", got)
+		}
+		if st := c.Stats(); st.Delivered != 1 || st.Rejected+st.Unsent != 0 {
+			t.Errorf("stats = %+v; want the queued broadcast delivered", st)
+		}
+	})
+}
+
+func TestStopClosesTheManagementConnection(t *testing.T) {
+	broadcastAuths(t, nil, func(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
+		ctx := context.Background()
+		// Without Start: only the management connection.
+		if _, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored); err != nil {
+			t.Fatal(err)
+		}
+		if n := h2ReadLoops(); n != 1 {
+			t.Fatalf("%d HTTP/2 connections open after a channel call; want 1", n)
+		}
+		guard(t, "Stop", func() { c.Stop() })
+		if n := waitReadLoops(0); n != 0 {
+			t.Errorf("%d HTTP/2 connections open after Stop; want 0", n)
+		}
+		if _, err := c.Channels(ctx, bundle); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("Channels after Stop = %v; want ErrStopped", err)
+		}
+		if n := h2ReadLoops(); n != 0 {
+			t.Errorf("a channel call after Stop opened %d connections", n)
+		}
+	})
+}
+
+func TestStopEndsAChannelCallInProgress(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	arrived := make(chan struct{})
+	s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
+		close(arrived)
+		return &apnstest.Response{Delay: time.Hour}
+	})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.CreateChannel(context.Background(), bundle, apns.MostRecentMessageStored)
+		errc <- err
+	}()
+	<-arrived
+	guard(t, "Stop", func() { c.Stop() })
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("CreateChannel cut short by Stop returned no error")
+		}
+	case <-time.After(waitGuard):
+		t.Fatal("CreateChannel did not return after Stop")
+	}
+	if n := waitReadLoops(0); n != 0 {
+		t.Errorf("%d HTTP/2 connections open after Stop; want 0", n)
+	}
+}
+
+func TestChannelCallsHonourTheirContext(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
+		return &apnstest.Response{Delay: time.Hour}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Channels(ctx, bundle); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Channels with a 100ms context against a server that never answers = %v; want DeadlineExceeded", err)
+	}
+}
+
+func TestChannelManagementEndpoint(t *testing.T) {
+	// Apple's hosts: the endpoint follows the gateway; anything else needs the option.
+	c, err := apns.CreateClient("127.0.0.1:9", nil, nil, false, apns.WithProtocol(apns.ProtocolHTTP2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	if _, err := c.Channels(context.Background(), bundle); !errors.Is(err, apns.ErrNoChannelManagement) {
+		t.Errorf("Channels without a management endpoint = %v; want ErrNoChannelManagement", err)
+	}
+	bin, err := apns.CreateClient("127.0.0.1:9", nil, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, bin)
+	if _, err := bin.CreateChannel(context.Background(), bundle, 0); !errors.Is(err, apns.ErrNotHTTP2) {
+		t.Errorf("CreateChannel on a binary client = %v; want ErrNotHTTP2", err)
+	}
+	if _, err := bin.Broadcast(context.Background(), &apns.BroadcastNotification{}); !errors.Is(err, apns.ErrNotHTTP2) {
+		t.Errorf("Broadcast on a binary client = %v; want ErrNotHTTP2", err)
+	}
+	if _, err := apns.CreateClient("api.push.apple.com", nil, nil, false, apns.WithBroadcastManagementURL("https://:2196")); err == nil {
+		t.Error("CreateClient with a management URL without a host succeeded")
+	}
+	for gateway, want := range map[string]string{
+		"api.push.apple.com":                 apns.BroadcastManagementHost,
+		"gateway.push.apple.com":             apns.BroadcastManagementHost,
+		"https://api.push.apple.com:2197":    apns.BroadcastManagementHost,
+		"api.sandbox.push.apple.com":         apns.BroadcastManagementSandboxHost,
+		"gateway.sandbox.push.apple.com:443": apns.BroadcastManagementSandboxHost,
+		"api.development.push.apple.com":     apns.BroadcastManagementSandboxHost,
+	} {
+		c, err := apns.CreateClient(gateway, nil, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := apns.ManagementAddr(c); got != want {
+			t.Errorf("management endpoint of %s = %q; want %q", gateway, got, want)
+		}
+	}
+}
+
+func TestManagementConnectionVerifiesTheServer(t *testing.T) {
+	s := newH2Server(t, nil)
+	cert, key := apnstest.ClientCertPEM()
+	// No WithTLSConfig: the system roots do not know the mock's CA.
+	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithBroadcastManagementURL(s.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	_, err = c.CreateChannel(context.Background(), bundle, apns.NoMessageStored)
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) {
+		t.Errorf("CreateChannel against an unknown CA = %v; want x509.UnknownAuthorityError", err)
+	}
+	// anyServerCert skips the verification, as for the gateway.
+	c2, err := apns.CreateClient(s.URL, cert, key, true, apns.WithBroadcastManagementURL(s.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { guard(t, "Stop", func() { c2.Stop() }) })
+	if _, err := c2.CreateChannel(context.Background(), bundle, apns.NoMessageStored); err != nil {
+		t.Errorf("CreateChannel with anyServerCert = %v", err)
+	}
+	// An old TLS version is refused.
+	c3, err := apns.CreateClient(s.URL, cert, key, true, apns.WithBroadcastManagementURL(s.URL),
+		apns.WithTLSConfig(&tls.Config{MaxVersion: tls.VersionTLS11}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { guard(t, "Stop", func() { c3.Stop() }) })
+	if _, err := c3.CreateChannel(context.Background(), bundle, apns.NoMessageStored); err == nil {
+		t.Error("CreateChannel capped at TLS 1.1 succeeded; want a handshake error")
+	}
+}
+
+func TestChannelCallsNeedCredentials(t *testing.T) {
+	s := newH2Server(t, nil)
+	// No certificate and no token: APNs answers MissingProviderToken.
+	c, err := apns.CreateClient(s.URL, nil, nil, false, apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithBroadcastManagementURL(s.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	_, err = c.CreateChannel(context.Background(), bundle, apns.NoMessageStored)
+	rejectionOf(t, err, 403, "MissingProviderToken")
+}
+
+func TestChannelCallsRejectBadInputLocally(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	ctx := context.Background()
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(`{"aps":{"event":"update","content-state":{"s":"` + strings.Repeat("x", apns.MaxBroadcastPayloadSize-40) + `"}}}`)
+	big = big[:apns.MaxBroadcastPayloadSize]
+	big[len(big)-4], big[len(big)-3], big[len(big)-2], big[len(big)-1] = '"', '}', '}', '}'
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"create with policy 2", func() error { _, err := c.CreateChannel(ctx, bundle, 2); return err }, apns.ErrInvalidStoragePolicy},
+		{"create with empty bundle", func() error { _, err := c.CreateChannel(ctx, "", 0); return err }, apns.ErrInvalidBundleID},
+		{"create with a slash in the bundle", func() error { _, err := c.CreateChannel(ctx, "com.x/y", 0); return err }, apns.ErrInvalidBundleID},
+		{"read with empty channel", func() error { _, err := c.Channel(ctx, bundle, ""); return err }, apns.ErrInvalidChannelID},
+		{"delete with a non-base64 channel", func() error { return c.DeleteChannel(ctx, bundle, "a b\r\n") }, apns.ErrInvalidChannelID},
+		{"broadcast without channel", func() error {
+			_, err := c.Broadcast(ctx, &apns.BroadcastNotification{Payload: liveUpdate(1)})
+			return err
+		}, apns.ErrInvalidChannelID},
+		{"broadcast without payload", func() error {
+			_, err := c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID})
+			return err
+		}, apns.ErrPayloadEmpty},
+		{"broadcast with priority 1", func() error {
+			_, err := c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID, Priority: 1, Payload: liveUpdate(1)})
+			return err
+		}, apns.ErrInvalidPriority},
+		{"broadcast of 5121 bytes", func() error {
+			_, err := c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID, Payload: append(big, ' ')})
+			return err
+		}, apns.ErrPayloadTooLarge},
+		{"queued broadcast of 5121 bytes", func() error {
+			return c.SendBroadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID, Payload: append(big, ' ')})
+		}, apns.ErrPayloadTooLarge},
+		{"broadcast that does not marshal", func() error {
+			_, err := c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID, Payload: func() {}})
+			return err
+		}, apns.ErrPayloadMarshal},
+	} {
+		if err := tc.call(); !errors.Is(err, tc.want) {
+			t.Errorf("%s = %v; want %v", tc.name, err, tc.want)
+		}
+	}
+	if n := len(s.BroadcastRequests()); n != 1 {
+		t.Errorf("the mock saw %d requests; want 1, the create", n)
+	}
+	// 5120 bytes exactly is fine.
+	if resp, err := c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID, Payload: big}); err != nil || !resp.Sent() {
+		t.Errorf("Broadcast of 5120 bytes = %+v, %v; want 200", resp, err)
+	}
+}
+
+func TestChannelRefusalsFromAPNsAreRejections(t *testing.T) {
+	broadcastAuths(t, func(s *apnstest.HTTP2Server) {
+		s.SetChannelLimit(2)
+		s.EnableBroadcast(bundle)
+	}, func(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
+		ctx := context.Background()
+		for i := 0; i < 2; i++ {
+			if _, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored)
+		rejectionOf(t, err, 400, apns.ReasonCannotCreateChannelConfig)
+		_, err = c.CreateChannel(ctx, "com.example.plain", apns.NoMessageStored)
+		rejectionOf(t, err, 400, apns.ReasonFeatureNotEnabled)
+		_, err = c.Channels(ctx, bundle+".push-type.liveactivity")
+		rejectionOf(t, err, 400, "TopicDisallowed")
+		_, err = c.Channel(ctx, bundle, "bm90LWEtY2hhbm5lbA==")
+		rejectionOf(t, err, 400, apns.ReasonChannelNotRegistered)
+		_, err = c.Channel(ctx, bundle, strings.Repeat("QUFB", 30)) // 90 bytes: longer than the mock takes
+		rejectionOf(t, err, 400, apns.ReasonBadChannelID)
+		if err := c.Start(1); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Broadcast(ctx, &apns.BroadcastNotification{BundleID: bundle, ChannelID: "bm90LWEtY2hhbm5lbA==", Payload: liveUpdate(1)})
+		if err != nil || resp.StatusCode != 400 || resp.Reason != apns.ReasonChannelNotRegistered {
+			t.Errorf("Broadcast to an unknown channel = %+v, %v; want 400 ChannelNotRegistered", resp, err)
+		}
+		s.RespondBroadcastFunc(func(apnstest.BroadcastRequest) *apnstest.Response {
+			return &apnstest.Response{Status: 503, Reason: "ServiceUnavailable"}
+		})
+		_, err = c.Channels(ctx, bundle) // not retried
+		rejectionOf(t, err, 503, "ServiceUnavailable")
+		if k := len(s.BroadcastRequests()); k != 9 {
+			t.Errorf("the mock saw %d requests; want 9 (no retries)", k)
+		}
+	})
+}
+
+func TestChannelCallsRenewAnExpiredProviderToken(t *testing.T) {
+	client, server := &clock{now: time.Now()}, &clock{now: time.Now()}
+	s, c := newTokenBroadcastClient(t, func(s *apnstest.HTTP2Server) { s.Now = server.Now }, apns.WithClock(client.Now))
+	ctx := context.Background()
+	if _, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored); err != nil {
+		t.Fatal(err)
+	}
+	// The server's clock runs ahead: by its rules the token is over an hour old; by the
+	// client's it is 25 minutes old, short of its own refresh but old enough to replace.
+	client.Add(25 * time.Minute)
+	server.Add(61 * time.Minute)
+	if _, err := c.Channels(ctx, bundle); err != nil {
+		t.Fatalf("Channels with an expired token = %v; want a new token and success", err)
+	}
+	reqs := s.BroadcastRequests()
+	if len(reqs) != 3 || reqs[1].Reason != "ExpiredProviderToken" || reqs[2].Status != 200 {
+		t.Errorf("the mock saw %+v; want create, list refused ExpiredProviderToken, list accepted", reqs)
+	}
 }

@@ -1,0 +1,6 @@
+package apns
+
+// Helpers for the external broadcast tests (package apns_test).
+
+// ManagementAddr returns the host:port of c's channel-management endpoint, "" if none.
+func ManagementAddr(c *Client) string { return c.bc.addr }
