@@ -5,9 +5,9 @@ package apns_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"encoding/json"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
