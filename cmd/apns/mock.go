@@ -55,6 +55,7 @@ type mockInfo struct {
 	Gateway    string `json:"gateway"`
 	Feedback   string `json:"feedback"`
 	HTTP2      string `json:"http2"`
+	Manage     string `json:"broadcast_management"` // channel management: the HTTP/2 address too
 	Dir        string `json:"dir"`
 	CA         string `json:"ca"`
 	ClientCert string `json:"client_cert"`
@@ -126,7 +127,7 @@ func (f rejectFlag) Set(s string) error {
 }
 
 func mock(env *cmdEnv, args []string) int {
-	fs := newFlagSet(env, "mock", "[flags]", mockAbout)
+	fs := newFlagSet(env, "mock", "[flags]", mockAbout+mockBroadcastAbout)
 	gatewayAddr := fs.String("gateway-addr", "127.0.0.1:0", "`address` of the binary gateway")
 	feedbackAddr := fs.String("feedback-addr", "127.0.0.1:0", "`address` of the feedback service")
 	http2Addr := fs.String("http2-addr", "127.0.0.1:0", "`address` of the HTTP/2 API")
@@ -197,10 +198,11 @@ func mock(env *cmdEnv, args []string) int {
 	m.http2.TeamID = mockTeamID
 	m.http2.Observe = m.observeHTTP2
 	m.http2.RespondFunc(m.judgeHTTP2)
+	m.http2.ObserveBroadcast(m.observeBroadcast)
 	m.http2.Start()
 	defer m.http2.Close()
 
-	info.Gateway, info.Feedback, info.HTTP2 = m.gateway.Addr, m.feedback.Addr, m.http2.URL
+	info.Gateway, info.Feedback, info.HTTP2, info.Manage = m.gateway.Addr, m.feedback.Addr, m.http2.URL, m.http2.URL
 	printMockInfo(env, &info, *dir == "")
 	if *jsonOut {
 		if err := writeJSONLine(env.stdout, info); err != nil {
@@ -261,7 +263,7 @@ func printMockInfo(env *cmdEnv, info *mockInfo, temporary bool) {
 	fmt.Fprintf(env.stderr, `apns mock: running until interrupted
   binary gateway  %s
   feedback        %s
-  HTTP/2 API      %s
+  HTTP/2 API      %s (also broadcast channels and their management)
   files in        %s%s
   CA              %s
   client cert     %s
