@@ -401,11 +401,13 @@ func TestStopClosesTheManagementConnection(t *testing.T) {
 
 func TestStopEndsAChannelCallInProgress(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil)
-	arrived := make(chan struct{})
+	arrived, release := make(chan struct{}), make(chan struct{})
 	s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
 		close(arrived)
-		return &apnstest.Response{Delay: time.Hour}
+		<-release // the server never answers while the test runs
+		return nil
 	})
+	t.Cleanup(func() { close(release) }) // before the cleanup that stops c, so that one ends
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.CreateChannel(context.Background(), bundle, apns.MostRecentMessageStored)
