@@ -39,7 +39,8 @@ type Client struct {
 	abort     context.CancelFunc // called when Shutdown's context ends: workers stop waiting
 	done      chan struct{}      // closed when Stop has finished
 
-	h2 *h2Transport    // nil for the binary protocol
+	h2 *h2Transport // nil for the binary protocol
+
 	bc *channelManager // broadcast channel management (broadcast.go); nil for the binary protocol
 
 	mu        sync.Mutex // guards the fields below
