@@ -8,6 +8,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"net"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -634,5 +637,26 @@ func TestChannelCallsRenewAnExpiredProviderToken(t *testing.T) {
 	reqs := s.BroadcastRequests()
 	if len(reqs) != 3 || reqs[1].Reason != "ExpiredProviderToken" || reqs[2].Status != 200 {
 		t.Errorf("the mock saw %+v; want create, list refused ExpiredProviderToken, list accepted", reqs)
+	}
+}
+
+func TestManagementConnectionUsesTheClientsProxySetting(t *testing.T) {
+	s := newH2Server(t, nil)
+	var mu sync.Mutex
+	var asked []string
+	proxy := func(r *http.Request) (*url.URL, error) {
+		mu.Lock()
+		asked = append(asked, r.URL.Host)
+		mu.Unlock()
+		return nil, nil // direct
+	}
+	c := newH2Client(t, s, apns.WithBroadcastManagementURL(s.URL), apns.WithProxy(proxy))
+	if _, err := c.CreateChannel(context.Background(), bundle, apns.NoMessageStored); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if host, _, _ := net.SplitHostPort(s.Addr); len(asked) != 1 || !strings.HasPrefix(asked[0], host) {
+		t.Errorf("the proxy function was asked about %q; want once about %s", asked, s.Addr)
 	}
 }
