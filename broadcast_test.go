@@ -481,6 +481,9 @@ func TestChannelManagementEndpoint(t *testing.T) {
 		if got := apns.ManagementAddr(c); got != want {
 			t.Errorf("management endpoint of %s = %q; want %q", gateway, got, want)
 		}
+		if name, _, _ := strings.Cut(want, ":"); apns.ManagementServerName(c) != name {
+			t.Errorf("management connection of %s verifies %q; want %q", gateway, apns.ManagementServerName(c), name)
+		}
 	}
 }
 

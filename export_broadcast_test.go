@@ -4,3 +4,6 @@ package apns
 
 // ManagementAddr returns the host:port of c's channel-management endpoint, "" if none.
 func ManagementAddr(c *Client) string { return c.bc.addr }
+
+// ManagementServerName returns the TLS server name c's management connection verifies.
+func ManagementServerName(c *Client) string { return c.bc.tr.TLSClientConfig.ServerName }
