@@ -50,16 +50,42 @@ const (
 
 // BroadcastRequest is one request of the broadcast API that HTTP2Server answered, with its
 // answer. Fields not reached by the checks before a refusal may be empty.
+//
+// HTTP2Server answers the broadcast API's requests like APNs. Checks run in this order and
+// the first failure answers: method and path (404 BadPath for a path the API lacks, 405
+// MethodNotAllowed for a method its path lacks); a repeated authorization or apns-* header
+// (400 DuplicateHeaders); authentication as for device pushes, without apns-topic (403,
+// 429); the bundle ID, without a push-type suffix (400 TopicDisallowed), with the capability
+// (400 FeatureNotEnabled); apns-request-id or apns-id a lowercase UUID (400 BadMessageId).
+// Then, per operation:
+//   - create: a body (400 PayloadEmpty), a JSON object (400 BadRequestPayload) with only
+//     message-storage-policy and push-type (400 BadRequestParams), push-type present (400
+//     MissingPushType) and LiveActivity (400 InvalidPushType), the policy 0 or 1 (400
+//     BadRequestParams), room for one more channel (400 CannotCreateChannelConfig); answer
+//     201 with apns-channel-id, 16 random bytes in standard base64, never issued before.
+//   - read, delete: apns-channel-id present (400 MissingChannelId), standard base64 of at
+//     most 64 bytes (400 BadChannelId), a channel of the app (400 ChannelNotRegistered);
+//     answer 200 {"message-storage-policy":P,"push-type":"LiveActivity"}, or 204.
+//   - list: answer 200 {"channels":[...]}, in creation order.
+//   - broadcast: apns-push-type present (400 MissingPushType) and liveactivity, in any case
+//     (400 InvalidPushType); apns-channel-id as for read; apns-priority 10 or 5 when present
+//     (400 BadPriority); apns-expiration present and decimal, and 0 on a channel of policy 0
+//     (400 BadExpirationDate); a body (400 PayloadEmpty) of at most 5120 bytes (413
+//     PayloadTooLarge); answer 200.
+//
+// RespondBroadcastFunc comes last. Every answer carries apns-request-id: the request's when
+// it is a canonical lowercase UUID, else a new one. TopicMismatch is not modelled: the mock
+// does not know which bundle IDs a certificate or signing key covers.
 type BroadcastRequest struct {
-	Op         BroadcastOp
-	Method     string
-	Path       string
-	BundleID   string // from the path
-	ChannelID  string // apns-channel-id as sent; for OpCreateChannel, the new channel's
-	RequestID  string // apns-request-id (or apns-id) as sent, or ""
-	PushType   string // apns-push-type, or for OpCreateChannel the body's push-type
-	Priority   int    // apns-priority of a broadcast: 10 when absent, 0 when not a number; 0 for the others
-	Expiration string // apns-expiration as sent, or ""
+	Op         BroadcastOp // OpUnknown for a method or path the API lacks
+	Method     string      // the HTTP method
+	Path       string      // the URL path
+	BundleID   string      // from the path
+	ChannelID  string      // apns-channel-id as sent; for OpCreateChannel, the new channel's
+	RequestID  string      // apns-request-id (or apns-id) as sent, or ""
+	PushType   string      // apns-push-type, or for OpCreateChannel the body's push-type
+	Priority   int         // apns-priority of a broadcast: 10 when absent, 0 when not a number; 0 for the others
+	Expiration string      // apns-expiration as sent, or ""
 	// StoragePolicy is the message-storage-policy of the channel created, read or
 	// broadcast to; -1 when not known.
 	StoragePolicy int
@@ -170,30 +196,7 @@ func isBroadcastPath(path string) bool {
 	return strings.HasPrefix(path, "/1/") || strings.HasPrefix(path, "/4/")
 }
 
-// serveBroadcast handles one request of the broadcast API. Checks run in this order and the
-// first failure answers: method and path (404 BadPath for a path the API lacks, 405
-// MethodNotAllowed for a method its path lacks); a repeated authorization or apns-* header
-// (400 DuplicateHeaders); authentication as for device pushes, without apns-topic (403,
-// 429); the bundle ID, without a push-type suffix (400 TopicDisallowed), with the capability
-// (400 FeatureNotEnabled); apns-request-id or apns-id a lowercase UUID (400 BadMessageId).
-// Then, per operation:
-//   - create: a body (400 PayloadEmpty), a JSON object (400 BadRequestPayload) with only
-//     message-storage-policy and push-type (400 BadRequestParams), push-type present (400
-//     MissingPushType) and LiveActivity (400 InvalidPushType), the policy 0 or 1 (400
-//     BadRequestParams), room for one more channel (400 CannotCreateChannelConfig); answer
-//     201 with apns-channel-id, 16 random bytes in standard base64, never issued before.
-//   - read, delete: apns-channel-id present (400 MissingChannelId), standard base64 of at
-//     most 64 bytes (400 BadChannelId), a channel of the app (400 ChannelNotRegistered);
-//     answer 200 {"message-storage-policy":P,"push-type":"LiveActivity"}, or 204.
-//   - list: answer 200 {"channels":[...]}, in creation order.
-//   - broadcast: apns-push-type present (400 MissingPushType) and liveactivity, in any case
-//     (400 InvalidPushType); apns-channel-id as for read; apns-priority 10 or 5 when present
-//     (400 BadPriority); apns-expiration present and decimal, and 0 on a channel of policy 0
-//     (400 BadExpirationDate); a body (400 PayloadEmpty) of at most 5120 bytes (413
-//     PayloadTooLarge); answer 200.
-//
-// RespondBroadcastFunc comes last. Every answer carries apns-request-id: the request's when
-// it is a canonical lowercase UUID, else a new one.
+// serveBroadcast handles one request of the broadcast API (see BroadcastRequest).
 func (s *HTTP2Server) serveBroadcast(hc *h2Conn, w http.ResponseWriter, r *http.Request) {
 	req := BroadcastRequest{Method: r.Method, Path: r.URL.Path, Conn: hc.tc.seq, StoragePolicy: -1}
 	ans, ok := s.judgeBroadcast(hc, r, &req)

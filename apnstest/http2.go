@@ -54,6 +54,9 @@ import (
 // (BadPriority); the body, non-empty (400 PayloadEmpty) and at most 4096 bytes, 5120 for
 // voip (413 PayloadTooLarge). The body is not parsed as JSON. Then the rules set with
 // Respond, then RespondFunc; a request none of them rejects is accepted.
+//
+// Paths under /1/ and /4/ are the broadcast API instead, channel management and broadcasts
+// on the same address: see BroadcastRequest.
 type HTTP2Server struct {
 	// Addr is the "127.0.0.1:port" the server listens on, set by Start.
 	Addr string
