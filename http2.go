@@ -79,7 +79,8 @@ type Response struct {
 func (r *Response) Sent() bool { return r.StatusCode == http.StatusOK }
 
 // Rejection describes a notification that will not be delivered: APNs rejected it, or the
-// client gave up. It is an error, and what SetRejectionCallback's function receives.
+// client gave up. It is an error, and what SetRejectionCallback's function receives. The
+// channel calls (CreateChannel, ...) return it, with a nil Message, when APNs refuses them.
 type Rejection struct {
 	Message    *Message
 	Code       uint8     // the binary protocol's status code with the nearest meaning (see Status)
