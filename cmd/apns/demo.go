@@ -257,7 +257,6 @@ func newMockGateway(protocol string) *mockGateway {
 	s.DiscardNotifications = true
 	s.Start()
 	return &mockGateway{addr: s.Addr, tlsConfig: s.ClientTLSConfig(), count: s.Count, waitCount: s.WaitCount, close: s.Close, reject: func(tok string) {
-		b, _ := hex.DecodeString(tok)
-		s.RejectToken(b, 8)
+		s.RejectToken(tok, 8)
 	}}
 }
