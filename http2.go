@@ -443,7 +443,7 @@ func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 	}
 	wg.Wait()
 	if slices.IndexFunc(errs, func(err error) bool { return err == nil }) < 0 {
-		return conns, fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(errs...))
+		return conns, fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(distinct(errs)...))
 	}
 	return conns, nil
 }
