@@ -393,7 +393,7 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	if c.h2 != nil {
 		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
-			return ErrInvalidPriority
+			return invalidPriority(int(priority), "Send takes 10 (immediate) or 5 (power-saving); for 1 (lowest), use SendNotification")
 		}
 		if payload == nil {
 			return ErrPayloadEmpty

@@ -237,12 +237,12 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	if pushTypeValue == nil {
 		return nil, ErrInvalidPushType
 	}
-	limit := MaxHTTP2PayloadSize
+	limit, where := MaxHTTP2PayloadSize, "the HTTP/2 API allows"
 	if pushType == "voip" {
-		limit = MaxVoIPPayloadSize
+		limit, where = MaxVoIPPayloadSize, "the HTTP/2 API allows for voip"
 	}
 	if len(body) > limit {
-		return nil, ErrPayloadTooLarge
+		return nil, payloadTooLarge(len(body), limit, where)
 	}
 	prio := n.Priority
 	if prio == 0 {
@@ -253,7 +253,7 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	}
 	prioValue := priorityValues[prio]
 	if prioValue == nil {
-		return nil, ErrInvalidPriority
+		return nil, invalidPriority(prio, "the HTTP/2 API takes 10 (immediate), 5 (power-saving) or 1 (lowest)")
 	}
 	if len(n.CollapseID) > MaxCollapseIDSize {
 		return nil, ErrInvalidCollapseID
