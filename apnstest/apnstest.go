@@ -102,8 +102,9 @@ type Server struct {
 
 	// ObserveRejected, if set before Start, is called for every notification the server
 	// refuses, whatever refused it: the protocol checks (status 2, 4, 5, 7, 128), a script,
-	// RejectToken or RejectFunc. status is the status of the error response, or 0 when the
-	// server dropped the connection without one (a refused command-0 frame). It is called
+	// RejectToken or RejectFunc. status is the status of the refusal, sent in the error
+	// response; a command-0 frame has no identifier, so the server drops the connection
+	// instead, and status is 0 when the frame's structure was at fault. It is called
 	// from the goroutine serving the connection, before the response is written; the
 	// notification's slices are the caller's to keep; a panic in it is not recovered.
 	// Sentinel frames are not notifications and do not reach it (see Sentinels).
@@ -637,7 +638,7 @@ func (g *gwConn) run() {
 			switch {
 			case p.sentinel:
 				g.s.sentinels.Add(1)
-			case v == verdictDrop || p.n.Command == 0:
+			case v == verdictDrop:
 				g.s.reject(&p.n, 0)
 			default:
 				g.s.reject(&p.n, uint8(v))
