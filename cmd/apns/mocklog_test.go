@@ -82,4 +82,3 @@ func dialMock(t *testing.T, info *mockInfo) *tls.Conn {
 	t.Cleanup(func() { conn.Close() })
 	return conn
 }
-

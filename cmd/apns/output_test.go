@@ -55,3 +55,18 @@ func TestLinesPrintedAboveTheBarClearItFirst(t *testing.T) {
 		t.Fatalf("output %q; want the bar, then \\r\\x1b[K, then the line", got)
 	}
 }
+
+// A user who forgot -cert is refused by the binary gateway, as by Apple's, and told so: the
+// notification is not reported delivered and the exit status is not 0.
+func TestPushWithoutACertificateIsNotDelivered(t *testing.T) {
+	s := apnstest.NewServer()
+	defer s.Close()
+	ca, _, _ := pki(t)
+	code, out, stderr := runCmd(t, "", "push", "-gateway", s.Addr, "-ca", ca, "-token", tok(1), "-alert", "hi", "-assume-sent", "100ms")
+	if code == exitOK || strings.Contains(out, "1 delivered") || !strings.Contains(stderr, "certificate required") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want a failure naming the missing certificate", code, out, stderr)
+	}
+	if s.Count() != 0 {
+		t.Fatalf("the gateway accepted %d notifications from a client without a certificate", s.Count())
+	}
+}
