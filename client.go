@@ -286,7 +286,7 @@ func (c *Client) Start(workerCount int) error {
 			return ErrStopped
 		}
 		c.started = false
-		return fmt.Errorf("apns: cannot reach gateway %s: %w", c.addr, errors.Join(errs...))
+		return c.startError(fmt.Errorf("apns: cannot reach gateway %s: %w", c.addr, errors.Join(distinct(errs)...)))
 	}
 	c.events = newDispatcher(c)
 	for _, conn := range conns {
@@ -320,7 +320,31 @@ func (c *Client) startH2(n int) error {
 		return ErrStopped
 	}
 	events.close()
-	return err
+	return c.startError(err)
+}
+
+// startError adds to Start's error what timed out when a connection attempt ran out of time
+// in the TLS handshake, whose error says only "context deadline exceeded" (a TCP connect that
+// times out says so itself).
+func (c *Client) startError(err error) error {
+	var op *net.OpError
+	if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &op) {
+		return err
+	}
+	return fmt.Errorf("%w (the TLS handshake timed out: %v per attempt, %d attempts; see WithDialTimeout)", err, c.set.dial(), startDialAttempts)
+}
+
+// distinct returns errs without repeats of the same text, the first of each kept.
+func distinct(errs []error) []error {
+	var out []error
+	seen := map[string]bool{}
+	for _, err := range errs {
+		if err != nil && !seen[err.Error()] {
+			seen[err.Error()] = true
+			out = append(out, err)
+		}
+	}
+	return out
 }
 
 // startDialAttempts is how often Start tries each connection before giving up on it.
@@ -374,7 +398,7 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	if c.h2 != nil {
 		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
-			return ErrInvalidPriority
+			return invalidPriority(int(priority), "Send takes 10 (immediate) or 5 (power-saving); for 1 (lowest), use SendNotification")
 		}
 		if payload == nil {
 			return ErrPayloadEmpty

@@ -210,8 +210,7 @@ func TestRejectedNotificationsReachCallbackOnceAndTheRestArriveOnce(t *testing.T
 	const n = 10000
 	bad := map[string]bool{}
 	for i := 0; i < n; i += 100 {
-		b, _ := hex.DecodeString(token(i))
-		s.RejectToken(b, 8)
+		s.RejectToken(token(i), 8)
 		bad[token(i)] = true
 	}
 	c := newClient(t, s)
@@ -491,10 +490,7 @@ func TestServerCertificateIsVerifiedUnlessAnyServerCert(t *testing.T) {
 }
 
 func TestClientCertificateIsPresented(t *testing.T) {
-	s := apnstest.NewUnstartedServer()
-	s.RequireClientCert = true
-	s.Start()
-	defer s.Close()
+	s := newServer(t) // requires a client certificate by default
 	c := newClient(t, s)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
@@ -763,8 +759,7 @@ func TestShutdownStatusNamingNoFrameReplaysEverything(t *testing.T) {
 // reaches the callback, and a real rejection before it is still reported.
 func TestStopConfirmsWithASentinelInsteadOfWaiting(t *testing.T) {
 	s := newServer(t)
-	bad, _ := hex.DecodeString(token(50))
-	s.RejectToken(bad, 8)
+	s.RejectToken(token(50), 8)
 	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour))
 	l := newLedger(c)
 	if err := c.Start(2); err != nil {
@@ -779,13 +774,7 @@ func TestStopConfirmsWithASentinelInsteadOfWaiting(t *testing.T) {
 	if st := c.Stats(); st.Delivered != 199 || st.Rejected != 1 || st.Unsent != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	sentinels := 0
-	for _, n := range s.Rejected() {
-		if n.Token == nil && n.Payload == nil && n.ID != 0 {
-			sentinels++
-		}
-	}
-	if sentinels == 0 {
+	if s.Sentinels() == 0 {
 		t.Error("the gateway saw no sentinel frame")
 	}
 }
@@ -795,8 +784,7 @@ func TestStopConfirmsWithASentinelInsteadOfWaiting(t *testing.T) {
 func TestStatsSplitRejectionsAndShowGauges(t *testing.T) {
 	s := newServer(t)
 	for i, status := range map[int]uint8{3: 8, 7: 8, 11: 8, 13: 7} {
-		b, _ := hex.DecodeString(token(i))
-		s.RejectToken(b, status)
+		s.RejectToken(token(i), status)
 	}
 	c := newClient(t, s)
 	sendAll(t, c, 20) // before Start: all queued
@@ -844,8 +832,7 @@ func TestReadFeedbackReadsOnceWithoutStart(t *testing.T) {
 // before it delivered once, none written twice.
 func TestRejectionAfterIdentifiersWrap(t *testing.T) {
 	s := newServer(t)
-	bad, _ := hex.DecodeString(token(10))
-	s.RejectToken(bad, 8)
+	s.RejectToken(token(10), 8)
 	c := newClient(t, s, apns.WithFirstID(math.MaxUint32-4), apns.WithAssumeSentTimeout(time.Hour))
 	l := newLedger(c)
 	sendAll(t, c, 20) // queued before Start: one connection writes them in order

@@ -8,14 +8,15 @@ import (
 )
 
 // Errors returned by Send for bad input. Each names one problem, so callers can test for it
-// with errors.Is.
+// with errors.Is. ErrPayloadTooLarge and ErrInvalidPriority come wrapped with the size or
+// priority given and what the protocol in use takes.
 var (
 	ErrTokenNotHex       = errors.New("apns: device token is not hexadecimal")
 	ErrTokenLength       = errors.New("apns: device token is not 32 bytes (64 hex digits)")
 	ErrPayloadMarshal    = errors.New("apns: payload cannot be marshalled to JSON")
-	ErrPayloadTooLarge   = errors.New("apns: payload is larger than 2048 bytes")
+	ErrPayloadTooLarge   = errors.New("apns: payload is too large")
 	ErrPayloadEmpty      = errors.New("apns: payload is empty")
-	ErrInvalidPriority   = errors.New("apns: priority is neither 10 (immediate) nor 5 (delayed)")
+	ErrInvalidPriority   = errors.New("apns: invalid priority")
 	ErrInvalidExpiry     = errors.New("apns: expiry is outside the 32-bit UNIX time range")
 	ErrStopped           = errors.New("apns: client is stopped")
 	ErrAlreadyStarted    = errors.New("apns: client is already started")
@@ -23,6 +24,18 @@ var (
 	ErrFeedbackStopped   = errors.New("apns: feedback client is stopped")
 	ErrMalformedFeedback = errors.New("apns: malformed feedback tuple")
 )
+
+// payloadTooLarge is ErrPayloadTooLarge with the payload's size and the limit of the protocol
+// in use, which the sentinel's text cannot name: 2048 bytes on the binary protocol, 4096 on
+// HTTP/2 (5120 for voip).
+func payloadTooLarge(size, limit int, where string) error {
+	return fmt.Errorf("%w: %d bytes, more than the %d bytes %s", ErrPayloadTooLarge, size, limit, where)
+}
+
+// invalidPriority is ErrInvalidPriority with the priority given and the ones taken.
+func invalidPriority(priority int, taken string) error {
+	return fmt.Errorf("%w %d: %s", ErrInvalidPriority, priority, taken)
+}
 
 // Errors passed to the error handler (see WithErrorHandler) for events that concern no single
 // accepted notification.

@@ -25,7 +25,7 @@ func Example() {
 
 	badToken := "bad0000000000000000000000000000000000000000000000000000000000001"
 	bad, _ := hex.DecodeString(badToken)
-	gateway.RejectToken(bad, 8)
+	gateway.RejectToken(badToken, 8)
 	feedback.Add(bad, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 
 	cert, key := apnstest.ClientCertPEM()

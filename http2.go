@@ -244,12 +244,12 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	if pushTypeValue == nil {
 		return nil, ErrInvalidPushType
 	}
-	limit := MaxHTTP2PayloadSize
+	limit, where := MaxHTTP2PayloadSize, "the HTTP/2 API allows"
 	if pushType == "voip" {
-		limit = MaxVoIPPayloadSize
+		limit, where = MaxVoIPPayloadSize, "the HTTP/2 API allows for voip"
 	}
 	if len(body) > limit {
-		return nil, ErrPayloadTooLarge
+		return nil, payloadTooLarge(len(body), limit, where)
 	}
 	prio := n.Priority
 	if prio == 0 {
@@ -260,7 +260,7 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	}
 	prioValue := priorityValues[prio]
 	if prioValue == nil {
-		return nil, ErrInvalidPriority
+		return nil, invalidPriority(prio, "the HTTP/2 API takes 10 (immediate), 5 (power-saving) or 1 (lowest)")
 	}
 	if len(n.CollapseID) > MaxCollapseIDSize {
 		return nil, ErrInvalidCollapseID
@@ -450,7 +450,7 @@ func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 	}
 	wg.Wait()
 	if slices.IndexFunc(errs, func(err error) bool { return err == nil }) < 0 {
-		return conns, fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(errs...))
+		return conns, fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(distinct(errs)...))
 	}
 	return conns, nil
 }

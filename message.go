@@ -96,7 +96,7 @@ func (f *frameBuf) encode(token string, expiry time.Time, priority uint8, payloa
 		return ErrTokenLength
 	}
 	if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
-		return ErrInvalidPriority
+		return invalidPriority(int(priority), "the binary protocol takes 10 (immediate) or 5 (power-saving)")
 	}
 	exp, err := expirySeconds(expiry)
 	if err != nil {
@@ -117,7 +117,7 @@ func (f *frameBuf) encode(token string, expiry time.Time, priority uint8, payloa
 	}
 	n := len(f.b) - 1 - payloadOffset
 	if n > MaxPayloadSize {
-		return ErrPayloadTooLarge
+		return payloadTooLarge(n, MaxPayloadSize, "the binary protocol allows")
 	}
 	f.b = append(f.b[:payloadOffset+n], make([]byte, frameTail)...)
 	putFrame(f.b, n, 0, exp, priority)
@@ -206,7 +206,7 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 		return nil, ErrTokenLength
 	}
 	if len(m.Payload) > MaxPayloadSize {
-		return nil, ErrPayloadTooLarge
+		return nil, payloadTooLarge(len(m.Payload), MaxPayloadSize, "a binary frame allows")
 	}
 	frame := make([]byte, frameOverhead+len(m.Payload))
 	copy(frame[frameHeader+itemHeader:], m.Token)

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"math/big"
@@ -97,8 +96,7 @@ func TestTLSBelow12IsRefusedEvenIfTheConfigAllowsIt(t *testing.T) {
 func TestErrorsAndEventsNeverCarryAWholeToken(t *testing.T) {
 	s := newServer(t)
 	for i := 0; i < 50; i += 10 {
-		b, _ := hex.DecodeString(token(i))
-		s.RejectToken(b, 8)
+		s.RejectToken(token(i), 8)
 	}
 	s.Script(apnstest.ConnScript{After: 5, Drop: true}, apnstest.ConnScript{After: 5, Garbage: []byte{8, 8, 1, 2, 3, 4}})
 	var mu sync.Mutex
@@ -188,8 +186,7 @@ func TestSendRacingStopLosesNothing(t *testing.T) {
 func TestBlockedCallbackStallsNoWorkerAndStopWaitsForIt(t *testing.T) {
 	s := newServer(t)
 	for i := 0; i < 1000; i += 100 {
-		b, _ := hex.DecodeString(token(i))
-		s.RejectToken(b, 8)
+		s.RejectToken(token(i), 8)
 	}
 	c := newClient(t, s)
 	release := make(chan struct{})

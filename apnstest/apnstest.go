@@ -1,23 +1,6 @@
-// Package apnstest provides in-process mock servers of the Apple Push Notification service,
-// in the manner of net/http/httptest: for the legacy binary protocol a gateway (Server) and a
-// feedback service (FeedbackServer), and for the HTTP/2 provider API an HTTP2Server that
-// checks requests, certificates and provider tokens like APNs and answers with its reasons.
-//
-// All servers listen on 127.0.0.1 with TLS (version 1.2 or later) and present a certificate
-// for 127.0.0.1, ::1 and localhost signed by a per-process test CA; ClientTLSConfig returns a
-// configuration that trusts it, and ClientCertPEM returns a client certificate the servers
-// accept.
-//
-// The gateway parses notification commands 0 (simple), 1 (enhanced) and 2 (frame) strictly,
-// following Apple's documentation rather than any client, and records what it accepts. It
-// answers only errors, exactly as APNs did: a 6-byte error response (command 8, status,
-// the 4 identifier bytes), after which it reads nothing more from that connection, so every
-// frame the client wrote after the rejected one is discarded, and closes it. A bad command-0
-// frame makes it drop the connection without a response. Tests provoke errors with
-// RejectToken, RejectFunc and per-connection scripts (ConnScript).
-//
-// This file holds the gateway; feedback.go the feedback service; http2.go and jwt.go the
-// HTTP/2 server; cert.go the test PKI.
+// This file owns Server, the mock of the binary gateway (PROTOCOL.md §1), and netServer, the
+// listener and connection tracking that all three servers share.
+
 package apnstest
 
 import (
@@ -25,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -92,9 +76,16 @@ type Server struct {
 	// Addr is the "127.0.0.1:port" the server listens on, set by Start.
 	Addr string
 
-	// RequireClientCert makes the handshake fail unless the client presents a certificate
-	// signed by the package's test CA (ClientCertPEM gives one). Set before Start. Default:
-	// a client certificate is verified if given, not required.
+	// AllowNoClientCert lets clients connect without a certificate (one that is given is
+	// still verified). Set before Start. Default: as Apple's gateway did, the handshake fails
+	// unless the client presents a certificate signed by the package's test CA (ClientCertPEM
+	// gives one), so a client that forgot its certificate is not told "delivered".
+	AllowNoClientCert bool
+
+	// RequireClientCert is the old opt-in to what is now the default.
+	//
+	// Deprecated: a client certificate is required unless AllowNoClientCert is set; this
+	// field has no effect.
 	RequireClientCert bool
 
 	// DiscardNotifications makes the server count accepted notifications without keeping
@@ -109,6 +100,16 @@ type Server struct {
 	// n notifications. The connection waits for Observe; a panic in it is not recovered.
 	Observe func(Notification)
 
+	// ObserveRejected, if set before Start, is called for every notification the server
+	// refuses, whatever refused it: the protocol checks (status 2, 4, 5, 7, 128), a script,
+	// RejectToken or RejectFunc. status is the status of the refusal, sent in the error
+	// response; a command-0 frame has no identifier, so the server drops the connection
+	// instead, and status is 0 when the frame's structure was at fault. It is called
+	// from the goroutine serving the connection, before the response is written; the
+	// notification's slices are the caller's to keep; a panic in it is not recovered.
+	// Sentinel frames are not notifications and do not reach it (see Sentinels).
+	ObserveRejected func(n Notification, status uint8)
+
 	// Listener, if set before Start, is the listener the server serves on instead of a new
 	// one on 127.0.0.1:0; Start takes it over and Close closes it. The server's certificate
 	// is valid only for 127.0.0.1, ::1 and localhost.
@@ -117,12 +118,14 @@ type Server struct {
 	ns netServer
 
 	// Set by Start, then read-only.
-	tlsConf *tls.Config
-	discard bool
-	observe func(Notification)
+	tlsConf         *tls.Config
+	discard         bool
+	observe         func(Notification)
+	observeRejected func(Notification, uint8)
 
-	rules atomic.Pointer[rules] // nil when no rule is set
-	count tally                 // accepted notifications
+	rules     atomic.Pointer[rules] // nil when no rule is set
+	count     tally                 // accepted notifications
+	sentinels atomic.Int64          // sentinel frames answered
 
 	mu       sync.Mutex // guards the fields below, and rules updates
 	scripts  []ConnScript
@@ -156,9 +159,10 @@ func NewUnstartedServer() *Server {
 // was already started or closed, or if it cannot listen.
 func (s *Server) Start() {
 	s.Addr = s.ns.start("Server", s.Listener, func() {
-		s.tlsConf = serverTLSConfig(s.RequireClientCert)
+		s.tlsConf = serverTLSConfig(!s.AllowNoClientCert)
 		s.discard = s.DiscardNotifications
 		s.observe = s.Observe
+		s.observeRejected = s.ObserveRejected
 	}, func(c *trackedConn) func() {
 		sc, ok := s.nextScript()
 		return func() { s.serve(c, sc, ok) }
@@ -195,17 +199,23 @@ func (s *Server) nextScript() (ConnScript, bool) {
 }
 
 // RejectToken makes the server reject every later well-formed notification to token with
-// status, on any connection. A status of 0 removes the rule for token.
-func (s *Server) RejectToken(token []byte, status uint8) {
+// status, on any connection. token is the device token in hexadecimal, as HTTP2Server.Respond
+// takes it (either case). A status of 0 removes the rule for token. It panics if token is not
+// hexadecimal, as a rule that can never match would be a mistake in the test.
+func (s *Server) RejectToken(token string, status uint8) {
+	tok, err := hex.DecodeString(token)
+	if err != nil {
+		panic(fmt.Sprintf("apnstest: RejectToken: token %q is not hexadecimal: %v", token, err))
+	}
 	s.updateRules(func(r *rules) {
 		m := make(map[string]uint8, len(r.tokens)+1)
 		for k, v := range r.tokens {
 			m[k] = v
 		}
 		if status == 0 {
-			delete(m, string(token))
+			delete(m, string(tok))
 		} else {
-			m[string(token)] = status
+			m[string(tok)] = status
 		}
 		r.tokens = m
 	})
@@ -247,12 +257,22 @@ func (s *Server) Notifications() []Notification {
 // Rejected returns the notifications the server refused, in order: with an error response,
 // or, for command 0, by dropping the connection. ID is the identifier the error response
 // named; Token and Payload are set when the frame was parsed far enough to have them.
-// Frames the server discarded unread after an error are not included.
+// Frames the server discarded unread after an error are not included, and neither are
+// sentinel frames, which are the client's end-of-connection marker rather than notifications
+// (see Sentinels).
 func (s *Server) Rejected() []Notification {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Notification(nil), s.rejected...)
 }
+
+// Sentinels returns the number of sentinel frames the server has answered so far. A sentinel
+// is a command-2 frame holding an identifier item and nothing else: a client (apns-go's, on
+// Stop) writes one as the last frame of a connection, so that the error response naming it
+// (status 2, missing device token) confirms every frame before it. It is not a notification,
+// so Rejected and ObserveRejected leave it out; how many a run writes depends on how many
+// connections were open when it stopped.
+func (s *Server) Sentinels() int { return int(s.sentinels.Load()) }
 
 // Count returns the number of notifications accepted so far. It counts also when
 // DiscardNotifications is set.
@@ -273,8 +293,9 @@ func (s *Server) Certificate() *x509.Certificate { return thePKI().server.Leaf }
 func (s *Server) RootCAs() *x509.CertPool { return caPool() }
 
 // ClientTLSConfig returns a new client configuration that trusts the server's certificate,
-// with MinVersion TLS 1.2. It has no client certificate and no ServerName; the certificate
-// is valid for 127.0.0.1, ::1 and localhost.
+// with MinVersion TLS 1.2. It has no client certificate (the server requires one: pass
+// ClientCertPEM's to the client) and no ServerName; the certificate is valid for 127.0.0.1,
+// ::1 and localhost.
 func (s *Server) ClientTLSConfig() *tls.Config { return clientTLSConfig() }
 
 // accept records a notification that passed every check. n's slices alias the read buffer.
@@ -338,11 +359,16 @@ func (t *tally) wait(n int, timeout time.Duration) bool {
 	}
 }
 
-func (s *Server) reject(n *Notification) {
+// reject records a notification refused with status (0: dropped without a response) and
+// tells ObserveRejected. n's slices alias the read buffer.
+func (s *Server) reject(n *Notification, status uint8) {
 	own := n.clone()
 	s.mu.Lock()
 	s.rejected = append(s.rejected, own)
 	s.mu.Unlock()
+	if s.observeRejected != nil {
+		s.observeRejected(n.clone(), status)
+	}
 }
 
 // clone returns n with Token and Payload copied into one new allocation.
@@ -389,9 +415,10 @@ var be = binary.BigEndian
 
 // parsed is the result of parseFrame.
 type parsed struct {
-	n       Notification // Token and Payload alias the parsed bytes
-	size    int          // bytes the frame occupies; set when verdict is 0
-	verdict int          // 0 (accept), an APNs status, or verdictDrop
+	n        Notification // Token and Payload alias the parsed bytes
+	size     int          // bytes the frame occupies; set when verdict is 0
+	verdict  int          // 0 (accept), an APNs status, or verdictDrop
+	sentinel bool         // a command-2 frame holding only an identifier item
 }
 
 // parseFrame parses the frame at the start of b into p. If b is too short to decide, it
@@ -472,7 +499,9 @@ func parseFrame(b []byte, p *parsed) (need int) {
 		if len(b) < size {
 			return size
 		}
-		p.verdict = parseItems(b[5:size], &p.n)
+		var seen uint8
+		p.verdict, seen = parseItems(b[5:size], &p.n)
+		p.sentinel = seen == 1<<3 && p.verdict == statusMissingToken
 		if p.verdict == 0 {
 			p.size = size
 		}
@@ -485,23 +514,23 @@ func parseFrame(b []byte, p *parsed) (need int) {
 }
 
 // parseItems parses the items of a command-2 frame into n and returns 0 or the status to
-// reject the frame with. Structural faults (which make n.ID 0 unless item 3 came before them)
-// are found first, then missing or badly sized fields.
-func parseItems(items []byte, n *Notification) int {
-	var seen uint8 // bit i set once item i was read
+// reject the frame with, and the set of items it read (bit i for item i). Structural faults
+// (which make n.ID 0 unless item 3 came before them) are found first, then missing or badly
+// sized fields.
+func parseItems(items []byte, n *Notification) (verdict int, seen uint8) {
 	var prio []byte
 	for len(items) > 0 {
 		if len(items) < 3 {
-			return statusProtocol
+			return statusProtocol, seen
 		}
 		id, l := items[0], int(be.Uint16(items[1:]))
 		if l > len(items)-3 {
-			return statusProtocol
+			return statusProtocol, seen
 		}
 		data := items[3 : 3+l]
 		items = items[3+l:]
 		if id < 1 || id > 5 || seen&(1<<id) != 0 {
-			return statusProtocol
+			return statusProtocol, seen
 		}
 		seen |= 1 << id
 		switch id {
@@ -511,38 +540,38 @@ func parseItems(items []byte, n *Notification) int {
 			n.Payload = data
 		case 3:
 			if l != 4 {
-				return statusProtocol
+				return statusProtocol, seen
 			}
 			n.ID = be.Uint32(data)
 		case 4:
 			if l != 4 {
-				return statusProtocol
+				return statusProtocol, seen
 			}
 			n.Expiry = be.Uint32(data)
 		case 5:
 			if l != 1 {
-				return statusProtocol
+				return statusProtocol, seen
 			}
 			prio = data
 		}
 	}
 	switch {
 	case seen&(1<<1) == 0:
-		return statusMissingToken
+		return statusMissingToken, seen
 	case len(n.Token) != tokenSize:
-		return statusBadTokenSize
+		return statusBadTokenSize, seen
 	case len(n.Payload) == 0:
-		return statusMissingPayload
+		return statusMissingPayload, seen
 	case len(n.Payload) > maxPayload:
-		return statusBadPayloadSize
+		return statusBadPayloadSize, seen
 	}
 	if prio != nil {
 		if prio[0] != 5 && prio[0] != 10 {
-			return statusProtocol
+			return statusProtocol, seen
 		}
 		n.Priority = prio[0]
 	}
-	return 0
+	return 0, seen
 }
 
 // gwConn is one gateway connection after its handshake. Only its own goroutine touches it.
@@ -606,7 +635,14 @@ func (g *gwConn) run() {
 			v = g.judge(&p.n)
 		}
 		if v != 0 {
-			g.s.reject(&p.n)
+			switch {
+			case p.sentinel:
+				g.s.sentinels.Add(1)
+			case v == verdictDrop:
+				g.s.reject(&p.n, 0)
+			default:
+				g.s.reject(&p.n, uint8(v))
+			}
 			if v != verdictDrop && p.n.Command != 0 {
 				g.respond(uint8(v), p.n.ID)
 			}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,16 +40,36 @@ func dial(t *testing.T, addr string, conf *tls.Config) *tls.Conn {
 	return c
 }
 
+// tryDial is dial without the test's failure. The connection presents the test client
+// certificate unless conf has certificates of its own: see dialNoCert for none.
 func tryDial(addr string, conf *tls.Config) (*tls.Conn, error) {
 	if conf == nil {
 		conf = clientTLSConfig()
 	}
+	if len(conf.Certificates) == 0 {
+		conf = conf.Clone()
+		conf.Certificates = []tls.Certificate{testClientCert()}
+	}
+	return dialNoCert(addr, conf)
+}
+
+// dialNoCert dials with conf as it is.
+func dialNoCert(addr string, conf *tls.Config) (*tls.Conn, error) {
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: guard}, "tcp", addr, conf)
 	if err != nil {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(guard))
 	return c, nil
+}
+
+// testClientCert is ClientCertPEM's certificate.
+func testClientCert() tls.Certificate {
+	pair, err := tls.X509KeyPair(ClientCertPEM())
+	if err != nil {
+		panic(err)
+	}
+	return pair
 }
 
 func write(t *testing.T, c net.Conn, frames ...[]byte) {
@@ -245,7 +266,7 @@ func TestABadCommand0FrameDropsTheConnection(t *testing.T) {
 
 func TestRejectTokenRejectsAndDiscardsWhatFollows(t *testing.T) {
 	s := newTestServer(t)
-	s.RejectToken(token(2), 8)
+	s.RejectToken(hex.EncodeToString(token(2)), 8)
 	c := dial(t, s.Addr, nil)
 	write(t, c, note(1, 1), note(2, 2), note(3, 3))
 	expectResponse(t, c, 8, 2)
@@ -261,7 +282,7 @@ func TestRejectTokenRejectsAndDiscardsWhatFollows(t *testing.T) {
 	c2 := dial(t, s.Addr, nil)
 	write(t, c2, note(4, 3), cmd1(5, 0, token(2), []byte(`{}`)))
 	expectResponse(t, c2, 8, 5)
-	s.RejectToken(token(2), 0)
+	s.RejectToken(hex.EncodeToString(token(2)), 0)
 	c3 := dial(t, s.Addr, nil)
 	write(t, c3, note(6, 2))
 	waitCount(t, s, 3)
@@ -276,7 +297,7 @@ func TestRejectTokenRejectsAndDiscardsWhatFollows(t *testing.T) {
 
 func TestRejectTokenOnCommand0DropsTheConnection(t *testing.T) {
 	s := newTestServer(t)
-	s.RejectToken(token(2), 8)
+	s.RejectToken(hex.EncodeToString(token(2)), 8)
 	c := dial(t, s.Addr, nil)
 	write(t, c, cmd0(token(2), []byte(`{}`)))
 	expectDropped(t, c)
@@ -407,14 +428,12 @@ func TestScriptEvents(t *testing.T) {
 }
 
 func TestRequireClientCert(t *testing.T) {
-	s := NewUnstartedServer()
-	s.RequireClientCert = true
-	s.Start()
+	s := NewServer() // requires a certificate by default
 	defer s.Close()
 
 	// Without a certificate the handshake fails; with TLS 1.3 the client learns it on its
 	// first read.
-	if c, err := tryDial(s.Addr, s.ClientTLSConfig()); err == nil {
+	if c, err := dialNoCert(s.Addr, s.ClientTLSConfig()); err == nil {
 		write(t, c, note(1, 1))
 		n, err := c.Read(make([]byte, 16))
 		var ne net.Error

@@ -154,8 +154,7 @@ func clientTLSConfig() *tls.Config {
 
 // ClientCertPEM returns a PEM-encoded client certificate and its PEM-encoded PKCS #8 private
 // key. The certificate is signed by the package's test CA, so it passes the client
-// certificate check of a Server with RequireClientCert set, and tls.X509KeyPair accepts the
-// pair. Every call returns the same certificate, in new slices the caller may modify.
+// certificate check of every server in the package, and tls.X509KeyPair accepts the pair. Every call returns the same certificate, in new slices the caller may modify.
 func ClientCertPEM() (certPEM, keyPEM []byte) {
 	p := thePKI()
 	return append([]byte(nil), p.clientCert...), append([]byte(nil), p.clientKey...)

@@ -19,6 +19,12 @@ type FeedbackServer struct {
 	// Addr is the "127.0.0.1:port" the server listens on, set by Start.
 	Addr string
 
+	// AllowNoClientCert lets clients connect without a certificate (one that is given is
+	// still verified). Set before Start. Default: as Apple's service did, the handshake fails
+	// unless the client presents a certificate signed by the package's test CA (ClientCertPEM
+	// gives one).
+	AllowNoClientCert bool
+
 	// Listener, if set before Start, is the listener the server serves on instead of a new
 	// one on 127.0.0.1:0; Start takes it over and Close closes it. The server's certificate
 	// is valid only for 127.0.0.1, ::1 and localhost.
@@ -45,7 +51,7 @@ func NewUnstartedFeedbackServer() *FeedbackServer { return &FeedbackServer{} }
 // was already started or closed, or if it cannot listen.
 func (f *FeedbackServer) Start() {
 	var conf *tls.Config
-	f.Addr = f.ns.start("FeedbackServer", f.Listener, func() { conf = serverTLSConfig(false) }, func(c *trackedConn) func() {
+	f.Addr = f.ns.start("FeedbackServer", f.Listener, func() { conf = serverTLSConfig(!f.AllowNoClientCert) }, func(c *trackedConn) func() {
 		return func() { f.serve(c, conf) }
 	})
 }
@@ -81,8 +87,8 @@ func (f *FeedbackServer) Conns() int { return f.ns.conns() }
 func (f *FeedbackServer) RootCAs() *x509.CertPool { return caPool() }
 
 // ClientTLSConfig returns a new client configuration that trusts the server's certificate,
-// with MinVersion TLS 1.2. The gateway Server uses the same certificate, so one configuration
-// works for both.
+// with MinVersion TLS 1.2. It has no client certificate (add ClientCertPEM's). The gateway
+// Server uses the same certificate, so one configuration works for both.
 func (f *FeedbackServer) ClientTLSConfig() *tls.Config { return clientTLSConfig() }
 
 func (f *FeedbackServer) serve(c *trackedConn, conf *tls.Config) {

@@ -95,6 +95,13 @@ type HTTP2Server struct {
 	// The request's Payload is the caller's to keep. A panic in it is not recovered.
 	Observe func(Request)
 
+	// ObserveRejected, if set, is called for every request answered with an error status,
+	// whatever refused it (the protocol and authentication checks, Respond or RespondFunc),
+	// from its handler goroutine, possibly concurrently with other calls, just before the
+	// answer is written. The request's Payload is shared with Rejected and must not be modified.
+	// A panic in it is not recovered.
+	ObserveRejected func(RejectedRequest)
+
 	// Now is the clock for the provider-token time rules. Default: time.Now. It is called
 	// from handler goroutines, possibly concurrently.
 	Now func() time.Time
@@ -112,6 +119,7 @@ type HTTP2Server struct {
 	team    string
 	discard bool
 	observe func(Request)
+	obsRej  func(RejectedRequest)
 	now     func() time.Time
 
 	maxStreams atomic.Int64 // for connections accepted from now on
@@ -217,6 +225,7 @@ func (s *HTTP2Server) Start() {
 		s.team = s.TeamID
 		s.discard = s.DiscardNotifications
 		s.observe = s.Observe
+		s.obsRej = s.ObserveRejected
 		s.now = s.Now
 		if s.now == nil {
 			s.now = time.Now
@@ -650,9 +659,13 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		body.Timestamp = &ms
 	}
 	b, _ := json.Marshal(body)
+	rr := RejectedRequest{Request: req, Status: v.status, Reason: v.reason}
 	s.mu.Lock()
-	s.rejected = append(s.rejected, RejectedRequest{Request: req, Status: v.status, Reason: v.reason})
+	s.rejected = append(s.rejected, rr)
 	s.mu.Unlock()
+	if s.obsRej != nil {
+		s.obsRej(rr)
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(v.status)

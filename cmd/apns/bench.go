@@ -47,6 +47,8 @@ type benchResult struct {
 	PeakHeapBytes uint64  `json:"peak_heap_inuse_bytes"`
 	Delivered     uint64  `json:"delivered"`
 	Rejected      uint64  `json:"rejected"`
+	// Reasons counts the rejections by reason, as demo does.
+	Reasons map[string]int `json:"rejected_by_reason,omitempty"`
 }
 
 func bench(env *cmdEnv, args []string) int {
@@ -75,7 +77,9 @@ func bench(env *cmdEnv, args []string) int {
 	}
 	switch {
 	case *n < 1:
-		return usageError(env, "bench", "-n must be at least 1")
+		return usageError(env, "bench", "-n is %d; want at least 1", *n)
+	case *assumeSent <= 0:
+		return usageError(env, "bench", "-assume-sent is %v; want a positive duration", *assumeSent)
 	case *inflightMiB < 1 || *inflightMiB > 1024:
 		return usageError(env, "bench", "-inflight-mib must be 1 to 1024")
 	case *protocol != "binary" && *protocol != "http2":
@@ -86,6 +90,11 @@ func bench(env *cmdEnv, args []string) int {
 	if conn.gateway != "" {
 		if err := conn.check(); err != nil {
 			return usageError(env, "bench", "%v", err)
+		}
+	}
+	if *svgFile != "" { // before the runs, which may take minutes
+		if err := checkWritable(*svgFile); err != nil {
+			return usageError(env, "bench", "-svg: %v", err)
 		}
 	}
 
@@ -100,7 +109,7 @@ func bench(env *cmdEnv, args []string) int {
 		r.PayloadBytes = *payloadSize
 		results = append(results, r)
 		if !*jsonOut {
-			fmt.Fprintf(env.stderr, "apns bench: %d workers: %.0f/s\n", w, r.PerSecond)
+			fmt.Fprintf(env.stderr, "apns bench: %s: %.0f/s\n", count(w, "worker"), r.PerSecond)
 		}
 	}
 	if *svgFile != "" {
@@ -115,12 +124,53 @@ func bench(env *cmdEnv, args []string) int {
 	} else {
 		printBench(env, results, conn.gateway)
 	}
+	code := exitOK
 	for _, r := range results {
 		if r.Rejected > 0 || r.Delivered < uint64(r.N) {
-			return exitRejected
+			fmt.Fprintf(env.stderr, "apns bench: the run with %s delivered %d of %d: %d rejected or not sent%s\n",
+				count(r.Workers, "worker"), r.Delivered, r.N, r.Rejected, describeReasons(r.Reasons))
+			code = exitRejected
 		}
 	}
-	return exitOK
+	return code
+}
+
+// describeReasons lists rejection counts by reason, most frequent first: " (status 8
+// (invalid token): 3)".
+func describeReasons(reasons map[string]int) string {
+	if len(reasons) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(reasons))
+	for k := range reasons {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if reasons[a] != reasons[b] {
+			return reasons[b] - reasons[a]
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s: %d", k, reasons[k])
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// checkWritable reports why name cannot be written, without changing it: a file that did not
+// exist is removed again.
+func checkWritable(name string) error {
+	_, statErr := os.Stat(name)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if errors.Is(statErr, os.ErrNotExist) {
+		return os.Remove(name)
+	}
+	return nil
 }
 
 // parseCounts parses a comma-separated list of positive numbers.
@@ -164,6 +214,15 @@ func benchRun(env *cmdEnv, conn *connFlags, protocol string, workers, n int, pay
 	if err != nil {
 		return res, err
 	}
+	var mu sync.Mutex
+	client.SetRejectionCallback(func(r *apns.Rejection) {
+		mu.Lock()
+		defer mu.Unlock()
+		if res.Reasons == nil {
+			res.Reasons = map[string]int{}
+		}
+		res.Reasons[rejectionReason(r)]++
+	})
 	if err := client.Start(workers); err != nil {
 		return res, err
 	}
@@ -279,12 +338,12 @@ func roundDuration(d time.Duration) time.Duration {
 }
 
 func printBench(env *cmdEnv, results []benchResult, gateway string) {
-	where := "in-process apnstest gateway (allocations and heap include the mock's)"
+	where := "the in-process apnstest gateway (allocations and heap include the mock's)"
 	if gateway != "" {
-		where = gateway
+		where = "the gateway at " + gateway
 	}
 	r0 := results[0]
-	fmt.Fprintf(env.stdout, "%s: %d notifications of %d bytes per run, to the %s\n", r0.Protocol, r0.N, r0.PayloadBytes, where)
+	fmt.Fprintf(env.stdout, "%s: %s of %s per run, to %s\n", r0.Protocol, count(r0.N, "notification"), count(r0.PayloadBytes, "byte"), where)
 	tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workers\tmsgs/s\tSend p50\tSend p99\tallocs/msg\tpeak heap\t")
 	for _, r := range results {

@@ -84,6 +84,8 @@ func (c *connFlags) check() error {
 		return errors.New("-p8 needs -key-id, -team-id and -topic")
 	case c.p8 != "" && c.protocol == "binary":
 		return errors.New("-p8 works only with the HTTP/2 API, not -protocol binary")
+	case c.protocol == "binary" && isURL(c.gateway):
+		return fmt.Errorf("-gateway %s is an https:// URL, which means the HTTP/2 API; for -protocol binary give host:port, e.g. 127.0.0.1:2195", c.gateway)
 	case c.p8 == "" && c.cert == "" && !c.insecure && c.gateway == "":
 		if c.tokenAuth {
 			return errors.New("give -cert and -key, or -p8, -key-id, -team-id and -topic")
@@ -91,6 +93,11 @@ func (c *connFlags) check() error {
 		return errors.New("give -cert and -key")
 	}
 	return nil
+}
+
+// isURL reports whether gateway is an https:// URL, which means the HTTP/2 API.
+func isURL(gateway string) bool {
+	return strings.HasPrefix(strings.ToLower(gateway), "https://")
 }
 
 // address returns the gateway to connect to: -gateway, or Apple's production or sandbox host
@@ -117,7 +124,7 @@ func (c *connFlags) isHTTP2() bool {
 	switch {
 	case c.protocol == "binary":
 		return false
-	case c.protocol == "http2", c.p8 != "", c.gateway == "", strings.HasPrefix(c.gateway, "https://"):
+	case c.protocol == "http2", c.p8 != "", c.gateway == "", isURL(c.gateway):
 		return true
 	}
 	host, _, err := net.SplitHostPort(c.gateway)

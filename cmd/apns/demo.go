@@ -63,8 +63,19 @@ func demo(env *cmdEnv, args []string) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if *n < 0 || *workers < 1 || *rejectEvery < 0 || *protocol != "binary" && *protocol != "http2" {
-		return usageError(env, "demo", "-n and -reject-every must not be negative, -workers at least 1, -protocol binary or http2")
+	switch {
+	case *n < 0:
+		return usageError(env, "demo", "-n is %d; want 0 or more", *n)
+	case *workers < 1:
+		return usageError(env, "demo", "-workers is %d; want at least 1", *workers)
+	case *rejectEvery < 0:
+		return usageError(env, "demo", "-reject-every is %d; want 0 (none) or more", *rejectEvery)
+	case *assumeSent <= 0:
+		return usageError(env, "demo", "-assume-sent is %v; want a positive duration", *assumeSent)
+	case *interval < 0:
+		return usageError(env, "demo", "-progress is %v; want 0 (none) or a positive duration", *interval)
+	case *protocol != "binary" && *protocol != "http2":
+		return usageError(env, "demo", "-protocol is %q; want binary or http2", *protocol)
 	}
 
 	gw := newMockGateway(*protocol)
@@ -168,8 +179,8 @@ func demo(env *cmdEnv, args []string) int {
 
 func printDemo(env *cmdEnv, res *demoResult, sent, total, stopTime time.Duration) {
 	w := env.stdout
-	fmt.Fprintf(w, "sent       %d notifications over %s with %d workers: Send took %v, Start to Stop %v (%.0f/s end to end)\n",
-		res.Sent, res.Protocol, res.Workers, sent.Round(time.Millisecond), total.Round(time.Millisecond), res.PerSecond)
+	fmt.Fprintf(w, "sent       %s over %s with %s: Send took %v, Start to Stop %v (%.0f/s end to end)\n",
+		count(res.Sent, "notification"), res.Protocol, count(res.Workers, "worker"), sent.Round(time.Millisecond), total.Round(time.Millisecond), res.PerSecond)
 	fmt.Fprintf(w, "delivered  %d (the mock gateway counted %d)\n", res.Delivered, res.GatewayCount)
 	fmt.Fprintf(w, "rejected   %d\n", res.Rejected)
 	reasons := make([]string, 0, len(res.Reasons))
@@ -180,7 +191,7 @@ func printDemo(env *cmdEnv, res *demoResult, sent, total, stopTime time.Duration
 	for _, r := range reasons {
 		fmt.Fprintf(w, "  %s: %d\n", r, res.Reasons[r])
 	}
-	fmt.Fprintf(w, "replayed   %d (frames written again after rejections; HTTP/2: retries), %d reconnects\n", res.Replayed, res.Reconnects)
+	fmt.Fprintf(w, "replayed   %d (frames written again after rejections; HTTP/2: retries), %s\n", res.Replayed, count(res.Reconnects, "reconnect"))
 	if res.AssumeSent != "" {
 		fmt.Fprintf(w, "stop       %v (a sentinel frame confirmed each connection's last frames; unanswered, Stop waits out the assume-sent timeout, %s)\n", roundDuration(stopTime), res.AssumeSent)
 	} else {
@@ -194,7 +205,7 @@ func printDemo(env *cmdEnv, res *demoResult, sent, total, stopTime time.Duration
 	if res.Protocol == "http2" {
 		source = "answered 410 (HTTP/2 has no feedback service)"
 	}
-	fmt.Fprintf(w, "feedback   %d bad tokens %s:\n", len(res.Feedback), source)
+	fmt.Fprintf(w, "feedback   %s %s:\n", count(len(res.Feedback), "bad token"), source)
 	for _, t := range res.Feedback[:min(len(res.Feedback), 3)] {
 		fmt.Fprintf(w, "  %s since %s\n", shortToken(t.Token), t.Timestamp.Format(time.RFC3339))
 	}
@@ -257,7 +268,6 @@ func newMockGateway(protocol string) *mockGateway {
 	s.DiscardNotifications = true
 	s.Start()
 	return &mockGateway{addr: s.Addr, tlsConfig: s.ClientTLSConfig(), count: s.Count, waitCount: s.WaitCount, close: s.Close, reject: func(tok string) {
-		b, _ := hex.DecodeString(tok)
-		s.RejectToken(b, 8)
+		s.RejectToken(tok, 8)
 	}}
 }

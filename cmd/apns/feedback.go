@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,7 +28,7 @@ func feedback(env *cmdEnv, args []string) int {
 	fs.Lookup("gateway").Usage = "feedback service `ADDR` (host:port) instead of Apple's"
 	watch := fs.Bool("watch", false, "poll every -interval until interrupted")
 	interval := fs.Duration("interval", 10*time.Minute, "poll interval with -watch")
-	timeout := fs.Duration("timeout", 30*time.Second, "without -watch: bound on connecting and reading")
+	timeout := fs.Duration("timeout", 30*time.Second, "bound on connecting (TCP and TLS handshake, per attempt) and, without -watch, on the whole poll")
 	jsonOut := fs.Bool("json", false, "print JSON")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -35,8 +36,13 @@ func feedback(env *cmdEnv, args []string) int {
 	if err := conn.check(); err != nil {
 		return usageError(env, "feedback", "%v", err)
 	}
-	if *interval <= 0 || *timeout <= 0 {
-		return usageError(env, "feedback", "-interval and -timeout must be positive")
+	switch {
+	case *interval <= 0:
+		return usageError(env, "feedback", "-interval is %v; want a positive duration", *interval)
+	case *timeout <= 0:
+		return usageError(env, "feedback", "-timeout is %v; want a positive duration", *timeout)
+	case isURL(conn.gateway):
+		return usageError(env, "feedback", "-gateway %s is an https:// URL, which means the HTTP/2 API; it has no feedback service (push reports its 410 answers); give the feedback service's host:port", conn.gateway)
 	}
 	addr := conn.gateway
 	if addr == "" {
@@ -47,8 +53,9 @@ func feedback(env *cmdEnv, args []string) int {
 	}
 
 	conn.protocol = "binary" // the client only carries the certificate and TLS settings
+	dialTimeout := apns.WithDialTimeout(*timeout)
 	if !*watch {
-		client, err := conn.client(addr)
+		client, err := conn.client(addr, dialTimeout)
 		if err != nil {
 			return fail(env, "feedback", exitUsage, err)
 		}
@@ -56,6 +63,9 @@ func feedback(env *cmdEnv, args []string) int {
 		ctx, cancel := context.WithTimeout(env.ctx, *timeout)
 		defer cancel()
 		tokens, err := client.ReadFeedback(ctx, addr)
+		if errors.Is(err, context.DeadlineExceeded) && env.ctx.Err() == nil {
+			err = fmt.Errorf("no answer from the feedback service at %s within -timeout %v (the TLS handshake or the read did not finish): %w", addr, *timeout, err)
+		}
 		if err != nil {
 			return fail(env, "feedback", exitUsage, err)
 		}
@@ -81,7 +91,7 @@ func feedback(env *cmdEnv, args []string) int {
 	onError := apns.WithErrorHandler(func(err error) {
 		fmt.Fprintf(env.stderr, "apns feedback: %s %v\n", time.Now().Format("15:04:05"), err)
 	})
-	client, err := conn.client(addr, onError)
+	client, err := conn.client(addr, onError, dialTimeout)
 	if err != nil {
 		return fail(env, "feedback", exitUsage, err)
 	}

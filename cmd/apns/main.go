@@ -175,6 +175,15 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// count writes n and the noun, in the plural unless n is 1: count(1, "token") is "1 token",
+// count(2, "token") "2 tokens".
+func count[N int | uint64](n N, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // shortToken abbreviates a hexadecimal device token for human output: its first 8 and last 4
 // digits.
 func shortToken(tok string) string {

@@ -292,9 +292,7 @@ func TestBuildPayload(t *testing.T) {
 }
 
 func TestPushOverBinaryWithCertificateAndCA(t *testing.T) {
-	s := apnstest.NewUnstartedServer()
-	s.RequireClientCert = true
-	s.Start()
+	s := apnstest.NewServer() // requires a client certificate by default
 	defer s.Close()
 	ca, cert, key := pki(t)
 	code, out, stderr := runCmd(t, "", "push", "-gateway", s.Addr, "-ca", ca, "-cert", cert, "-key", key,
@@ -318,8 +316,7 @@ func TestPushOverBinaryWithCertificateAndCA(t *testing.T) {
 func TestPushRejectionOverBinaryExitsWith1AndPrintsTheReason(t *testing.T) {
 	s := apnstest.NewServer()
 	defer s.Close()
-	bad := bytes.Repeat([]byte{7}, 32)
-	s.RejectToken(bad, 8)
+	s.RejectToken(tok(7), 8)
 	ca, cert, key := pki(t)
 	code, out, stderr := runCmd(t, "", "push", "-gateway", s.Addr, "-ca", ca, "-cert", cert, "-key", key,
 		"-token", tok(7), "-alert", "hello")

@@ -30,7 +30,11 @@ service and the HTTP/2 API, on loopback. It writes the files a client needs to c
 client.pem and client-key.pem, a client certificate; AuthKey_MOCKKEY001.p8, a token signing
 key (key ID MOCKKEY001, team ID MOCKTEAM01). It prints the addresses and files on stderr
 (with -json also as a first JSON line on stdout), then one JSON line on stdout for every
-notification it receives, accepted or rejected.
+notification it receives, accepted or rejected, whatever rejected it: the rules below or the
+mock's own checks (binary: malformed frames, status 2, 4, 5, 7, 128; HTTP/2: 403 for a missing
+or bad provider token, 400 MissingTopic, ...), each with its status and reason. Like Apple's,
+the binary gateway and the feedback service refuse a client without a certificate in the TLS
+handshake; no notification is read, so no line is logged.
 
 Rejections are scripted with -reject TOKEN[:STATUS] (repeatable) and -reject-every K. STATUS
 is a binary status (default 8, invalid token); the HTTP/2 API answers its nearest equivalent
@@ -140,8 +144,11 @@ func mock(env *cmdEnv, args []string) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if rules.every < 0 || *everyStatus == 0 || *everyStatus > 255 {
-		return usageError(env, "mock", "-reject-every must not be negative, -reject-status 1-255")
+	switch {
+	case rules.every < 0:
+		return usageError(env, "mock", "-reject-every is %d; want 0 (none) or more", rules.every)
+	case *everyStatus == 0 || *everyStatus > 255:
+		return usageError(env, "mock", "-reject-status is %d; want a binary status, 1 to 255", *everyStatus)
 	}
 	rules.status = uint8(*everyStatus)
 
@@ -187,6 +194,7 @@ func mock(env *cmdEnv, args []string) int {
 	m.gateway.Listener = lns[0]
 	m.gateway.DiscardNotifications = true
 	m.gateway.Observe = m.observeBinary
+	m.gateway.ObserveRejected = m.observeBinaryRejected
 	m.gateway.RejectFunc(m.judgeBinary)
 	m.gateway.Start()
 	defer m.gateway.Close()
@@ -197,6 +205,7 @@ func mock(env *cmdEnv, args []string) int {
 	m.http2.Keys = map[string]*ecdsa.PublicKey{mockKeyID: &tokenKey.PublicKey}
 	m.http2.TeamID = mockTeamID
 	m.http2.Observe = m.observeHTTP2
+	m.http2.ObserveRejected = m.observeHTTP2Rejected
 	m.http2.RespondFunc(m.judgeHTTP2)
 	m.http2.ObserveBroadcast(m.observeBroadcast)
 	m.http2.Start()
@@ -294,14 +303,18 @@ func (m *mockServers) observeBinary(n apnstest.Notification) {
 	m.log(binaryEvent(&n, true, 0))
 }
 
-// judgeBinary is the binary gateway's RejectFunc: it applies the rules and logs rejections.
+// observeBinaryRejected logs every notification the binary gateway refused, whether for the
+// rules or for its own checks.
+func (m *mockServers) observeBinaryRejected(n apnstest.Notification, status uint8) {
+	m.log(binaryEvent(&n, false, status))
+}
+
+// judgeBinary is the binary gateway's RejectFunc: it applies the rules. The gateway reports
+// the rejections to observeBinaryRejected.
 func (m *mockServers) judgeBinary(n apnstest.Notification) uint8 {
 	status := m.rules.decide(hex.EncodeToString(n.Token))
-	if status != 0 {
-		m.log(binaryEvent(&n, false, status))
-		if status == uint8(apns.StatusInvalidToken) {
-			m.feedback.Add(n.Token, time.Now())
-		}
+	if status == uint8(apns.StatusInvalidToken) {
+		m.feedback.Add(n.Token, time.Now())
 	}
 	return status
 }
@@ -313,7 +326,12 @@ func binaryEvent(n *apnstest.Notification, accepted bool, status uint8) *mockEve
 	if n.Expiry != 0 {
 		e.Expiry = strconv.FormatUint(uint64(n.Expiry), 10)
 	}
-	if status != 0 {
+	switch {
+	case !accepted && status == 0:
+		e.Reason = "malformed command-0 frame (connection dropped: command 0 has no identifier to name)"
+	case status != 0 && n.Command == 0:
+		e.Reason = apns.Status(status).String() + " (connection dropped: command 0 has no identifier to name)"
+	case status != 0:
 		e.Reason = apns.Status(status).String()
 	}
 	return e
@@ -323,14 +341,20 @@ func (m *mockServers) observeHTTP2(r apnstest.Request) {
 	m.log(http2Event(&r, true, nil))
 }
 
-// judgeHTTP2 is the HTTP/2 server's RespondFunc: it applies the rules and logs rejections.
+// observeHTTP2Rejected logs every request the HTTP/2 server answered with an error, whether
+// for the rules or for its own checks.
+func (m *mockServers) observeHTTP2Rejected(r apnstest.RejectedRequest) {
+	m.log(http2Event(&r.Request, false, &apnstest.Response{Status: r.Status, Reason: r.Reason}))
+}
+
+// judgeHTTP2 is the HTTP/2 server's RespondFunc: it applies the rules. The server reports the
+// rejections to observeHTTP2Rejected.
 func (m *mockServers) judgeHTTP2(r apnstest.Request) *apnstest.Response {
 	status := m.rules.decide(r.Token)
 	if status == 0 {
 		return nil
 	}
 	resp := http2Answer(status)
-	m.log(http2Event(&r, false, &resp))
 	if resp.Status == 410 {
 		if tok, err := hex.DecodeString(r.Token); err == nil {
 			m.feedback.Add(tok, time.Now())

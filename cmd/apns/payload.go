@@ -34,6 +34,9 @@ func (p *payloadFlags) register(fs *flag.FlagSet) {
 // buildPayload returns the payload the flags describe. It is the single place that knows the
 // payload's shape.
 func buildPayload(p *payloadFlags) (map[string]any, error) {
+	if p.badge < -1 {
+		return nil, fmt.Errorf("-badge is %d; want 0 or more (0 removes the badge; -1, the default, leaves it alone)", p.badge)
+	}
 	payload := map[string]any{}
 	if p.json != "" {
 		text := []byte(p.json)

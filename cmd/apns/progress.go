@@ -28,8 +28,8 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// progress reports count() out of total on w while a batch runs. Its fields are owned by the
-// goroutine that draws, or by the caller before start and after stop.
+// progress reports count() out of total on w while a batch runs. Its fields are set before
+// start; mu serialises drawing with above.
 type progress struct {
 	w     io.Writer
 	tty   bool
@@ -37,9 +37,11 @@ type progress struct {
 	total int    // 0: unknown
 	count func() int
 
-	begin  time.Time
+	mu     sync.Mutex
+	begin  time.Time // guarded by mu, like the fields below
 	last   int
 	lastAt time.Time
+	drawn  bool // a bar is on the terminal's current line
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -55,8 +57,14 @@ func newProgress(w io.Writer, what string, total int, count func() int) *progres
 // every interval. interval 0 means no display at all. stop ends it.
 func startProgress(w io.Writer, interval time.Duration, what string, total int, count func() int) *progress {
 	p := newProgress(w, what, total, count)
+	p.start(interval)
+	return p
+}
+
+// start starts drawing, as startProgress does. It is called at most once.
+func (p *progress) start(interval time.Duration) {
 	if interval <= 0 {
-		return p
+		return
 	}
 	if p.tty {
 		interval = ttyRefresh
@@ -76,7 +84,20 @@ func startProgress(w io.Writer, interval time.Duration, what string, total int, 
 			}
 		}
 	}()
-	return p
+}
+
+// above runs print, which writes whole lines to the terminal (stdout, say), with the bar's
+// line cleared first, so that the lines do not land inside the bar; the next tick draws the
+// bar again below them. Elsewhere, or with no bar drawn, it just runs print. Safe to call
+// from any goroutine.
+func (p *progress) above(print func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.drawn = false
+	}
+	print()
 }
 
 // stop ends the display, drawing the final state once more (and ending the bar's line on a
@@ -90,13 +111,18 @@ func (p *progress) stop() {
 	p.done = nil
 	p.draw(time.Now())
 	if p.tty {
+		p.mu.Lock()
 		fmt.Fprintln(p.w)
+		p.drawn = false
+		p.mu.Unlock()
 	}
 }
 
 // draw writes the state at now: the bar on a terminal, a line elsewhere. The rate is the
 // one since the previous draw.
 func (p *progress) draw(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	k := p.count()
 	rate := 0.0
 	if dt := now.Sub(p.lastAt).Seconds(); dt > 0 {
@@ -113,6 +139,7 @@ func (p *progress) draw(now time.Time) {
 		return
 	}
 	// \r returns to the line's start, \x1b[K clears what is left of a longer previous line.
+	p.drawn = true
 	if p.total > 0 {
 		fmt.Fprintf(p.w, "\r%s %5.1f%% %d/%d %s  %8.0f/s  %v\x1b[K", bar(k, p.total, 30), percent(k, p.total), k, p.total, p.what, rate, elapsed)
 	} else {

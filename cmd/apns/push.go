@@ -74,6 +74,7 @@ func push(env *cmdEnv, args []string) int {
 	workers := fs.Int("workers", 1, "connections to the gateway")
 	assumeSent := fs.Duration("assume-sent", apns.WORKER_ASSUME_SENT_TIMEOUT, "binary: how long a notification waits for an error response before it counts as delivered (Stop confirms the last ones with a sentinel frame instead when the gateway answers it)")
 	interval := fs.Duration("progress", time.Second, "interval of progress lines for bulk sends when stderr is not a terminal (0: none)")
+	timeout := fs.Duration("timeout", apns.DefaultDialTimeout, "how long each attempt to connect (TCP and TLS handshake) may take; the client tries 3 times")
 	jsonOut := fs.Bool("json", false, "print the summary and rejections as JSON")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -81,8 +82,19 @@ func push(env *cmdEnv, args []string) int {
 	if err := conn.check(); err != nil {
 		return usageError(env, "push", "%v", err)
 	}
-	if *workers < 1 {
-		return usageError(env, "push", "-workers must be at least 1")
+	switch {
+	case *workers < 1:
+		return usageError(env, "push", "-workers is %d; want at least 1", *workers)
+	case *expiry < 0:
+		return usageError(env, "push", "-expiry is %v; want 0 (no storing) or a positive duration", *expiry)
+	case *assumeSent <= 0:
+		return usageError(env, "push", "-assume-sent is %v; want a positive duration", *assumeSent)
+	case *interval < 0:
+		return usageError(env, "push", "-progress is %v; want 0 (none) or a positive duration", *interval)
+	case *timeout <= 0:
+		return usageError(env, "push", "-timeout is %v; want a positive duration", *timeout)
+	case *priority != 10 && *priority != 5 && *priority != 1:
+		return usageError(env, "push", "-priority is %d; want 10, 5 or (HTTP/2 only) 1", *priority)
 	}
 	payload, err := buildPayload(&pf)
 	if err != nil {
@@ -107,11 +119,25 @@ func push(env *cmdEnv, args []string) int {
 	} else if *pushType != "" || *collapseID != "" {
 		return usageError(env, "push", "-push-type and -collapse-id need the HTTP/2 API")
 	} else if *priority != apns.PRIORITY_IMMEDIATE && *priority != apns.PRIORITY_DELAYED {
-		return usageError(env, "push", "-priority must be 10 or 5 for the binary protocol")
+		return usageError(env, "push", "-priority is %d; the binary protocol takes 10 or 5", *priority)
 	}
-	client, err := conn.client(conn.address(), errorLog(env, "push"), apns.WithAssumeSentTimeout(*assumeSent))
+	client, err := conn.client(conn.address(), errorLog(env, "push"), apns.WithAssumeSentTimeout(*assumeSent),
+		apns.WithDialTimeout(*timeout))
 	if err != nil {
 		return fail(env, "push", exitUsage, err)
+	}
+	// HTTP/2 answers every notification, so progress counts answers; the binary protocol
+	// answers only rejections, so it counts what the client has queued.
+	var prog *progress
+	if len(tokens) > 1 && http2 {
+		prog = newProgress(env.stderr, "answered", len(tokens), func() int {
+			st := client.Stats()
+			return int(st.Delivered + st.Rejected + st.Unsent)
+		})
+	} else if len(tokens) > 1 {
+		prog = newProgress(env.stderr, "queued", len(tokens), func() int { return int(client.Stats().Accepted) })
+	} else {
+		prog = newProgress(env.stderr, "", 0, nil)
 	}
 	var mu sync.Mutex
 	client.SetRejectionCallback(func(r *apns.Rejection) {
@@ -120,25 +146,17 @@ func push(env *cmdEnv, args []string) int {
 		res.Rejections = append(res.Rejections, rej)
 		mu.Unlock()
 		if !*jsonOut {
-			fmt.Fprintf(env.stdout, "rejected  %s  %s\n", shortToken(rej.Token), describeRejection(&rej))
+			prog.above(func() {
+				fmt.Fprintf(env.stdout, "rejected  %s  %s\n", shortToken(rej.Token), describeRejection(&rej))
+			})
 		}
 	})
 	begin := time.Now()
 	if err := client.Start(*workers); err != nil {
 		return fail(env, "push", exitUsage, err)
 	}
-	// HTTP/2 answers every notification, so progress counts answers; the binary protocol
-	// answers only rejections, so it counts what the client has queued.
-	var prog *progress
-	if len(tokens) > 1 && http2 {
-		prog = startProgress(env.stderr, *interval, "answered", len(tokens), func() int {
-			st := client.Stats()
-			return int(st.Delivered + st.Rejected + st.Unsent)
-		})
-	} else if len(tokens) > 1 {
-		prog = startProgress(env.stderr, *interval, "queued", len(tokens), func() int { return int(client.Stats().Accepted) })
-	} else {
-		prog = newProgress(env.stderr, "", 0, nil)
+	if len(tokens) > 1 {
+		prog.start(*interval)
 	}
 
 	n := apns.Notification{Payload: payload, PushType: *pushType, Priority: *priority, CollapseID: *collapseID}
@@ -190,8 +208,8 @@ func push(env *cmdEnv, args []string) int {
 			return fail(env, "push", exitUsage, err)
 		}
 	} else {
-		fmt.Fprintf(env.stdout, "%d delivered, %d rejected, %d unsent, %d invalid tokens, of %d (%s, %v)\n",
-			res.Delivered, res.Rejected, res.Unsent, res.Invalid, res.Tokens, res.Protocol,
+		fmt.Fprintf(env.stdout, "%d delivered, %d rejected, %d unsent, %s, of %s (%s, %v)\n",
+			res.Delivered, res.Rejected, res.Unsent, count(res.Invalid, "invalid token"), count(res.Tokens, "token"), res.Protocol,
 			time.Duration(res.Millis)*time.Millisecond)
 	}
 	if res.Rejected+res.Unsent > 0 || res.Invalid > 0 || interrupted {

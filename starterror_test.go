@@ -1,0 +1,105 @@
+package apns_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+)
+
+// silentGateway accepts TCP connections and never says a word, as a gateway that hangs in the
+// TLS handshake would. It returns its address; the connections close with the test.
+func silentGateway(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// When the gateway never completes the TLS handshake, Start's error says so, with the address,
+// the timeout and the number of attempts, instead of only "context deadline exceeded".
+func TestStartAgainstASilentGatewaySaysTheHandshakeTimedOut(t *testing.T) {
+	addr := silentGateway(t)
+	for _, tc := range []struct {
+		name    string
+		gateway string
+		proto   apns.Protocol
+	}{
+		{"binary", addr, apns.ProtocolBinary},
+		{"http2", "https://" + addr, apns.ProtocolHTTP2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := apns.CreateClient(tc.gateway, nil, nil, true,
+				apns.WithProtocol(tc.proto), apns.WithDialTimeout(100*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop(t, c)
+			err = c.Start(2)
+			if err == nil {
+				t.Fatal("Start succeeded against a silent gateway")
+			}
+			msg := err.Error()
+			for _, want := range []string{addr, "TLS handshake timed out", "100ms per attempt", "3 attempts"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("Start error %q; want it to contain %q", msg, want)
+				}
+			}
+			if strings.Count(msg, "context deadline exceeded") != 1 {
+				t.Errorf("Start error %q; want the cause once, not once per connection", msg)
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("errors.Is(%v, context.DeadlineExceeded) = false; want true", err)
+			}
+		})
+	}
+}
+
+// A gateway that refuses the connection is not reported as a handshake timeout.
+func TestStartAgainstAClosedPortIsNotCalledATimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c, err := apns.CreateClient(addr, nil, nil, true, apns.WithProtocol(apns.ProtocolBinary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t, c)
+	if err := c.Start(1); err == nil || strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("Start = %v; want a refused connection, not a timeout", err)
+	}
+}
