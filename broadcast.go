@@ -235,14 +235,14 @@ func newBroadcastRequest(n *BroadcastNotification, defaultBundle string, knownPo
 		return nil, ErrPayloadEmpty
 	}
 	if len(body) > MaxBroadcastPayloadSize {
-		return nil, ErrPayloadTooLarge
+		return nil, payloadTooLarge(len(body), MaxBroadcastPayloadSize, "a broadcast allows")
 	}
 	prio := n.Priority
 	if prio == 0 {
 		prio = PRIORITY_IMMEDIATE
 	}
 	if prio != PRIORITY_IMMEDIATE && prio != PRIORITY_DELAYED {
-		return nil, ErrInvalidPriority
+		return nil, invalidPriority(prio, "a broadcast takes 10 (immediate) or 5 (power-saving)")
 	}
 	var exp uint32
 	if !n.Expiration.IsZero() {
