@@ -874,15 +874,20 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 		k.failed(cc, err)
 		return nil, auth, 0, err
 	}
+	// From here on the request has its answer: the status is final, whatever becomes of the
+	// body. A 200 whose body cannot be read was delivered; a rejection whose body cannot be
+	// read is judged by its status and what of the body arrived. Sending it again could
+	// deliver it twice.
 	bp := responseBuffers.Get().(*[]byte)
 	defer responseBuffers.Put(bp)
-	body, err := readBody(res.Body, *bp)
+	body, rerr := readBody(res.Body, *bp)
 	res.Body.Close()
-	if err != nil {
-		return nil, auth, 0, err
+	if rerr != nil && ctx.Err() == nil {
+		k.failed(cc, rerr)
+		h.c.reportError(fmt.Errorf("apns: reading the body of a %d answer: %w", res.StatusCode, rerr))
 	}
 	resp, perr := parseResponse(res.StatusCode, res.Header.Get("Apns-Id"), body)
-	if perr != nil {
+	if perr != nil && rerr == nil {
 		h.c.reportError(perr)
 	}
 	var after time.Duration
@@ -908,7 +913,8 @@ func (*requestBody) Close() error { return nil }
 // responseBuffers holds buffers of maxResponseBody bytes for reading answers.
 var responseBuffers = sync.Pool{New: func() any { b := make([]byte, maxResponseBody); return &b }}
 
-// readBody reads up to len(buf) bytes of body into buf, and ignores the rest.
+// readBody reads up to len(buf) bytes of body into buf, and ignores the rest. On a read
+// error it returns what it read before it with the error.
 func readBody(body io.Reader, buf []byte) ([]byte, error) {
 	n := 0
 	for n < len(buf) {
@@ -918,7 +924,7 @@ func readBody(body io.Reader, buf []byte) ([]byte, error) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return buf[:n], err
 		}
 	}
 	return buf[:n], nil
