@@ -47,7 +47,7 @@ type Client struct {
 	cb        BadMessageCallback
 	rejectCB  func(*Rejection)
 	feedbacks []*FeedbackClient
-	events    *dispatcher // nil until Start
+	events    *dispatcher // nil until Start; once set while !stopped, Stop closes it (see startH2)
 
 	senders sync.WaitGroup // Sends between their stopped check and their enqueue
 	workers sync.WaitGroup
@@ -247,6 +247,9 @@ func (c *Client) Start(workerCount int) error {
 	}
 	c.started = true // claims Start; undone below if no connection opens
 	c.mu.Unlock()
+	if hook := c.set.startClaimed; hook != nil {
+		hook()
+	}
 	if c.h2 != nil {
 		return c.startH2(workerCount)
 	}
@@ -292,9 +295,17 @@ func (c *Client) Start(workerCount int) error {
 	return nil
 }
 
+// startH2 is Start's work for the HTTP/2 API. The dispatcher has one owner at any time: it
+// is made under c.mu only while Stop has not begun, and from then on Stop closes it, unless
+// Start takes it back, under c.mu and before Stop has begun, to close it itself.
 func (c *Client) startH2(n int) error {
 	c.mu.Lock()
-	c.events = newDispatcher(c)
+	if c.stopped { // Stop ran since Start claimed the start, and found no dispatcher
+		c.mu.Unlock()
+		return ErrStopped
+	}
+	events := newDispatcher(c) // before the dial, whose errors it reports
+	c.events = events
 	c.mu.Unlock()
 	conns, err := c.h2.dial(n)
 	c.mu.Lock()
@@ -303,15 +314,15 @@ func (c *Client) startH2(n int) error {
 		c.mu.Unlock()
 		return nil
 	}
-	stopped, events := c.stopped, c.events
-	if !stopped {
+	stopped := c.stopped
+	if !stopped { // taken back: Stop will find no dispatcher
 		c.events, c.started = nil, false
 	}
 	c.mu.Unlock()
 	for _, k := range conns {
 		k.close()
 	}
-	if stopped { // Stop ran meanwhile and closed the dispatcher
+	if stopped { // Stop closes the dispatcher (or has)
 		return ErrStopped
 	}
 	events.close()

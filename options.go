@@ -33,6 +33,7 @@ type settings struct {
 	clock             func() time.Time
 	noSentinel        bool   // tests and benchmarks: Stop waits out the assume-sent timeout
 	firstID           uint32 // tests: the first identifier each binary worker gives
+	startClaimed      func() // tests: run by Start once it has claimed the start, before it starts the transport
 	logger            *slog.Logger
 }
 
