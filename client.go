@@ -376,7 +376,9 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 // first, the notification is not queued and ctx's error is returned.
 //
 // On a client of the HTTP/2 API the token may have any even number of hex digits, the payload
-// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0.
+// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0. A payload whose aps
+// dictionary holds only content-available goes as a background push, at priority 5 even when
+// PRIORITY_IMMEDIATE is given: APNs refuses background pushes at priority 10.
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	if c.h2 != nil {
 		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {

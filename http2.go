@@ -60,7 +60,7 @@ type Notification struct {
 	ID          string    // apns-id, a lowercase UUID; generated when empty
 	CollapseID  string    // apns-collapse-id, at most 64 bytes
 	PushType    string    // apns-push-type; default: "background" for a content-available-only payload, else "alert"
-	Priority    int       // apns-priority: 10, 5 or 1; default 10 (5 for background pushes)
+	Priority    int       // apns-priority: 10, 5 or 1; default 10. Background pushes go at 5 when 10 (or nothing) is given: APNs refuses them at 10
 	Expiration  time.Time // apns-expiration; zero: header omitted, APNs stores the notification up to 30 days
 	// Payload is the JSON payload: []byte or json.RawMessage are sent as they are, anything
 	// else (a map, a struct, the payload builder) is marshalled.
@@ -247,9 +247,9 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	prio := n.Priority
 	if prio == 0 {
 		prio = PRIORITY_IMMEDIATE
-		if pushType == "background" {
-			prio = PRIORITY_DELAYED
-		}
+	}
+	if pushType == "background" && prio == PRIORITY_IMMEDIATE {
+		prio = PRIORITY_DELAYED // APNs refuses background pushes at 10 (400 BadPriority)
 	}
 	prioValue := priorityValues[prio]
 	if prioValue == nil {
