@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,3 +207,47 @@ func TestHTTP2TokenRenewalIsNotAnAttempt(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// A provider token that cannot be signed sends nothing: the notification is reported unsent,
+// without a retry, and counted as neither a drop nor a duplicate (issue 10 item 12).
+func TestHTTP2TokenSigningFailureSendsNothingAndCountsNoDrop(t *testing.T) {
+	key, p8 := apns.NewTestAuthKey(t)
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Keys = map[string]*ecdsa.PublicKey{"KEY1234567": &key.PublicKey}
+	})
+	var mu sync.Mutex
+	var errs []error
+	c, err := apns.CreateTokenClient(s.URL, p8, "KEY1234567", "TEAM123456", "com.example.app",
+		apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithErrorHandler(func(err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	apns.BreakProviderTokenKey(c)
+	l := newLedger(c)
+	start(t, c, 1)
+	sendAll(t, c, 3)
+	stop(t, c)
+	calls := l.snapshot()
+	for i := 0; i < 3; i++ {
+		if cs := calls[token(i)]; len(cs) != 1 || cs[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d: callback codes %v; want [255]", i, cs)
+		}
+	}
+	if n := len(s.Requests()) + len(s.Rejected()); n != 0 {
+		t.Errorf("server got %d requests; want none", n)
+	}
+	st := c.Stats()
+	if st.Drops != 0 || st.Duplicates != 0 || st.Replayed != 0 || st.Unsent != 3 {
+		t.Errorf("stats %+v; want 3 unsent, no drop, duplicate or retry", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) == 0 || !strings.Contains(errs[0].Error(), "signing provider token") {
+		t.Errorf("error handler got %v; want the signing failure", errs)
+	}
+}

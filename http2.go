@@ -767,6 +767,7 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 	c := h.c
 	reauthed := false
 	var last outcome
+	var notSent notSentError
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			c.stats.replayed.Add(1)
@@ -777,7 +778,9 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return last
-		case errors.As(err, new(notSentError)): // no connection: retry after a pause
+		case errors.As(err, &notSent) && notSent.final: // nothing sent, and a retry would not send it
+			return last
+		case errors.As(err, &notSent): // no connection: retry after a pause
 		case err != nil: // no answer: it may or may not have reached APNs
 			c.stats.duplicates.Add(1)
 			c.stats.drops.Add(1)
@@ -818,8 +821,12 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 	}
 }
 
-// notSentError wraps the reason a request could not even be sent.
-type notSentError struct{ err error }
+// notSentError wraps the reason a request could not even be sent: it is no drop and no
+// duplicate. A final one (the provider token cannot be signed) is not retried either.
+type notSentError struct {
+	err   error
+	final bool
+}
 
 func (e notSentError) Error() string { return e.err.Error() }
 func (e notSentError) Unwrap() error { return e.err }
@@ -829,7 +836,7 @@ func (e notSentError) Unwrap() error { return e.err }
 func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*Response, string, time.Duration, error) {
 	cc, first, warm, err := k.get(ctx, true)
 	if err != nil {
-		return nil, "", 0, notSentError{err}
+		return nil, "", 0, notSentError{err: err}
 	}
 	if first {
 		defer close(warm)
@@ -837,7 +844,7 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 		select {
 		case <-warm:
 		case <-ctx.Done():
-			return nil, "", 0, notSentError{ctx.Err()}
+			return nil, "", 0, notSentError{err: ctx.Err()}
 		}
 	}
 	var reqCtx context.Context // ends when a server that never answers has had its time
@@ -853,7 +860,8 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 	var auth string
 	if h.token != nil {
 		if auth, err = h.token.get(); err != nil {
-			return nil, "", 0, err
+			h.c.reportError(err)
+			return nil, "", 0, notSentError{err: err, final: true}
 		}
 	}
 	a := &h2Attempt{url: url.URL{Scheme: "https", Host: h.addr, Path: r.path}}
