@@ -48,6 +48,7 @@ type Client struct {
 	rejectCB  func(*Rejection)
 	feedbacks []*FeedbackClient
 	events    *dispatcher // nil until Start; once set while !stopped, Stop closes it (see startH2)
+	stopper   uint64      // the goroutine of the first Stop, which runs callbacks itself before Start
 
 	senders sync.WaitGroup // Sends between their stopped check and their enqueue
 	workers sync.WaitGroup
@@ -209,9 +210,11 @@ func makeTLSConfig(base *tls.Config, cert, key []byte, anyServerCert bool) (*tls
 // Callbacks run on one goroutine owned by the client, one at a time, never while a lock of
 // the client is held, in the order in which the workers learned of the rejections (for one
 // connection, in the order the frames were written). A slow callback delays later callbacks
-// but never the workers. Stop returns after every callback already due has run, so the
-// callback must not call Stop or Shutdown itself (it would wait for itself); it may start them
-// on another goroutine. A panic in the callback is not recovered.
+// but never the workers. Stop returns after every callback already due has run, except when
+// the callback calls Stop or Shutdown itself: that call stops the client but cannot wait for
+// the callbacks after the current one, which run once the callback has returned (and if
+// another Stop is already running, it returns at once). A panic in the callback is not
+// recovered.
 func (c *Client) SetCallback(cb BadMessageCallback) {
 	c.mu.Lock()
 	c.cb = cb
@@ -325,7 +328,7 @@ func (c *Client) startH2(n int) error {
 	if stopped { // Stop closes the dispatcher (or has)
 		return ErrStopped
 	}
-	events.close()
+	events.close(true)
 	return err
 }
 
@@ -468,8 +471,12 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
 // close their connections and exit, feedback polling stops, and the callbacks already due
 // run. If the gateway cannot be reached while stopping, the notifications that could not be
-// written are reported with StatusUnknown. Stop is idempotent; later calls wait for the first
-// to finish. It returns nil.
+// written are reported with StatusUnknown. A feedback poll in progress gets FeedbackStopGrace
+// to finish. Stop is idempotent; later calls wait for the first to finish. It returns nil.
+//
+// Stop may be called from the callbacks and the error handler: there it does all of the above
+// but wait for the callbacks still queued (they run after the handler returns), and a call
+// made while another Stop runs returns at once, since that Stop waits for the handler.
 func (c *Client) Stop() error {
 	return c.Shutdown(context.Background())
 }
@@ -479,9 +486,16 @@ func (c *Client) Stop() error {
 // and notifications not yet written are reported with StatusUnknown. Shutdown then returns
 // ctx's error after everything has exited.
 func (c *Client) Shutdown(ctx context.Context) error {
+	me := goid()
 	c.mu.Lock()
 	if c.stopped {
+		// A Stop from a callback or the error handler while another Stop runs: that one waits
+		// for the callback, so this one cannot wait for it.
+		reentered := me != 0 && me == c.stopper || c.events != nil && c.events.runsOn(me)
 		c.mu.Unlock()
+		if reentered {
+			return nil
+		}
 		select {
 		case <-c.done:
 			return nil
@@ -490,6 +504,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		}
 	}
 	c.stopped = true
+	c.stopper = me
 	close(c.stopping)
 	feedbacks := c.feedbacks
 	c.mu.Unlock()
@@ -531,7 +546,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	events := c.events
 	c.mu.Unlock()
 	if events != nil {
-		events.close()
+		// From a callback, Stop cannot wait for the callbacks after it: they run once it
+		// has returned, and the dispatcher then exits.
+		events.close(!events.runsOn(me))
 	}
 	close(c.done)
 	return err
@@ -644,6 +661,7 @@ type dispatcher struct {
 	c    *Client
 	wake chan struct{} // capacity 1: something was pushed, or close was called
 	done chan struct{} // closed when the goroutine has exited
+	id   atomic.Uint64 // the goroutine's id, 0 until it runs
 
 	mu     sync.Mutex
 	queue  []event
@@ -670,17 +688,24 @@ func (d *dispatcher) signal() {
 	}
 }
 
-// close makes the goroutine exit after it has run every event pushed so far, and waits.
-func (d *dispatcher) close() {
+// close makes the goroutine exit after it has run every event pushed so far, and waits for
+// that if wait is set.
+func (d *dispatcher) close(wait bool) {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.signal()
-	<-d.done
+	if wait {
+		<-d.done
+	}
 }
+
+// runsOn reports whether goroutine id is the dispatcher's: the caller is a callback.
+func (d *dispatcher) runsOn(id uint64) bool { return id != 0 && d.id.Load() == id }
 
 func (d *dispatcher) run() {
 	defer close(d.done)
+	d.id.Store(goid())
 	for {
 		<-d.wake
 		for {
