@@ -129,6 +129,8 @@ func codeOf(status int, reason string) Status {
 		return code
 	}
 	switch {
+	case status == http.StatusGone: // the token is no longer active, whatever the reason says
+		return StatusInvalidToken
 	case status == http.StatusForbidden, status >= 500:
 		return StatusProcessingError
 	default:
