@@ -13,13 +13,17 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
 )
 
 // holdingFeedback is a feedback service that holds each poll: it accepts the connection,
@@ -32,12 +36,14 @@ type holdingFeedback struct {
 	ln      net.Listener
 	batches [][]byte
 	polls   int // guarded by mu
-	release chan struct{}
+	release chan struct{} // closed by letGo
+	once    sync.Once
 	polled  chan struct{} // receives once per connection, after the handshake
 	wg      sync.WaitGroup
 
 	mu          sync.Mutex
-	clientFirst int // polls the client ended before the service answered
+	clientFirst int   // polls the client ended before the service answered
+	written     []int // the polls whose tuples were written
 }
 
 func newHoldingFeedback(t *testing.T, batches ...[]byte) (*holdingFeedback, *tls.Config) {
@@ -72,15 +78,14 @@ func newHoldingFeedback(t *testing.T, batches ...[]byte) (*holdingFeedback, *tls
 	go h.serve()
 	t.Cleanup(func() {
 		ln.Close()
-		select {
-		case <-h.release:
-		default:
-			close(h.release)
-		}
+		h.letGo()
 		h.wg.Wait()
 	})
 	return h, &tls.Config{RootCAs: pool}
 }
+
+// letGo ends the hold of the polls in progress and of the next ones.
+func (h *holdingFeedback) letGo() { h.once.Do(func() { close(h.release) }) }
 
 func (h *holdingFeedback) serve() {
 	defer h.wg.Done()
@@ -102,6 +107,7 @@ func (h *holdingFeedback) serve() {
 			if h.polls < len(h.batches) {
 				tuples = h.batches[h.polls]
 			}
+			poll := h.polls
 			h.polls++
 			h.mu.Unlock()
 			h.polled <- struct{}{}
@@ -115,7 +121,11 @@ func (h *holdingFeedback) serve() {
 				return
 			case <-h.release:
 			}
-			tc.Write(tuples)
+			if _, err := tc.Write(tuples); err == nil && len(tuples) > 0 {
+				h.mu.Lock()
+				h.written = append(h.written, poll)
+				h.mu.Unlock()
+			}
 		}()
 	}
 }
@@ -157,7 +167,7 @@ func TestFeedbackStopDuringAPollKeepsWhatThePollReads(t *testing.T) {
 	// The service answers a moment after Stop began (a client that cut the poll short has
 	// closed the connection by then, and the tuples are lost).
 	time.Sleep(50 * time.Millisecond)
-	close(fs.release)
+	fs.letGo()
 	guard(t, "Stop", func() { <-stopped })
 	var r result
 	guard(t, "GetBadTokens", func() { r = <-got })
@@ -198,7 +208,7 @@ func TestFeedbackStopEndsAPollThatNeverEnds(t *testing.T) {
 // stay with the service until GetBadTokens has taken the first.
 func TestFeedbackNoPollWhileTokensWait(t *testing.T) {
 	fs, tlsConf := newHoldingFeedback(t, feedbackTuples(1), feedbackTuples(2))
-	close(fs.release) // no hold
+	fs.letGo() // no hold
 	const poll = 10 * time.Millisecond
 	c := newClient(t, newServer(t), apns.WithTLSConfig(tlsConf))
 	fc, err := c.SetupFeedbackClient(fs.addr, poll)
@@ -225,5 +235,89 @@ func TestFeedbackNoPollWhileTokensWait(t *testing.T) {
 	got, err = fc.BadTokens(ctx) // the next poll comes now
 	if err != nil || len(got) != 1 || got[0].Token != token(2) {
 		t.Fatalf("BadTokens = %+v, %v; want token 2", got, err)
+	}
+}
+
+// Stop at a random moment of a feedback client's life, polls held for random times: every
+// tuple the service wrote reaches GetBadTokens once, and the client never cuts a poll short
+// (seeded; issue 10's "Stop during a feedback poll").
+func TestChaosFeedbackStopDuringAPoll(t *testing.T) {
+	_, seeds := chaosSize(t, 0)
+	for seed := 1; seed <= seeds; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			r := mrand.New(mrand.NewPCG(uint64(seed), 0xfb))
+			for round := 0; round < 15; round++ {
+				chaosFeedbackRound(t, r, round)
+				if t.Failed() {
+					return
+				}
+			}
+		})
+	}
+}
+
+func chaosFeedbackRound(t *testing.T, r *mrand.Rand, round int) {
+	const batches, per = 4, 50
+	tuples := make([][]byte, batches)
+	for b := range tuples {
+		idx := make([]int, 1+r.IntN(per))
+		for j := range idx {
+			idx[j] = round*batches*per + b*per + j
+		}
+		tuples[b] = feedbackTuples(idx...)
+	}
+	fs, tlsConf := newHoldingFeedback(t, tuples...)
+	holdFor := time.Duration(r.IntN(20)) * time.Millisecond
+	stopAfter := time.Duration(r.IntN(30)) * time.Millisecond
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient("127.0.0.1:1", cert, key, false, apns.WithTLSConfig(tlsConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, err := c.SetupFeedbackClient(fs.addr, 2*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	consumed := make(chan error, 1)
+	go func() {
+		for {
+			bad, err := fc.GetBadTokens()
+			if err != nil {
+				consumed <- err
+				return
+			}
+			for _, b := range bad {
+				got[b.Token]++
+			}
+		}
+	}()
+	go func() { time.Sleep(holdFor); fs.letGo() }()
+	time.Sleep(stopAfter)
+	stop(t, c)
+	guard(t, "GetBadTokens after Stop", func() {
+		if err := <-consumed; !errors.Is(err, apns.ErrFeedbackStopped) {
+			t.Errorf("round %d: GetBadTokens = %v; want ErrFeedbackStopped at the end", round, err)
+		}
+	})
+	fs.mu.Lock()
+	written, clientFirst := slices.Clone(fs.written), fs.clientFirst
+	fs.mu.Unlock()
+	if clientFirst != 0 {
+		t.Errorf("round %d (hold %v, Stop after %v): the client cut %d polls short", round, holdFor, stopAfter, clientFirst)
+	}
+	want := map[string]bool{}
+	for _, b := range written {
+		for off := 0; off < len(tuples[b]); off += 6 + 32 {
+			want[hex.EncodeToString(tuples[b][off+6:off+38])] = true
+		}
+	}
+	for tok, k := range got {
+		if k != 1 || !want[tok] {
+			t.Errorf("round %d: token %s returned %d times (written by the service: %v); want once, if written", round, tok, k, want[tok])
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("round %d (hold %v, Stop after %v): GetBadTokens returned %d tokens; the service wrote %d", round, holdFor, stopAfter, len(got), len(want))
 	}
 }
