@@ -35,7 +35,7 @@ type holdingFeedback struct {
 	addr    string
 	ln      net.Listener
 	batches [][]byte
-	polls   int // guarded by mu
+	polls   int           // guarded by mu
 	release chan struct{} // closed by letGo
 	once    sync.Once
 	polled  chan struct{} // receives once per connection, after the handshake
