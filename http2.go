@@ -892,8 +892,7 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 	defer responseBuffers.Put(bp)
 	body, rerr := readBody(res.Body, *bp)
 	res.Body.Close()
-	if rerr != nil && ctx.Err() == nil {
-		k.failed(cc, rerr)
+	if rerr != nil && ctx.Err() == nil { // a connection that died with it is replaced by the next get
 		h.c.reportError(fmt.Errorf("apns: reading the body of a %d answer: %w", res.StatusCode, rerr))
 	}
 	resp, perr := parseResponse(res.StatusCode, res.Header.Get("Apns-Id"), body)
