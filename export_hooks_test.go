@@ -10,6 +10,7 @@ func WithStartClaimedHook(f func()) Option { return func(s *settings) { s.startC
 // whose private scalar is zero is.
 func BreakProviderTokenKey(c *Client) {
 	k := *c.h2.token.key
+	//lint:ignore SA1019 a zero scalar is the one way to get a P-256 key that ecdsa.Sign refuses
 	k.D = new(big.Int)
 	c.h2.token.key = &k
 }
