@@ -49,7 +49,8 @@ type Client struct {
 	cb        BadMessageCallback
 	rejectCB  func(*Rejection)
 	feedbacks []*FeedbackClient
-	events    *dispatcher // nil until Start
+	events    *dispatcher // nil until Start; once set while !stopped, Stop closes it (see startH2)
+	stopper   uint64      // the goroutine of the first Stop, which runs callbacks itself before Start
 
 	senders sync.WaitGroup // Sends between their stopped check and their enqueue
 	workers sync.WaitGroup
@@ -214,9 +215,11 @@ func makeTLSConfig(base *tls.Config, cert, key []byte, anyServerCert bool) (*tls
 // Callbacks run on one goroutine owned by the client, one at a time, never while a lock of
 // the client is held, in the order in which the workers learned of the rejections (for one
 // connection, in the order the frames were written). A slow callback delays later callbacks
-// but never the workers. Stop returns after every callback already due has run, so the
-// callback must not call Stop or Shutdown itself (it would wait for itself); it may start them
-// on another goroutine. A panic in the callback is not recovered.
+// but never the workers. Stop returns after every callback already due has run, except when
+// the callback calls Stop or Shutdown itself: that call stops the client but cannot wait for
+// the callbacks after the current one, which run once the callback has returned (and if
+// another Stop is already running, it returns at once). A panic in the callback is not
+// recovered.
 func (c *Client) SetCallback(cb BadMessageCallback) {
 	c.mu.Lock()
 	c.cb = cb
@@ -252,6 +255,9 @@ func (c *Client) Start(workerCount int) error {
 	}
 	c.started = true // claims Start; undone below if no connection opens
 	c.mu.Unlock()
+	if hook := c.set.startClaimed; hook != nil {
+		hook()
+	}
 	if c.h2 != nil {
 		return c.startH2(workerCount)
 	}
@@ -297,9 +303,17 @@ func (c *Client) Start(workerCount int) error {
 	return nil
 }
 
+// startH2 is Start's work for the HTTP/2 API. The dispatcher has one owner at any time: it
+// is made under c.mu only while Stop has not begun, and from then on Stop closes it, unless
+// Start takes it back, under c.mu and before Stop has begun, to close it itself.
 func (c *Client) startH2(n int) error {
 	c.mu.Lock()
-	c.events = newDispatcher(c)
+	if c.stopped { // Stop ran since Start claimed the start, and found no dispatcher
+		c.mu.Unlock()
+		return ErrStopped
+	}
+	events := newDispatcher(c) // before the dial, whose errors it reports
+	c.events = events
 	c.mu.Unlock()
 	conns, err := c.h2.dial(n)
 	c.mu.Lock()
@@ -308,18 +322,18 @@ func (c *Client) startH2(n int) error {
 		c.mu.Unlock()
 		return nil
 	}
-	stopped, events := c.stopped, c.events
-	if !stopped {
+	stopped := c.stopped
+	if !stopped { // taken back: Stop will find no dispatcher
 		c.events, c.started = nil, false
 	}
 	c.mu.Unlock()
 	for _, k := range conns {
 		k.close()
 	}
-	if stopped { // Stop ran meanwhile and closed the dispatcher
+	if stopped { // Stop closes the dispatcher (or has)
 		return ErrStopped
 	}
-	events.close()
+	events.close(true)
 	return c.startError(err)
 }
 
@@ -394,7 +408,9 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 // first, the notification is not queued and ctx's error is returned.
 //
 // On a client of the HTTP/2 API the token may have any even number of hex digits, the payload
-// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0.
+// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0. A payload whose aps
+// dictionary holds only content-available goes as a background push, at priority 5 even when
+// PRIORITY_IMMEDIATE is given: APNs refuses background pushes at priority 10.
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	if c.h2 != nil {
 		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
@@ -484,8 +500,12 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
 // close their connections and exit, feedback polling stops, and the callbacks already due
 // run. If the gateway cannot be reached while stopping, the notifications that could not be
-// written are reported with StatusUnknown. Stop is idempotent; later calls wait for the first
-// to finish. It returns nil.
+// written are reported with StatusUnknown. A feedback poll in progress gets FeedbackStopGrace
+// to finish. Stop is idempotent; later calls wait for the first to finish. It returns nil.
+//
+// Stop may be called from the callbacks and the error handler: there it does all of the above
+// but wait for the callbacks still queued (they run after the handler returns), and a call
+// made while another Stop runs returns at once, since that Stop waits for the handler.
 func (c *Client) Stop() error {
 	return c.Shutdown(context.Background())
 }
@@ -495,9 +515,16 @@ func (c *Client) Stop() error {
 // and notifications not yet written are reported with StatusUnknown. Shutdown then returns
 // ctx's error after everything has exited.
 func (c *Client) Shutdown(ctx context.Context) error {
+	me := goid()
 	c.mu.Lock()
 	if c.stopped {
+		// A Stop from a callback or the error handler while another Stop runs: that one waits
+		// for the callback, so this one cannot wait for it.
+		reentered := me != 0 && me == c.stopper || c.events != nil && c.events.runsOn(me)
 		c.mu.Unlock()
+		if reentered {
+			return nil
+		}
 		select {
 		case <-c.done:
 			return nil
@@ -506,6 +533,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		}
 	}
 	c.stopped = true
+	c.stopper = me
 	close(c.stopping)
 	feedbacks := c.feedbacks
 	c.mu.Unlock()
@@ -548,7 +576,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	events := c.events
 	c.mu.Unlock()
 	if events != nil {
-		events.close()
+		// From a callback, Stop cannot wait for the callbacks after it: they run once it
+		// has returned, and the dispatcher then exits.
+		events.close(!events.runsOn(me))
 	}
 	close(c.done)
 	return err
@@ -661,6 +691,7 @@ type dispatcher struct {
 	c    *Client
 	wake chan struct{} // capacity 1: something was pushed, or close was called
 	done chan struct{} // closed when the goroutine has exited
+	id   atomic.Uint64 // the goroutine's id, 0 until it runs
 
 	mu     sync.Mutex
 	queue  []event
@@ -687,17 +718,24 @@ func (d *dispatcher) signal() {
 	}
 }
 
-// close makes the goroutine exit after it has run every event pushed so far, and waits.
-func (d *dispatcher) close() {
+// close makes the goroutine exit after it has run every event pushed so far, and waits for
+// that if wait is set.
+func (d *dispatcher) close(wait bool) {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.signal()
-	<-d.done
+	if wait {
+		<-d.done
+	}
 }
+
+// runsOn reports whether goroutine id is the dispatcher's: the caller is a callback.
+func (d *dispatcher) runsOn(id uint64) bool { return id != 0 && d.id.Load() == id }
 
 func (d *dispatcher) run() {
 	defer close(d.done)
+	d.id.Store(goid())
 	for {
 		<-d.wake
 		for {

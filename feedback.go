@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,10 @@ const (
 	maxFeedbackTokenSize = 100
 	// feedbackReadTimeout bounds one whole feedback read.
 	feedbackReadTimeout = time.Minute
+	// FeedbackStopGrace is how long Stop lets a feedback poll in progress go on: the
+	// service forgets the tuples it has sent, so a poll cut short would lose them. A poll
+	// still running after it is ended, and the tuples it has read are kept.
+	FeedbackStopGrace = 2 * time.Second
 )
 
 // BadToken is a device token that the feedback service reported: APNs could not deliver to it
@@ -43,10 +48,13 @@ type FeedbackClient struct {
 	poll      time.Duration
 	timeout   time.Duration
 	onError   func(error)
-	ctx       context.Context // ends when Stop is called
+	ctx       context.Context // ends when Stop is called: no new poll
 	cancel    context.CancelFunc
+	fetchCtx  context.Context // ends FeedbackStopGrace after Stop: the poll in progress ends
+	endFetch  context.CancelFunc
 	done      chan struct{} // closed when the poller has exited
 	ready     chan struct{} // capacity 1: tokens arrived
+	poller    atomic.Uint64 // the poller's goroutine id, 0 until it runs
 
 	mu      sync.Mutex
 	pending []BadToken // read but not yet returned
@@ -58,7 +66,8 @@ type FeedbackClient struct {
 // It starts polling at once and then every poll interval; a failed poll is retried at the next
 // interval and passed to the error handler. While tokens read are waiting for GetBadTokens, no
 // new poll is made, so they stay with Apple instead of piling up here. The client's Stop also
-// stops the feedback client.
+// stops the feedback client; a poll in progress then has FeedbackStopGrace to finish, and the
+// tokens it read wait for GetBadTokens.
 //
 // On a client of the HTTP/2 API, which has no feedback service, the feedback client makes no
 // connection: gateway and poll are ignored, and GetBadTokens returns the tokens that APNs
@@ -121,11 +130,13 @@ func (c *Client) newFeedbackClient(gateway string) (*FeedbackClient, error) {
 // addFeedback registers fc with the client, which stops it, and starts its poller if poll.
 func (c *Client) addFeedback(fc *FeedbackClient, poll bool) (*FeedbackClient, error) {
 	fc.ctx, fc.cancel = context.WithCancel(context.Background())
+	fc.fetchCtx, fc.endFetch = context.WithCancel(context.Background())
 	fc.done = make(chan struct{})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
 		fc.cancel()
+		fc.endFetch()
 		return nil, ErrStopped
 	}
 	c.feedbacks = append(c.feedbacks, fc)
@@ -153,7 +164,8 @@ func (fc *FeedbackClient) add(tokens []BadToken) {
 }
 
 // GetBadTokens waits until a poll has read at least one bad token and returns every token read
-// since the last call. After Stop it returns the tokens still waiting, then ErrFeedbackStopped.
+// since the last call. After Stop it returns the tokens still waiting, those of a poll that was
+// in progress included (it waits for that poll to end), then ErrFeedbackStopped.
 func (fc *FeedbackClient) GetBadTokens() ([]BadToken, error) {
 	return fc.BadTokens(context.Background())
 }
@@ -169,6 +181,20 @@ func (fc *FeedbackClient) BadTokens(ctx context.Context) ([]BadToken, error) {
 			return tokens, nil
 		}
 		if stopped {
+			// The poller may still hold what a poll in progress read: wait for it to hand
+			// that over and exit, then take the last tokens.
+			select {
+			case <-fc.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			fc.mu.Lock()
+			tokens = fc.pending
+			fc.pending = nil
+			fc.mu.Unlock()
+			if len(tokens) > 0 {
+				return tokens, nil
+			}
 			return nil, ErrFeedbackStopped
 		}
 		select {
@@ -180,19 +206,38 @@ func (fc *FeedbackClient) BadTokens(ctx context.Context) ([]BadToken, error) {
 	}
 }
 
-// Stop stops polling and waits for the poller to exit. It is idempotent.
+// Stop stops polling and waits for the poller to exit. A poll in progress has
+// FeedbackStopGrace to finish; the tokens it read wait for GetBadTokens. Stop is idempotent,
+// and may be called from the error handler: on the poller's goroutine it does not wait for
+// the poller (itself), which exits once the handler returns.
 func (fc *FeedbackClient) Stop() {
 	fc.mu.Lock()
-	if !fc.stopped {
+	first := !fc.stopped
+	if first {
 		fc.stopped = true
 		fc.cancel()
 	}
 	fc.mu.Unlock()
+	if id := fc.poller.Load(); id != 0 && id == goid() {
+		return
+	}
+	if first {
+		grace := time.NewTimer(FeedbackStopGrace)
+		select {
+		case <-fc.done:
+		case <-grace.C:
+			fc.endFetch()
+		}
+		grace.Stop()
+	}
 	<-fc.done
+	fc.endFetch()
 }
 
 func (fc *FeedbackClient) run() {
 	defer close(fc.done)
+	defer fc.endFetch()
+	fc.poller.Store(goid())
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -201,11 +246,14 @@ func (fc *FeedbackClient) run() {
 		case <-fc.ctx.Done():
 			return
 		}
+		if fc.ctx.Err() != nil { // both were ready: no poll after Stop
+			return
+		}
 		fc.mu.Lock()
 		busy := len(fc.pending) > 0
 		fc.mu.Unlock()
 		if !busy {
-			tokens, err := fc.fetch(fc.ctx)
+			tokens, err := fc.fetch(fc.fetchCtx)
 			if len(tokens) > 0 {
 				fc.add(tokens)
 			}

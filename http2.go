@@ -60,7 +60,7 @@ type Notification struct {
 	ID          string    // apns-id, a lowercase UUID; generated when empty
 	CollapseID  string    // apns-collapse-id, at most 64 bytes
 	PushType    string    // apns-push-type; default: "background" for a content-available-only payload, else "alert"
-	Priority    int       // apns-priority: 10, 5 or 1; default 10 (5 for background pushes)
+	Priority    int       // apns-priority: 10, 5 or 1; default 10. Background pushes go at 5 when 10 (or nothing) is given: APNs refuses them at 10
 	Expiration  time.Time // apns-expiration; zero: header omitted, APNs stores the notification up to 30 days
 	// Payload is the JSON payload: []byte or json.RawMessage are sent as they are, anything
 	// else (a map, a struct, the payload builder) is marshalled.
@@ -134,6 +134,8 @@ func codeOf(status int, reason string) Status {
 		return code
 	}
 	switch {
+	case status == http.StatusGone: // the token is no longer active, whatever the reason says
+		return StatusInvalidToken
 	case status == http.StatusForbidden, status >= 500:
 		return StatusProcessingError
 	default:
@@ -254,9 +256,9 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	prio := n.Priority
 	if prio == 0 {
 		prio = PRIORITY_IMMEDIATE
-		if pushType == "background" {
-			prio = PRIORITY_DELAYED
-		}
+	}
+	if pushType == "background" && prio == PRIORITY_IMMEDIATE {
+		prio = PRIORITY_DELAYED // APNs refuses background pushes at 10 (400 BadPriority)
 	}
 	prioValue := priorityValues[prio]
 	if prioValue == nil {
@@ -774,6 +776,7 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 	c := h.c
 	reauthed := false
 	var last outcome
+	var notSent notSentError
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			c.stats.replayed.Add(1)
@@ -784,7 +787,9 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return last
-		case errors.As(err, new(notSentError)): // no connection: retry after a pause
+		case errors.As(err, &notSent) && notSent.final: // nothing sent, and a retry would not send it
+			return last
+		case errors.As(err, &notSent): // no connection: retry after a pause
 		case err != nil: // no answer: it may or may not have reached APNs
 			c.stats.duplicates.Add(1)
 			c.stats.drops.Add(1)
@@ -825,8 +830,12 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 	}
 }
 
-// notSentError wraps the reason a request could not even be sent.
-type notSentError struct{ err error }
+// notSentError wraps the reason a request could not even be sent: it is no drop and no
+// duplicate. A final one (the provider token cannot be signed) is not retried either.
+type notSentError struct {
+	err   error
+	final bool
+}
 
 func (e notSentError) Error() string { return e.err.Error() }
 func (e notSentError) Unwrap() error { return e.err }
@@ -836,7 +845,7 @@ func (e notSentError) Unwrap() error { return e.err }
 func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*Response, string, time.Duration, error) {
 	cc, first, warm, err := k.get(ctx, true)
 	if err != nil {
-		return nil, "", 0, notSentError{err}
+		return nil, "", 0, notSentError{err: err}
 	}
 	if first {
 		defer close(warm)
@@ -844,7 +853,7 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 		select {
 		case <-warm:
 		case <-ctx.Done():
-			return nil, "", 0, notSentError{ctx.Err()}
+			return nil, "", 0, notSentError{err: ctx.Err()}
 		}
 	}
 	var reqCtx context.Context // ends when a server that never answers has had its time
@@ -860,7 +869,8 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 	var auth string
 	if h.token != nil {
 		if auth, err = h.token.get(); err != nil {
-			return nil, "", 0, err
+			h.c.reportError(err)
+			return nil, "", 0, notSentError{err: err, final: true}
 		}
 	}
 	a := &h2Attempt{url: url.URL{Scheme: "https", Host: h.addr, Path: r.path}}
@@ -881,15 +891,19 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 		k.failed(cc, err)
 		return nil, auth, 0, err
 	}
+	// From here on the request has its answer: the status is final, whatever becomes of the
+	// body. A 200 whose body cannot be read was delivered; a rejection whose body cannot be
+	// read is judged by its status and what of the body arrived. Sending it again could
+	// deliver it twice.
 	bp := responseBuffers.Get().(*[]byte)
 	defer responseBuffers.Put(bp)
-	body, err := readBody(res.Body, *bp)
+	body, rerr := readBody(res.Body, *bp)
 	res.Body.Close()
-	if err != nil {
-		return nil, auth, 0, err
+	if rerr != nil && ctx.Err() == nil { // a connection that died with it is replaced by the next get
+		h.c.reportError(fmt.Errorf("apns: reading the body of a %d answer: %w", res.StatusCode, rerr))
 	}
 	resp, perr := parseResponse(res.StatusCode, responseID(res.Header), body)
-	if perr != nil {
+	if perr != nil && rerr == nil {
 		h.c.reportError(perr)
 	}
 	var after time.Duration
@@ -915,7 +929,8 @@ func (*requestBody) Close() error { return nil }
 // responseBuffers holds buffers of maxResponseBody bytes for reading answers.
 var responseBuffers = sync.Pool{New: func() any { b := make([]byte, maxResponseBody); return &b }}
 
-// readBody reads up to len(buf) bytes of body into buf, and ignores the rest.
+// readBody reads up to len(buf) bytes of body into buf, and ignores the rest. On a read
+// error it returns what it read before it with the error.
 func readBody(body io.Reader, buf []byte) ([]byte, error) {
 	n := 0
 	for n < len(buf) {
@@ -925,7 +940,7 @@ func readBody(body io.Reader, buf []byte) ([]byte, error) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return buf[:n], err
 		}
 	}
 	return buf[:n], nil

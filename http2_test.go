@@ -476,11 +476,11 @@ func waitReadLoops(want int) int {
 func TestHTTP2StopDuringStartLeavesNoConnection(t *testing.T) {
 	s := newH2Server(t, nil)
 	var calls atomic.Int64
-	slow := make(chan struct{})
+	slow, release := make(chan struct{}), make(chan struct{})
 	proxy := func(*http.Request) (*url.URL, error) {
 		if calls.Add(1) == 2 {
 			close(slow)
-			time.Sleep(500 * time.Millisecond)
+			<-release // the second dial is slow: it goes on once Stop has begun
 		}
 		return nil, nil
 	}
@@ -489,14 +489,23 @@ func TestHTTP2StopDuringStartLeavesNoConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startErr := make(chan error)
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // a failed test lets Start go too
+	startErr := make(chan error, 1)
 	go func() { startErr <- c.Start(2) }()
-	<-slow
-	time.Sleep(100 * time.Millisecond) // first connection is up
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
+	guard(t, "the second dial", func() { <-slow })
+	if n := waitReadLoops(1); n != 1 { // the first connection is up
+		t.Fatalf("%d HTTP/2 connections open while Start dials the second; want 1", n)
 	}
-	if err := <-startErr; err != nil && !errors.Is(err, apns.ErrStopped) {
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); c.Stop() }()
+	for c.Send(token(0), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(0)) == nil { // until Stop has begun
+		runtime.Gosched()
+	}
+	releaseOnce.Do(func() { close(release) })
+	guard(t, "Stop", func() { <-stopped })
+	guard(t, "Start", func() { err = <-startErr })
+	if err != nil && !errors.Is(err, apns.ErrStopped) {
 		t.Errorf("Start racing Stop = %v; want nil or ErrStopped", err)
 	}
 	if n := waitReadLoops(0); n != 0 {
@@ -531,7 +540,14 @@ func TestHTTP2PushAfterStopOpensNoConnection(t *testing.T) {
 // C: a Push whose ctx ends while it waits for the only stream retires a healthy connection.
 func TestHTTP2PushTimeoutAtStreamLimitKeepsTheConnection(t *testing.T) {
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.MaxConcurrentStreams = 1 })
-	s.Respond(token(1), apnstest.Response{Status: 200, Delay: 300 * time.Millisecond})
+	holding := make(chan struct{})
+	s.RespondFunc(func(r apnstest.Request) *apnstest.Response {
+		if r.Token != token(1) {
+			return nil
+		}
+		close(holding) // token 1 holds the only stream
+		return &apnstest.Response{Status: 200, Delay: 300 * time.Millisecond}
+	})
 	c := newH2Client(t, s)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
@@ -546,7 +562,7 @@ func TestHTTP2PushTimeoutAtStreamLimitKeepsTheConnection(t *testing.T) {
 		defer close(done)
 		c.Push(ctx, &apns.Notification{DeviceToken: token(1), Payload: pl})
 	}()
-	time.Sleep(50 * time.Millisecond)
+	guard(t, "token 1's request", func() { <-holding })
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	c.Push(short, &apns.Notification{DeviceToken: token(2), Payload: pl}) // may time out waiting for the stream
 	cancel()

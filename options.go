@@ -33,6 +33,7 @@ type settings struct {
 	clock             func() time.Time
 	noSentinel        bool   // tests and benchmarks: Stop waits out the assume-sent timeout
 	firstID           uint32 // tests: the first identifier each binary worker gives
+	startClaimed      func() // tests: run by Start once it has claimed the start, before it starts the transport
 	logger            *slog.Logger
 	manageURL         string // broadcast channel management endpoint (broadcast.go)
 }
@@ -151,7 +152,8 @@ func WithInflightBytes(n int) Option {
 // notification: failed connection attempts, lost connections, error responses that name no
 // notification in flight (ErrUnknownID), failed feedback polls. It runs on the same
 // dispatcher goroutine as the callback (feedback errors: on the feedback poller's goroutine)
-// and must not block for long. Default: such events are only counted.
+// and must not block for long. It may call Stop (see Stop). Default: such events are only
+// counted.
 func WithErrorHandler(f func(error)) Option {
 	return func(s *settings) { s.errorHandler = f }
 }

@@ -179,6 +179,11 @@ type Response struct {
 	// Times makes a Respond rule answer the next Times matching requests, after which the
 	// rule is dropped. 0 means for ever. RespondFunc ignores it.
 	Times int
+	// ResetStream makes the answer end in a stream reset (RST_STREAM INTERNAL_ERROR) instead
+	// of its end: the headers, with Status, and the first half of the JSON error body (none
+	// for 200) are sent, then the stream is reset. The client so gets a status and then a
+	// failed body read. An accepted request is recorded as accepted all the same.
+	ResetStream bool
 }
 
 type respondRule struct {
@@ -622,6 +627,7 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ts := time.Time{}
 	retryAfter := ""
+	reset := false
 	if sc := v.resp; sc != nil {
 		if sc.Delay > 0 {
 			t := time.NewTimer(sc.Delay)
@@ -632,7 +638,7 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		ts, retryAfter = sc.Timestamp, sc.RetryAfter
+		ts, retryAfter, reset = sc.Timestamp, sc.RetryAfter, sc.ResetStream
 	}
 	h := w.Header()
 	h.Set("Apns-Id", id)
@@ -642,6 +648,9 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if v.status == 0 || v.status == http.StatusOK {
 		s.accept(seq, req)
 		w.WriteHeader(http.StatusOK)
+		if reset {
+			resetStream(w)
+		}
 		return
 	}
 	if v.reason == "" {
@@ -669,7 +678,18 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(v.status)
+	if reset {
+		_, _ = w.Write(b[:len(b)/2])
+		resetStream(w)
+	}
 	_, _ = w.Write(b)
+}
+
+// resetStream sends what the handler has written so far and resets the stream: the panic
+// with http.ErrAbortHandler makes the HTTP/2 server send RST_STREAM, and is not logged.
+func resetStream(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).Flush()
+	panic(http.ErrAbortHandler)
 }
 
 // judge runs the protocol checks and the scripts, filling req as it goes. ok is false when

@@ -68,7 +68,7 @@ func push(env *cmdEnv, args []string) int {
 	fs.Var(&tokenArgs, "token", "device `token` in hex (repeatable)")
 	tokensFile := fs.String("tokens", "", "read device tokens from `FILE`, one per line; - for stdin")
 	pushType := fs.String("push-type", "", "apns-push-type `type`, e.g. alert or background (HTTP/2; default by payload)")
-	priority := fs.Int("priority", 10, "10 (immediate), 5 (power-saving) or 1 (HTTP/2: lowest)")
+	priority := fs.Int("priority", 0, "10 (immediate), 5 (power-saving) or 1 (HTTP/2: lowest); default 10, or 5 for a background push (APNs refuses those at 10)")
 	expiry := fs.Duration("expiry", 0, "how long APNs may store the notification for an offline device (0: binary: not at all; HTTP/2: APNs's default)")
 	collapseID := fs.String("collapse-id", "", "apns-collapse-id `ID` (HTTP/2): a newer notification with it replaces an older one")
 	workers := fs.Int("workers", 1, "connections to the gateway")
@@ -118,6 +118,8 @@ func push(env *cmdEnv, args []string) int {
 		res.Protocol = "http2"
 	} else if *pushType != "" || *collapseID != "" {
 		return usageError(env, "push", "-push-type and -collapse-id need the HTTP/2 API")
+	} else if *priority == 0 {
+		*priority = binaryPriority(payload)
 	} else if *priority != apns.PRIORITY_IMMEDIATE && *priority != apns.PRIORITY_DELAYED {
 		return usageError(env, "push", "-priority is %d; the binary protocol takes 10 or 5", *priority)
 	}
@@ -266,4 +268,14 @@ func describeRejection(r *pushRejection) string {
 		s += " since " + r.Timestamp.Format(time.RFC3339)
 	}
 	return s
+}
+
+// binaryPriority is the binary protocol's default priority for payload: 5 for a background
+// push (an aps dictionary with only content-available), which Apple forbids at 10, else 10.
+// Over HTTP/2 the library decides (priority 0 in the Notification).
+func binaryPriority(payload map[string]any) int {
+	if aps, ok := payload["aps"].(map[string]any); ok && len(aps) == 1 && aps["content-available"] != nil {
+		return apns.PRIORITY_DELAYED
+	}
+	return apns.PRIORITY_IMMEDIATE
 }
