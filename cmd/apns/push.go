@@ -93,7 +93,7 @@ func push(env *cmdEnv, args []string) int {
 		return usageError(env, "push", "-progress is %v; want 0 (none) or a positive duration", *interval)
 	case *timeout <= 0:
 		return usageError(env, "push", "-timeout is %v; want a positive duration", *timeout)
-	case *priority != 10 && *priority != 5 && *priority != 1:
+	case *priority != 0 && *priority != 10 && *priority != 5 && *priority != 1:
 		return usageError(env, "push", "-priority is %d; want 10, 5 or (HTTP/2 only) 1", *priority)
 	}
 	payload, err := buildPayload(&pf)
