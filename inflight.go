@@ -171,8 +171,13 @@ func (r *inflight) find(id uint32) int {
 	if id < first {
 		d-- // the identifiers wrapped, skipping 0
 	}
+	// Compare as uint32 before converting: an identifier older than the first frame (or 0,
+	// or a bogus one) gives a d near 2^32, which int makes negative where it has 32 bits.
+	if d >= uint32(r.sent) {
+		return -1
+	}
 	i := int(d)
-	if i >= r.sent || frameID(r.frame(i)) != id {
+	if frameID(r.frame(i)) != id {
 		return -1
 	}
 	return i
