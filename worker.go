@@ -60,7 +60,8 @@ type worker struct {
 	nextID       uint32         // never 0: a status-10 response names 0 when nothing was delivered
 	sentinel     uint32         // identifier of the sentinel written on this connection, or 0
 	stopAttempts int            // connection attempts since Stop began or the gateway last settled frames
-	failures     int            // failed dials and lost connections since frames were last delivered
+	failures     int            // failed dials and connections that confirmed nothing, since frames were last settled
+	confirmed    int            // frames the gateway settled (delivered or rejected) on this connection
 	conns        int            // connections opened
 	lastWrite    int64          // when the last frame was written, on the ring's clock
 	lastFlush    int64          // when the buffer was last flushed for want of frames
@@ -239,7 +240,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
 	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
 	w.bw.Reset(deadlineWriter{w.c.abortCtx, conn, w.c.set.write()})
-	w.sentinel = 0
+	w.sentinel, w.confirmed = 0, 0
 	w.c.stats.conns.Add(1)
 	w.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", w.c.addr), slog.Int("replay", w.ring.pending()))
 	res, end := w.loop(results)
@@ -271,8 +272,12 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	if !local || res.err == nil {
 		w.settle(res)
 	}
-	if !local && res.err != nil {
-		w.failures++ // reconnect after a pause: a server that keeps dropping is not hammered
+	if !local && w.confirmed == 0 {
+		// However it ended (a drop, garbage, a write error, an error response naming nothing
+		// in flight or an unknown identifier), a connection that confirmed no frame is a
+		// failure: the next attempt waits with backoff, so a gateway that keeps ending
+		// connections is not hammered.
+		w.failures++
 	}
 	if end == errIdle {
 		w.c.log(slog.LevelDebug, "apns: idle connection closed", slog.String("addr", w.c.addr))
@@ -326,7 +331,7 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		}
 		if k := w.ring.expire(now - int64(c.set.assumeSent())); k > 0 {
 			c.stats.delivered.Add(uint64(k))
-			w.progressed()
+			w.progressed(k)
 		}
 		if w.drained() {
 			return readResult{}, errDrained
@@ -458,10 +463,13 @@ func (w *worker) writeSentinel() error {
 	return w.bw.Flush()
 }
 
-// progressed notes that the gateway settled frames: connection trouble before it is not
-// held against the next attempts.
-func (w *worker) progressed() {
-	w.failures, w.stopAttempts = 0, 0
+// progressed notes that the gateway settled k frames on this connection (delivered, assumed
+// delivered or rejected): connection trouble before it is not held against the next attempts.
+func (w *worker) progressed(k int) {
+	if k > 0 {
+		w.confirmed += k
+		w.failures, w.stopAttempts = 0, 0
+	}
 }
 
 // settle sorts the frames written on a connection that ended, according to how it ended. It
@@ -496,6 +504,7 @@ func (w *worker) settle(res readResult) {
 		w.settled(i)
 		c.report(r.frame(0), res.status)
 		r.drop(1)
+		w.progressed(1)
 	}
 	r.unsend()
 	if r.pending() > 0 {
@@ -507,5 +516,5 @@ func (w *worker) settle(res readResult) {
 func (w *worker) settled(k int) {
 	w.ring.drop(k)
 	w.c.stats.delivered.Add(uint64(k))
-	w.progressed()
+	w.progressed(k)
 }
