@@ -473,9 +473,9 @@ func checkLedger(t *testing.T, n int, bad func(int) bool, arr *arrivals, codes [
 	if uint64(sum.ambiguous) > st.Duplicates {
 		problem("%d notifications arrived twice (or arrived and were refused), but the client counted %d duplicates", sum.ambiguous, st.Duplicates)
 	}
-	if st.Accepted != uint64(n) || st.Accepted != st.Delivered+st.Rejected+st.Unsent || st.Unsent != 0 ||
-		st.Rejected != uint64(nReported) {
-		problem("stats %+v with %d sent and %d reported; want Accepted = sent = Delivered+Rejected+Unsent, Unsent 0, Rejected = reported", st, n, nReported)
+	if st.Accepted != uint64(n) || st.Accepted != st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed || st.Unsent != 0 ||
+		st.Unconfirmed != 0 || st.Rejected != uint64(nReported) {
+		problem("stats %+v with %d sent and %d reported; want Accepted = sent = Delivered+Rejected+Unsent+Unconfirmed, Unsent and Unconfirmed 0, Rejected = reported", st, n, nReported)
 	}
 	if len(problems) > 0 {
 		t.Errorf("ledger (%d lost):\n\t%s", sum.lost, strings.Join(problems, "\n\t"))

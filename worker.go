@@ -21,9 +21,19 @@ import (
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 30 * time.Second
-	// stopDialAttempts is how often a worker tries to connect once Stop has begun before it
-	// reports what it still holds as unsent.
+	// stopDialAttempts is how many connection attempts that confirmed nothing a worker makes
+	// once Stop has begun before it reports what it still holds: failed dials, and
+	// connections that confirmed no frame (in chunked replay, only those that carried a chunk
+	// of one frame). A connection that confirms a frame starts the count again.
 	stopDialAttempts = 3
+	// Chunked writing after a connection lost without an answer (see serve): the first chunk,
+	// the largest, the factor a chunk shrinks by after a connection that confirmed nothing
+	// (it grows by an eighth after one that confirmed a whole chunk), and how long after the
+	// last such loss the worker keeps writing in chunks.
+	chunkFirst  = 1024
+	chunkMax    = 1 << 16
+	chunkShrink = 4
+	chunkedFor  = 30 * time.Second
 	// errorResponseGrace is how long a worker whose write failed waits for the error response
 	// that may explain the failure.
 	errorResponseGrace = 2 * time.Second
@@ -62,6 +72,9 @@ type worker struct {
 	stopAttempts int            // connection attempts since Stop began or the gateway last settled frames
 	failures     int            // failed dials and connections that confirmed nothing, since frames were last settled
 	confirmed    int            // frames the gateway settled (delivered or rejected) on this connection
+	chunk        int            // frames a connection carries before its sentinel when writing in chunks
+	chunkLeft    int            // frames this connection may still write before its sentinel; -1: no limit
+	chunkedUntil int64          // write in chunks until then, on the ring's clock: a connection was lost silently
 	conns        int            // connections opened
 	lastWrite    int64          // when the last frame was written, on the ring's clock
 	lastFlush    int64          // when the buffer was last flushed for want of frames
@@ -75,6 +88,7 @@ func newWorker(c *Client, startFailed bool) *worker {
 		queue:  c.queue,
 		epoch:  time.Now(),
 		nextID: 1,
+		chunk:  chunkFirst,
 		ring:   newInflight(c.set.inflight()),
 		bw:     bufio.NewWriterSize(nil, writeBufferSize),
 	}
@@ -112,18 +126,15 @@ func (w *worker) run(conn net.Conn) {
 }
 
 // connect dials until it succeeds, pausing with backoff after failures. It returns nil when
-// Shutdown aborts, or when Stop has begun and the worker has made stopDialAttempts connection
-// attempts since the gateway last settled a frame, successful or not: a gateway that accepts
-// connections and drops them must not keep Stop waiting.
+// Shutdown aborts, or when Stop has begun and the worker has made stopDialAttempts attempts
+// that confirmed nothing since Stop began or the gateway last settled a frame: a gateway that
+// accepts connections and drops them must not keep Stop waiting.
 func (w *worker) connect() net.Conn {
 	c := w.c
 	for {
 		stopping := isClosed(c.stopping)
-		if stopping {
-			if w.stopAttempts == stopDialAttempts {
-				return nil
-			}
-			w.stopAttempts++
+		if stopping && w.stopAttempts >= stopDialAttempts {
+			return nil
 		}
 		if w.failures > 0 && !w.pause(backoff(w.failures), stopping) {
 			return nil
@@ -133,6 +144,9 @@ func (w *worker) connect() net.Conn {
 			return conn
 		}
 		w.failures++
+		if stopping {
+			w.stopAttempts++
+		}
 		c.log(slog.LevelWarn, "apns: connection attempt failed", slog.String("addr", c.addr),
 			slog.Int("failures", w.failures), slog.Any("err", err))
 		c.reportError(fmt.Errorf("apns: connecting to %s: %w", c.addr, err))
@@ -168,12 +182,19 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// giveUp reports every frame the worker still holds as unsent; it runs when the worker exits
-// without a connection. Frames written on the last connection count as delivered.
+// giveUp reports every frame the worker still holds with StatusUnknown; it runs when the
+// worker exits without a connection. Frames written on the last connection count as
+// delivered. Frames written on a connection lost without an answer may have arrived: they are
+// counted as unconfirmed, the others (never written, or discarded by the gateway after a
+// rejection) as unsent.
 func (w *worker) giveUp() {
 	w.c.stats.delivered.Add(uint64(w.ring.expire(1<<63 - 1)))
 	for w.ring.Len() > 0 {
-		w.c.report(w.ring.frame(0), StatusUnknown)
+		if w.ring.ambiguous > 0 {
+			w.c.reportUnconfirmed(w.ring.frame(0))
+		} else {
+			w.c.report(w.ring.frame(0), StatusUnknown)
+		}
 		w.ring.drop(1)
 	}
 }
@@ -230,6 +251,9 @@ var (
 	errDrained = errors.New("apns: queue drained")
 	errIdle    = errors.New("apns: connection idle")
 	errAborted = errors.New("apns: shutdown aborted")
+	// errUnanswered ends a connection whose sentinel got no answer while everything written
+	// before it aged out.
+	errUnanswered = errors.New("apns: sentinel unanswered")
 )
 
 // serve runs one connection until it ends and settles its ring. It returns true when the
@@ -240,16 +264,36 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
 	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
 	w.bw.Reset(deadlineWriter{w.c.abortCtx, conn, w.c.set.write()})
-	w.sentinel, w.confirmed = 0, 0
+	// After a connection lost without an answer, the gateway may have delivered any frame
+	// written on it. Writing them all again on one connection gets nowhere with a gateway
+	// that drops every connection after fewer frames than that, so the worker writes in
+	// chunks: each connection carries at most chunk frames, oldest first, then a sentinel,
+	// whose answer confirms them all. The chunk shrinks after a connection that confirmed
+	// nothing and grows after one that confirmed a whole chunk, like TCP's window, so it
+	// settles below what the gateway takes per connection. Chunks go on for chunkedFor after
+	// the last silent loss, so that the frames after the replay are not written in one
+	// stream the next drop makes ambiguous again.
+	w.sentinel, w.confirmed, w.chunkLeft = 0, 0, -1
+	chunked := w.ring.ambiguous > 0 || w.now() < w.chunkedUntil
+	chunk := w.chunk
+	stopping := isClosed(w.c.stopping) // the connection is an attempt made while stopping
+	if chunked {
+		w.chunkLeft = chunk
+	}
 	w.c.stats.conns.Add(1)
 	w.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", w.c.addr), slog.Int("replay", w.ring.pending()))
 	res, end := w.loop(results)
+	if end != nil && w.c.abortCtx.Err() != nil {
+		// Shutdown's deadline interrupted a blocked write: what was written counts as
+		// Shutdown's doc says (delivered), not as a lost connection's frames.
+		end = errAborted
+	}
 	if end == errAborted {
 		w.ring.unsendLast(w.bw.Buffered()) // never written: giveUp reports them as unsent
 	}
 	w.bw.Reset(nil)
 
-	local := end == errDrained || end == errIdle || end == errAborted
+	local := end == errDrained || end == errIdle || end == errAborted || end == errUnanswered
 	received := end == nil
 	if !received && !local { // a write failed: the server may have said why before closing
 		t := time.NewTimer(errorResponseGrace)
@@ -278,6 +322,16 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		// failure: the next attempt waits with backoff, so a gateway that keeps ending
 		// connections is not hammered.
 		w.failures++
+		if stopping && (!chunked || chunk == 1) {
+			w.stopAttempts++
+		}
+	}
+	switch {
+	case !chunked || local:
+	case w.confirmed == 0:
+		w.chunk = max(chunk/chunkShrink, 1)
+	case w.confirmed >= chunk:
+		w.chunk = min(chunk+max(chunk/8, 1), chunkMax)
 	}
 	if end == errIdle {
 		w.c.log(slog.LevelDebug, "apns: idle connection closed", slog.String("addr", w.c.addr))
@@ -336,7 +390,12 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		if w.drained() {
 			return readResult{}, errDrained
 		}
-		if w.queue == nil && w.ring.pending() == 0 && w.sentinel == 0 && !c.set.noSentinel {
+		if w.sentinel != 0 && w.ring.inFlight() == 0 {
+			// Everything before the sentinel aged out without an answer; nothing may be
+			// written after a sentinel, so the next frames need a new connection.
+			return readResult{}, errUnanswered
+		}
+		if w.sentinel == 0 && w.sentinelDue() {
 			if err := w.writeSentinel(); err != nil {
 				return readResult{}, err
 			}
@@ -355,7 +414,7 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		}
 		timer.Reset(max(wait, 10*time.Microsecond))
 		var in chan *frameBuf
-		if !w.ring.full() && w.ring.pending() == 0 {
+		if !w.ring.full() && w.ring.pending() == 0 && w.chunkLeft != 0 && w.sentinel == 0 {
 			in = w.queue
 		}
 		select {
@@ -383,7 +442,7 @@ func (w *worker) fill() (more bool, err error) {
 	}()
 	at := w.now()
 	for written < writeBatch {
-		if w.ring.full() {
+		if w.ring.full() || w.chunkLeft == 0 {
 			return false, nil
 		}
 		if w.ring.pending() > 0 {
@@ -432,6 +491,9 @@ func (w *worker) hold(f *frameBuf) {
 // writeNext gives the oldest pending frame the next identifier and buffers it.
 func (w *worker) writeNext(at int64) error {
 	w.lastWrite = at
+	if w.chunkLeft > 0 {
+		w.chunkLeft--
+	}
 	_, err := w.bw.Write(w.ring.send(w.newID(), at))
 	return err
 }
@@ -444,11 +506,23 @@ func (w *worker) newID() uint32 {
 	return id
 }
 
+// sentinelDue reports whether the connection is to end with a sentinel now: when writing in
+// chunks, once its chunk is written, the ring is full, or nothing more is to be written for
+// now; otherwise at Stop, once the queue is closed and every frame held is written.
+func (w *worker) sentinelDue() bool {
+	if w.chunkLeft >= 0 {
+		return w.ring.inFlight() > 0 &&
+			(w.chunkLeft == 0 || w.ring.full() || w.ring.pending() == 0 && len(w.queue) == 0)
+	}
+	return w.queue == nil && w.ring.pending() == 0 && !w.c.set.noSentinel
+}
+
 // writeSentinel writes and flushes the sentinel: a frame with an identifier and nothing else,
 // which a gateway rejects (status 2, missing device token) naming that identifier. As the
 // gateway answers frames in order, the answer confirms every frame written before it, so Stop
-// need not wait out the assume-sent timeout. It is written once the queue is closed and every
-// frame is written; without an answer the frames age out as usual.
+// need not wait out the assume-sent timeout, and a replay after a lost connection knows what
+// arrived. Nothing is written after it on the connection; without an answer the frames
+// before it age out as usual.
 func (w *worker) writeSentinel() error {
 	w.sentinel = w.newID()
 	var f [frameHeader + itemHeader + 4]byte
@@ -487,6 +561,8 @@ func (w *worker) settle(res readResult) {
 			slog.Int("in_flight", r.inFlight()), slog.Any("err", res.err))
 		c.reportError(fmt.Errorf("apns: connection to %s lost with %d frames in flight: %w", c.addr, r.inFlight(), res.err))
 		c.stats.duplicates.Add(uint64(r.inFlight()))
+		r.lose()
+		w.chunkedUntil = w.now() + int64(chunkedFor)
 	case w.sentinel != 0 && res.id == w.sentinel: // the gateway took everything before it
 		c.log(slog.LevelDebug, "apns: sentinel confirmed the frames in flight", slog.Int("frames", r.inFlight()))
 		w.settled(r.inFlight())
