@@ -465,7 +465,9 @@ func (c *Client) Stop() error {
 
 // Shutdown is Stop with a deadline. When ctx ends before the workers are done, they stop
 // waiting: frames already written are counted as delivered without waiting out their window,
-// and notifications not yet written are reported with StatusUnknown. Shutdown then returns
+// and notifications not yet written are reported with StatusUnknown. A write blocked by a
+// gateway that stopped reading is interrupted: the frames it had not finished count as not
+// written. Shutdown then returns
 // ctx's error after everything has exited.
 func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Lock()

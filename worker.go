@@ -7,6 +7,7 @@ package apns
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -63,6 +64,9 @@ type worker struct {
 	// Immutable.
 	c     *Client
 	epoch time.Time // origin of the ring's clock
+	// blocked is the time spent in writes to connections, which the ring's clock leaves out
+	// (see now). Only the worker goroutine touches it, through deadlineWriter.
+	blocked int64
 
 	// Owned by the worker goroutine.
 	queue        chan *frameBuf // the client's queue; nil once it is closed and drained
@@ -101,7 +105,12 @@ func newWorker(c *Client, startFailed bool) *worker {
 	return w
 }
 
-func (w *worker) now() int64 { return int64(time.Since(w.epoch)) }
+// now returns the ring's clock: the time since the worker began, less the time spent in
+// writes to connections. A write blocks when the gateway stops reading; the frames written
+// before it are then waiting unread, so their assume-sent time must not run: a rejection
+// the gateway sends once it reads again still finds its frame in the ring. Frames buffered
+// for a write are thus stamped, in effect, when that write completes.
+func (w *worker) now() int64 { return int64(time.Since(w.epoch)) - w.blocked }
 
 // run is the worker goroutine. It serves conn (nil: connect first), then reconnects until the
 // queue is closed and everything it wrote has been settled.
@@ -232,6 +241,7 @@ type deadlineWriter struct {
 	abort   context.Context
 	conn    net.Conn
 	timeout time.Duration
+	blocked *int64 // the worker's: time spent in conn.Write is added
 }
 
 func (d deadlineWriter) Write(p []byte) (int, error) {
@@ -243,7 +253,10 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 	if d.abort.Err() != nil {
 		return 0, errAborted
 	}
-	return d.conn.Write(p)
+	start := time.Now()
+	n, err := d.conn.Write(p)
+	*d.blocked += int64(time.Since(start))
+	return n, err
 }
 
 // These errors end a connection on the worker's initiative.
@@ -263,7 +276,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	go readErrorResponse(conn, results)
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
 	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
-	w.bw.Reset(deadlineWriter{w.c.abortCtx, conn, w.c.set.write()})
+	w.bw.Reset(deadlineWriter{w.c.abortCtx, conn, w.c.set.write(), &w.blocked})
 	// After a connection lost without an answer, the gateway may have delivered any frame
 	// written on it. Writing them all again on one connection gets nowhere with a gateway
 	// that drops every connection after fewer frames than that, so the worker writes in
@@ -304,6 +317,11 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		case <-w.c.abortCtx.Done():
 		}
 		t.Stop()
+	}
+	if tc, ok := conn.(*tls.Conn); ok && (end == errAborted || !local && end != nil) {
+		// A write failed or was cut short: the gateway is not reading, so the close_notify
+		// alert that tls.Conn.Close writes would wait up to 5 s for room. Close under it.
+		tc.NetConn().Close()
 	}
 	conn.Close()
 	w.c.stats.conns.Add(-1)

@@ -6,6 +6,7 @@ package apns_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,5 +74,112 @@ func TestConnectionsThatConfirmNothingAreRetriedWithBackoff(t *testing.T) {
 			}
 			t.Logf("%d connection attempts in %v", attempts, window)
 		})
+	}
+}
+
+// bigPayload makes frames of about 2 KB, so that a few thousand fill the kernel's buffers.
+func bigPayload(i int) map[string]interface{} {
+	return map[string]interface{}{"aps": map[string]interface{}{"alert": "x"}, "n": i, "pad": strings.Repeat("x", 1900)}
+}
+
+// The assume-sent clock does not run while a write is blocked (issue 10 item 10). The gateway
+// stops reading for four times the assume-sent timeout; the test sends until the client's
+// writes block, then makes the gateway reject one of the last frames written before the
+// block. When the gateway reads on, that frame must still be in flight: reported once, the
+// frames after it written again, none lost. (With the clock running through the block, the
+// client assumes every frame written before it delivered as soon as its queue runs dry, and
+// the rejection names a frame it no longer holds.)
+func TestRejectionAfterAStallLongerThanTheAssumeSentTimeout(t *testing.T) {
+	const assumeSent, most = time.Second, 20000
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{After: 10, Stall: 4 * assumeSent})
+	var bad atomic.Int64
+	bad.Store(-1)
+	s.RejectFunc(func(m apnstest.Notification) uint8 {
+		if int64(tokenIndex(m.Token)) == bad.Load() {
+			return 8
+		}
+		return 0
+	})
+	var unknown atomic.Int64
+	c := newClient(t, s, apns.WithAssumeSentTimeout(assumeSent), apns.WithInflightBytes(64<<20),
+		apns.WithQueueSize(most), apns.WithErrorHandler(func(err error) {
+			if errors.Is(err, apns.ErrUnknownID) {
+				unknown.Add(1)
+			}
+		}))
+	l := newLedger(c)
+	start(t, c, 1)
+	// Send 100 at a time until the client stops taking them: its write is blocked.
+	n := 0
+	for blocked := false; !blocked; {
+		if n == most {
+			t.Fatalf("the client wrote %d notifications of 2 KB to a gateway that reads nothing", most)
+		}
+		for range 100 {
+			if err := c.Send(token(n), time.Time{}, 10, bigPayload(n)); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		deadline := time.Now().Add(500 * time.Millisecond)
+		for c.Stats().Written < uint64(n) && !blocked {
+			blocked = time.Now().After(deadline)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	b := int(c.Stats().Written) - 50
+	bad.Store(int64(b))
+	stop(t, c)
+	if calls := l.snapshot(); len(calls) != 1 || len(calls[token(b)]) != 1 || calls[token(b)][0] != 8 {
+		t.Errorf("callbacks for %d tokens (token %d: %v); want token %d once with 8", len(calls), b, calls[token(b)], b)
+	}
+	checkAllArrived(t, s, n, map[string]bool{token(b): true}, true)
+	if st := c.Stats(); st.UnknownIDs != 0 || unknown.Load() != 0 || st.Rejected != 1 || st.Delivered != uint64(n-1) {
+		t.Errorf("stats %+v; want 1 rejected, %d delivered, no unknown identifier", st, n-1)
+	}
+}
+
+// Shutdown's deadline interrupting a write blocked by a gateway that reads nothing (issue 10
+// item 11): as its doc says, frames already written count as delivered and those not yet
+// written are reported unsent; the interrupted write is not a lost connection, so nothing is
+// counted as a duplicate or reported as possibly delivered.
+func TestShutdownInterruptingABlockedWriteCountsWrittenFramesDelivered(t *testing.T) {
+	const n = 10000
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{Stall: time.Hour}) // reads nothing, ever
+	c := newClient(t, s, apns.WithInflightBytes(64<<20), apns.WithWriteTimeout(time.Hour),
+		apns.WithQueueSize(n), apns.WithErrorHandler(func(error) {}))
+	l := newLedger(c)
+	for i := range n {
+		if err := c.Send(token(i), time.Time{}, 10, bigPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(t, c, 1)
+	// Wait until the writes block: the worker has taken frames but the count stops moving.
+	guard(t, "the writes to block", func() {
+		for last := uint64(0); ; {
+			time.Sleep(50 * time.Millisecond)
+			w := c.Stats().Written
+			if w > 0 && w == last {
+				return
+			}
+			last = w
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	guard(t, "Shutdown", func() {
+		if err := c.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown = %v; want DeadlineExceeded", err)
+		}
+	})
+	st := c.Stats()
+	if st.Delivered == 0 || st.Delivered+st.Unsent != n || st.Duplicates != 0 || st.Drops != 0 || st.Unconfirmed != 0 {
+		t.Errorf("stats %+v; want the written frames delivered, the rest unsent, no drop or duplicate", st)
+	}
+	if calls := l.snapshot(); uint64(len(calls)) != st.Unsent {
+		t.Errorf("callbacks for %d tokens; want %d (the unsent)", len(calls), st.Unsent)
 	}
 }
