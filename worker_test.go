@@ -5,8 +5,11 @@ package apns_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
+	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -181,5 +184,145 @@ func TestShutdownInterruptingABlockedWriteCountsWrittenFramesDelivered(t *testin
 	}
 	if calls := l.snapshot(); uint64(len(calls)) != st.Unsent {
 		t.Errorf("callbacks for %d tokens; want %d (the unsent)", len(calls), st.Unsent)
+	}
+}
+
+// rejections records the rejection callback's reasons by hex token.
+func reasons(c *apns.Client) func() map[string][]string {
+	var mu sync.Mutex
+	got := map[string][]string{}
+	c.SetRejectionCallback(func(r *apns.Rejection) {
+		mu.Lock()
+		defer mu.Unlock()
+		tok := hex.EncodeToString(r.Message.Token)
+		got[tok] = append(got[tok], r.Reason)
+	})
+	return func() map[string][]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(got)
+	}
+}
+
+// When Stop gives up on a gateway that refuses every connection after the first ended,
+// the frames the worker still holds go to the callback with 255 (issue 16 item 3), counted
+// apart (issue 17): those written on a connection lost without a word may have arrived
+// (Unconfirmed, reason "unknown (possibly delivered)"); those the gateway discarded after a
+// rejection never did (Unsent, reason "unknown").
+func TestStopGivingUpReportsHeldFramesWith255CountedApart(t *testing.T) {
+	refuse := repeat(apnstest.ConnScript{RefuseHandshake: true}, 1000)
+	cases := []struct {
+		name        string
+		first       apnstest.ConnScript
+		unconfirmed bool
+	}{
+		{"after a silent drop", apnstest.ConnScript{After: 10, Drop: true}, true},
+		{"after a rejection", apnstest.ConnScript{After: 10, Reject: 8}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 50
+			s := newServer(t)
+			s.Script(append([]apnstest.ConnScript{tc.first}, refuse...)...)
+			c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour), apns.WithErrorHandler(func(error) {}))
+			l := newLedger(c)
+			why := reasons(c)
+			sendAll(t, c, n) // queued before Start: one connection writes them all
+			start(t, c, 1)
+			guard(t, "the first connection to end", func() {
+				for s.Conns() < 2 {
+					time.Sleep(time.Millisecond)
+				}
+			})
+			stop(t, c)
+			calls, rs := l.snapshot(), why()
+			wantReason := "unknown"
+			if tc.unconfirmed {
+				wantReason = "unknown (possibly delivered)"
+			}
+			// After the drop the client cannot know that the gateway took 0..9: all are held.
+			// After the rejection of 10, 0..9 are delivered and 11.. held.
+			first := 0
+			if !tc.unconfirmed {
+				if codes := calls[token(10)]; len(codes) != 1 || codes[0] != 8 {
+					t.Errorf("token 10: codes %v; want [8]", codes)
+				}
+				first = 11
+			}
+			for i := first; i < n; i++ {
+				if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) || len(rs[token(i)]) != 1 || rs[token(i)][0] != wantReason {
+					t.Errorf("token %d: codes %v, reasons %q; want [255] and %q", i, codes, rs[token(i)], wantReason)
+				}
+			}
+			st := c.Stats()
+			held := uint64(n - first)
+			if tc.unconfirmed && (st.Unconfirmed != held || st.Unsent != 0) || !tc.unconfirmed && (st.Unsent != held || st.Unconfirmed != 0) {
+				t.Errorf("stats %+v; want %d unconfirmed: %v", st, held, tc.unconfirmed)
+			}
+		})
+	}
+}
+
+// Shutdown's deadline with frames written on a live connection that never answers: they
+// count as delivered, as Shutdown's doc says, not as unsent (issue 16 item 3).
+func TestShutdownDeadlineCountsFramesWrittenOnTheLastConnectionDelivered(t *testing.T) {
+	const n = 100
+	s := newServer(t)
+	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour), apns.WithoutSentinel())
+	l := newLedger(c)
+	start(t, c, 1)
+	sendAll(t, c, n)
+	if !s.WaitCount(n, waitGuard) {
+		t.Fatalf("the gateway got %d of %d", s.Count(), n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	guard(t, "Shutdown", func() {
+		if err := c.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown = %v; want DeadlineExceeded (nothing confirms the frames)", err)
+		}
+	})
+	if st := c.Stats(); st.Delivered != n || st.Unsent != 0 || st.Unconfirmed != 0 || len(l.snapshot()) != 0 {
+		t.Errorf("stats %+v, %d callbacks; want %d delivered, none reported", st, len(l.snapshot()), n)
+	}
+}
+
+// The sentinel's answer confirms every frame before it, the last one included (issue 16 item
+// 8): Stop returns well before its deadline without writing anything twice.
+func TestSentinelConfirmsTheLastFrameBeforeIt(t *testing.T) {
+	const n = 100
+	s := newServer(t)
+	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour))
+	l := newLedger(c)
+	sendAll(t, c, n)
+	start(t, c, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	guard(t, "Shutdown", func() {
+		if err := c.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown = %v; want nil: the sentinel confirms everything", err)
+		}
+	})
+	checkAllArrived(t, s, n, nil, true)
+	if st := c.Stats(); st.Delivered != n || st.Replayed != 0 || st.Written != n || len(l.snapshot()) != 0 {
+		t.Errorf("stats %+v, %d callbacks; want %d written once and delivered", st, len(l.snapshot()), n)
+	}
+}
+
+// Status 10 naming frame i delivers frame i and writes again only the frames after it
+// (issue 16 item 9).
+func TestShutdownStatusNamingAFrameDeliversIt(t *testing.T) {
+	const n, after = 100, 40
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{After: after, Shutdown: true}) // names frame after-1
+	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour))
+	l := newLedger(c)
+	sendAll(t, c, n) // queued before Start: one connection writes them in order
+	start(t, c, 1)
+	stop(t, c)
+	checkAllArrived(t, s, n, nil, true)
+	st := c.Stats()
+	if st.Delivered != n || st.Replayed != n-after || st.Duplicates != 0 || len(l.snapshot()) != 0 {
+		t.Errorf("stats %+v, %d callbacks; want %d delivered, %d replayed (those after the named frame)", st, len(l.snapshot()), n, n-after)
 	}
 }
