@@ -586,11 +586,13 @@ func (w *worker) settle(res readResult) {
 		w.settled(r.inFlight())
 	case i < 0 && res.status == StatusShutdown: // nothing in flight was delivered
 		c.log(slog.LevelInfo, "apns: gateway shut the connection down", slog.Int("delivered", 0))
-	case i < 0:
+	case i < 0: // the gateway may have delivered any of them, as after a silent loss
 		c.log(slog.LevelWarn, "apns: error response names no frame in flight",
 			slog.Any("status", res.status), slog.Uint64("id", uint64(res.id)))
 		c.stats.unknownIDs.Add(1)
 		c.reportError(&ResponseError{Status: res.status, ID: res.id})
+		c.stats.duplicates.Add(uint64(r.inFlight()))
+		r.lose()
 	case res.status == StatusShutdown: // id is the last frame delivered
 		c.log(slog.LevelInfo, "apns: gateway shut the connection down", slog.Int("delivered", i+1))
 		w.settled(i + 1)
