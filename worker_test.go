@@ -326,3 +326,24 @@ func TestShutdownStatusNamingAFrameDeliversIt(t *testing.T) {
 		t.Errorf("stats %+v, %d callbacks; want %d delivered, %d replayed (those after the named frame)", st, len(l.snapshot()), n, n-after)
 	}
 }
+
+// An error response naming an identifier the worker never used says nothing about the frames
+// in flight: the gateway may have delivered any of them. They are written again and counted
+// as possible duplicates.
+func TestUnknownIDCountsTheFramesInFlightAsDuplicates(t *testing.T) {
+	const n, after = 500, 100
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{After: after, Garbage: []byte{8, 8, 0xff, 0xff, 0xff, 0xf0}})
+	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour), apns.WithErrorHandler(func(error) {}))
+	sendAll(t, c, n) // queued before Start: the gateway takes 0..99, then answers
+	start(t, c, 1)
+	stop(t, c)
+	checkAllArrived(t, s, n, nil, false)
+	twice := 0
+	for _, k := range received(s) {
+		twice += k - 1
+	}
+	if st := c.Stats(); st.Duplicates < uint64(twice) || twice < after || st.UnknownIDs != 1 {
+		t.Errorf("%d arrived twice; stats %+v; want at least %d arrived twice, all counted as duplicates", twice, st, after)
+	}
+}
