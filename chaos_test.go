@@ -206,7 +206,11 @@ func binaryScripts(r *rand.Rand, k int) ([]apnstest.ConnScript, map[string]int) 
 // this test: the mock reads every frame within the timeout. So the longest stall (200 ms)
 // stays far below it, and the small ring keeps the unread backlog (at most 64 KiB, a few
 // hundred frames, milliseconds of work) short. The margin covers a busy 2-core machine under
-// -race; with a 100 ms timeout, stalls of 200 ms lose notifications in most runs.
+// -race; with a 100 ms timeout, stalls of 200 ms lose notifications in most runs. For the
+// same reason writes that block longer than the timeout are not a fault class here: with this
+// small ring the ring fills before the kernel's buffers, so no write blocks and the frames
+// would wait unread past the timeout; TestRejectionAfterAStallLongerThanTheAssumeSentTimeout
+// (worker_test.go) holds that case with a ring larger than the buffers.
 const (
 	chaosAssumeSent    = time.Second
 	chaosInflightBytes = 64 << 10
@@ -238,6 +242,7 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	c := newClient(t, s, apns.WithAssumeSentTimeout(chaosAssumeSent), apns.WithInflightBytes(chaosInflightBytes),
 		apns.WithErrorHandler(func(error) { errs.Add(1) }))
 	l := newLedger(c)
+	maybe := recordRejections(c) // for the reason of each 255
 
 	peak := sampleHeap()
 	begin := time.Now()
@@ -248,15 +253,11 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	// gateway (one that keeps failing while the client stops makes it report what it holds as
 	// unsent, by design).
 	arr.await(n, reported(l))
-	// In one run of three, the gateway is gone at Stop (issue 10 item 4): once every frame is
-	// settled, so that the workers hold nothing, Stop must still return, reporting nothing.
+	// In one run of three, the gateway is gone at Stop (issue 10 item 4): Stop must still
+	// return. A worker may still hold frames that arrived on a connection lost without a
+	// word (it may be waiting out a backoff); it reports them with 255 as possibly delivered.
 	gone := r.IntN(3) == 0
 	if gone {
-		guard(t, "every frame settled", func() {
-			for c.Stats().InFlight > 0 {
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
 		s.Close()
 	}
 	for !gone && s.Conns() < len(scripts) {
@@ -274,6 +275,23 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	arr.await(n, reported(l)) // a stalled connection may still hold the last ones
 	s.Close()
 	codes, strays := byIndex(n, l.snapshot())
+	st := c.Stats()
+	// Notifications given up on at Stop as possibly delivered that did arrive: delivered, as
+	// far as the ledger goes. Any other report must satisfy the ledger as usual.
+	unconfirmed := 0
+	for tok, rs := range maybe.snapshot() {
+		i := hexIndex(tok)
+		if len(rs) == 1 && rs[0].Code == 255 && rs[0].Reason == "unknown (possibly delivered)" && i >= 0 && i < n &&
+			arr.counts[i].Load() > 0 && len(codes[i]) == 1 {
+			codes[i] = nil
+			unconfirmed++
+		}
+	}
+	if unconfirmed > 0 && !gone || uint64(unconfirmed) != st.Unconfirmed {
+		t.Errorf("ledger: %d notifications that arrived reported as possibly delivered (gateway gone at Stop: %v), Stats.Unconfirmed %d", unconfirmed, gone, st.Unconfirmed)
+	}
+	st.Unconfirmed -= uint64(unconfirmed)
+	st.Delivered += uint64(unconfirmed)
 	refused := map[int]bool{} // refused by a script's Reject, not for the token
 	for _, m := range s.Rejected() {
 		if i := tokenIndex(m.Token); !d.bad(i) {
@@ -283,7 +301,6 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	for _, m := range s.Rejected() { // a sentinel or a rejection: the connection carried frames
 		used.add(m.Conn)
 	}
-	st := c.Stats()
 	sum := checkLedger(t, n, d.bad, arr, codes, strays, refused, st)
 	// Connection attempts stay bounded (issue 10 item 2): connections on which the gateway
 	// took no frame at all (refused, dropped at once, answered with an error naming nothing)
@@ -295,9 +312,9 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	if empty > emptyPerWorkerSecond*workers {
 		t.Errorf("ledger: %d connections that carried no frame within one second from %d workers; want at most %d per worker", empty, workers, emptyPerWorkerSecond)
 	}
-	t.Logf("binary seed=%d: notifications=%d workers=%d rejected=%d (scripted %d) replayed=%d duplicates=%d (tokens seen twice %d, delivered and reported %d) drops=%d reconnects=%d unknownIDs=%d lost=%d errors=%d conns=%d (most empty in a second %d) gone-at-stop=%v elapsed=%v peak-heap=%s faults=%s",
+	t.Logf("binary seed=%d: notifications=%d workers=%d rejected=%d (scripted %d) replayed=%d duplicates=%d (tokens seen twice %d, delivered and reported %d) drops=%d reconnects=%d unknownIDs=%d lost=%d errors=%d conns=%d (most empty in a second %d) gone-at-stop=%v (given up as possibly delivered %d) elapsed=%v peak-heap=%s faults=%s",
 		seed, n, workers, st.Rejected, len(refused), st.Replayed, st.Duplicates, sum.ambiguous, sum.both, st.Drops, st.Reconnects,
-		st.UnknownIDs, sum.lost, errs.Load(), s.Conns(), empty, gone, elapsed.Round(time.Millisecond), heap, summary(kinds))
+		st.UnknownIDs, sum.lost, errs.Load(), s.Conns(), empty, gone, unconfirmed, elapsed.Round(time.Millisecond), heap, summary(kinds))
 }
 
 // ---- HTTP/2 faults ----
