@@ -26,12 +26,17 @@
 // after it are written again, in order, first thing on a new connection. Status 10 (shutdown)
 // names the last good notification instead: nothing is reported, the rest is replayed.
 // When a connection is lost without an error response, nothing is known about the frames in
-// its ring, so all of them are replayed: a device may then get a notification twice.
+// its ring, so all of them are replayed: a device may then get a notification twice. For the
+// next 30 seconds the worker then writes in chunks, each connection ending with a sentinel
+// frame whose rejection confirms the chunk, and sizes the chunks to what the gateway takes
+// per connection: a gateway that reads at least two frames on every connection gets every
+// notification.
 //
 // Every notification accepted by Send (Send returned nil) therefore ends in exactly one of
 // two ways: it is written and assumed delivered, or it is reported to the callback. A
-// notification that could not be written at all before Stop gave up (the gateway stayed
-// unreachable) is reported with StatusUnknown (255).
+// notification that Stop gave up on (the gateway stayed unreachable, or kept ending
+// connections without confirming anything) is reported with StatusUnknown (255), counted in
+// Stats.Unsent if the gateway never took it and in Stats.Unconfirmed if it may have arrived.
 //
 // # Goroutines
 //

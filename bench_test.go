@@ -56,7 +56,7 @@ func peakRSS() int64 {
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
 	}
-	return ru.Maxrss << 10 // kilobytes on Linux
+	return int64(ru.Maxrss) << 10 // kilobytes on Linux; int32 on 386 and arm
 }
 
 // split calls f(k, n) on each of g goroutines, the n adding up to total, and waits.

@@ -499,9 +499,12 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // frame before it, wait until every frame in flight is confirmed, reported or assumed
 // delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
 // close their connections and exit, feedback polling stops, and the callbacks already due
-// run. If the gateway cannot be reached while stopping, the notifications that could not be
-// written are reported with StatusUnknown. A feedback poll in progress gets FeedbackStopGrace
-// to finish. Stop is idempotent; later calls wait for the first to finish. It returns nil.
+// run. If the gateway cannot be reached while stopping (three connection attempts in a row
+// per worker confirm nothing; one that confirms frames starts the count again), what the
+// worker still holds is reported with StatusUnknown (Stats.Unsent, or Stats.Unconfirmed
+// for notifications that may have arrived). A feedback poll in progress gets
+// FeedbackStopGrace to finish. Stop is idempotent; later calls wait for the first to finish.
+// It returns nil.
 //
 // Stop may be called from the callbacks and the error handler: there it does all of the above
 // but wait for the callbacks still queued (they run after the handler returns), and a call
@@ -512,7 +515,9 @@ func (c *Client) Stop() error {
 
 // Shutdown is Stop with a deadline. When ctx ends before the workers are done, they stop
 // waiting: frames already written are counted as delivered without waiting out their window,
-// and notifications not yet written are reported with StatusUnknown. Shutdown then returns
+// and notifications not yet written are reported with StatusUnknown. A write blocked by a
+// gateway that stopped reading is interrupted: the frames it had not finished count as not
+// written. Shutdown then returns
 // ctx's error after everything has exited.
 func (c *Client) Shutdown(ctx context.Context) error {
 	me := goid()
@@ -600,6 +605,18 @@ func (c *Client) report(frame []byte, status Status) {
 	c.push(event{frame: bytes.Clone(frame), status: status})
 }
 
+// reasonUnconfirmed is the Rejection.Reason of a binary notification reported with
+// StatusUnknown that the gateway may have delivered (counted in Stats.Unconfirmed).
+const reasonUnconfirmed = "unknown (possibly delivered)"
+
+// reportUnconfirmed hands the callback, with StatusUnknown, a notification the client gave up
+// on although the gateway may have delivered it: it was written on a connection lost without
+// an answer. It keeps a copy of frame.
+func (c *Client) reportUnconfirmed(frame []byte) {
+	c.stats.unconfirmed.Add(1)
+	c.push(event{frame: bytes.Clone(frame), status: StatusUnknown, unconfirmed: true})
+}
+
 // reportRejection hands a notification of the HTTP/2 API that will not be delivered to the
 // callbacks. The caller has counted it.
 func (c *Client) reportRejection(r *Rejection) {
@@ -658,6 +675,9 @@ func (c *Client) run(e event) {
 	r := e.rej
 	if r == nil {
 		r = &Rejection{Message: messageOf(e.frame), Code: uint8(e.status), Reason: e.status.String()}
+		if e.unconfirmed {
+			r.Reason = reasonUnconfirmed
+		}
 	}
 	if cb != nil {
 		cb(r.Message, r.Code)
@@ -679,10 +699,11 @@ func (c *Client) addBadToken(t BadToken) {
 // event is one report waiting for the dispatcher: a binary frame and its status, an HTTP/2
 // rejection, or an error.
 type event struct {
-	frame  []byte
-	status Status
-	rej    *Rejection
-	err    error
+	frame       []byte
+	status      Status
+	unconfirmed bool // binary: given up on, possibly delivered
+	rej         *Rejection
+	err         error
 }
 
 // dispatcher runs callbacks one at a time on its own goroutine. Its queue is unbounded so
@@ -769,6 +790,15 @@ type Stats struct {
 	Reconnects uint64 // connections opened after the first of each worker
 	UnknownIDs uint64 // error responses naming no frame in flight
 
+	// Unconfirmed counts binary notifications the client gave up on (Stop with the gateway
+	// unreachable, or Shutdown's deadline) although the gateway may have delivered them: they
+	// were written on a connection lost without an answer, and no later connection confirmed
+	// them. Unsent counts the others, which the gateway never took (never written, or
+	// discarded after a rejection). The callback gets both with StatusUnknown; the rejection
+	// callback (SetRejectionCallback) tells them apart by Reason, "unknown (possibly
+	// delivered)" here, "unknown" for unsent.
+	Unconfirmed uint64
+
 	// RejectedByStatus splits Rejected by status code (HTTP/2: the nearest binary code, as
 	// the callback gets it). Statuses that never occurred are absent.
 	RejectedByStatus map[Status]uint64
@@ -780,8 +810,8 @@ type Stats struct {
 }
 
 type counters struct {
-	accepted, written, delivered, rejected, unsent, replayed, duplicates, drops, reconnects,
-	unknownIDs atomic.Uint64
+	accepted, written, delivered, rejected, unsent, unconfirmed, replayed, duplicates, drops,
+	reconnects, unknownIDs atomic.Uint64
 	byStatus [256]atomic.Uint64
 	conns    atomic.Int64
 }
@@ -794,7 +824,7 @@ func (s *counters) reject(code uint8) {
 
 // Stats returns the client's counters and gauges. They are read one by one while the client
 // runs, so they may disagree by a few notifications in flux; once Stop has returned, Accepted
-// equals Delivered + Rejected + Unsent.
+// equals Delivered + Rejected + Unsent + Unconfirmed.
 func (c *Client) Stats() Stats {
 	s := &c.stats
 	st := Stats{
@@ -802,6 +832,7 @@ func (c *Client) Stats() Stats {
 		Delivered:   s.delivered.Load(),
 		Rejected:    s.rejected.Load(),
 		Unsent:      s.unsent.Load(),
+		Unconfirmed: s.unconfirmed.Load(),
 		Replayed:    s.replayed.Load(),
 		Duplicates:  s.duplicates.Load(),
 		Drops:       s.drops.Load(),
@@ -815,7 +846,7 @@ func (c *Client) Stats() Stats {
 		st.Queued = uint64(len(c.queue))
 	}
 	st.Accepted = s.accepted.Load() // last: it counts before the others
-	if settled := st.Delivered + st.Rejected + st.Unsent + st.Queued; st.Accepted > settled {
+	if settled := st.Delivered + st.Rejected + st.Unsent + st.Unconfirmed + st.Queued; st.Accepted > settled {
 		st.InFlight = st.Accepted - settled
 	}
 	for code := range s.byStatus {

@@ -677,7 +677,7 @@ func TestShutdownDeadlineEndsTheWaitAndReportsUnsent(t *testing.T) {
 		t.Errorf("Shutdown = %v; want nil or DeadlineExceeded", err)
 	}
 	st := c.Stats()
-	if len(l.snapshot()) != int(st.Unsent) || st.Unsent+st.Delivered != 50 {
+	if len(l.snapshot()) != int(st.Unsent+st.Unconfirmed) || st.Unsent+st.Unconfirmed+st.Delivered != 50 {
 		t.Errorf("stats = %+v with %d callbacks; want every notification delivered or reported", st, len(l.snapshot()))
 	}
 }

@@ -23,6 +23,10 @@ type inflight struct {
 	sent      int     // the first sent entries were written on the current connection
 	sentBytes int     // their total length
 	maxBytes  int
+	// The first ambiguous entries were written on a connection lost without an answer: the
+	// gateway may have delivered them. sent <= ambiguous while any are ambiguous, as the
+	// worker writes them first.
+	ambiguous int
 }
 
 type entry struct {
@@ -149,6 +153,7 @@ func (r *inflight) expire(deadline int64) int {
 
 // drop removes the k oldest frames.
 func (r *inflight) drop(k int) {
+	r.ambiguous = max(r.ambiguous-k, 0)
 	for ; k > 0; k-- {
 		e := r.entry(0)
 		if r.sent > 0 {
@@ -171,8 +176,13 @@ func (r *inflight) find(id uint32) int {
 	if id < first {
 		d-- // the identifiers wrapped, skipping 0
 	}
+	// Compare as uint32 before converting: an identifier older than the first frame (or 0,
+	// or a bogus one) gives a d near 2^32, which int makes negative where it has 32 bits.
+	if d >= uint32(r.sent) {
+		return -1
+	}
 	i := int(d)
-	if i >= r.sent || frameID(r.frame(i)) != id {
+	if frameID(r.frame(i)) != id {
 		return -1
 	}
 	return i
@@ -182,6 +192,13 @@ func (r *inflight) find(id uint32) int {
 // again, oldest first.
 func (r *inflight) unsend() {
 	r.sent, r.sentBytes = 0, 0
+}
+
+// lose makes every frame held pending after a connection lost without an answer: the frames
+// written on it become ambiguous.
+func (r *inflight) lose() {
+	r.ambiguous = max(r.ambiguous, r.sent)
+	r.unsend()
 }
 
 // unsendLast makes pending the newest written frames that hold the last n bytes written, in

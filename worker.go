@@ -7,6 +7,7 @@ package apns
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,9 +22,19 @@ import (
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 30 * time.Second
-	// stopDialAttempts is how often a worker tries to connect once Stop has begun before it
-	// reports what it still holds as unsent.
+	// stopDialAttempts is how many connection attempts that confirmed nothing a worker makes
+	// once Stop has begun before it reports what it still holds: failed dials, and
+	// connections that confirmed no frame (in chunked replay, only those that carried a chunk
+	// of one frame). A connection that confirms a frame starts the count again.
 	stopDialAttempts = 3
+	// Chunked writing after a connection lost without an answer (see serve): the first chunk,
+	// the largest, the factor a chunk shrinks by after a connection that confirmed nothing
+	// (it grows by an eighth after one that confirmed a whole chunk), and how long after the
+	// last such loss the worker keeps writing in chunks.
+	chunkFirst  = 1024
+	chunkMax    = 1 << 16
+	chunkShrink = 4
+	chunkedFor  = 30 * time.Second
 	// errorResponseGrace is how long a worker whose write failed waits for the error response
 	// that may explain the failure.
 	errorResponseGrace = 2 * time.Second
@@ -53,6 +64,9 @@ type worker struct {
 	// Immutable.
 	c     *Client
 	epoch time.Time // origin of the ring's clock
+	// blocked is the time spent in writes to connections, which the ring's clock leaves out
+	// (see now). Only the worker goroutine touches it, through deadlineWriter.
+	blocked int64
 
 	// Owned by the worker goroutine.
 	queue        chan *frameBuf // the client's queue; nil once it is closed and drained
@@ -60,7 +74,11 @@ type worker struct {
 	nextID       uint32         // never 0: a status-10 response names 0 when nothing was delivered
 	sentinel     uint32         // identifier of the sentinel written on this connection, or 0
 	stopAttempts int            // connection attempts since Stop began or the gateway last settled frames
-	failures     int            // failed dials and lost connections since frames were last delivered
+	failures     int            // failed dials and connections that confirmed nothing, since frames were last settled
+	confirmed    int            // frames the gateway settled (delivered or rejected) on this connection
+	chunk        int            // frames a connection carries before its sentinel when writing in chunks
+	chunkLeft    int            // frames this connection may still write before its sentinel; -1: no limit
+	chunkedUntil int64          // write in chunks until then, on the ring's clock: a connection was lost silently
 	conns        int            // connections opened
 	lastWrite    int64          // when the last frame was written, on the ring's clock
 	lastFlush    int64          // when the buffer was last flushed for want of frames
@@ -74,6 +92,7 @@ func newWorker(c *Client, startFailed bool) *worker {
 		queue:  c.queue,
 		epoch:  time.Now(),
 		nextID: 1,
+		chunk:  chunkFirst,
 		ring:   newInflight(c.set.inflight()),
 		bw:     bufio.NewWriterSize(nil, writeBufferSize),
 	}
@@ -86,7 +105,12 @@ func newWorker(c *Client, startFailed bool) *worker {
 	return w
 }
 
-func (w *worker) now() int64 { return int64(time.Since(w.epoch)) }
+// now returns the ring's clock: the time since the worker began, less the time spent in
+// writes to connections. A write blocks when the gateway stops reading; the frames written
+// before it are then waiting unread, so their assume-sent time must not run: a rejection
+// the gateway sends once it reads again still finds its frame in the ring. Frames buffered
+// for a write are thus stamped, in effect, when that write completes.
+func (w *worker) now() int64 { return int64(time.Since(w.epoch)) - w.blocked }
 
 // run is the worker goroutine. It serves conn (nil: connect first), then reconnects until the
 // queue is closed and everything it wrote has been settled.
@@ -111,18 +135,15 @@ func (w *worker) run(conn net.Conn) {
 }
 
 // connect dials until it succeeds, pausing with backoff after failures. It returns nil when
-// Shutdown aborts, or when Stop has begun and the worker has made stopDialAttempts connection
-// attempts since the gateway last settled a frame, successful or not: a gateway that accepts
-// connections and drops them must not keep Stop waiting.
+// Shutdown aborts, or when Stop has begun and the worker has made stopDialAttempts attempts
+// that confirmed nothing since Stop began or the gateway last settled a frame: a gateway that
+// accepts connections and drops them must not keep Stop waiting.
 func (w *worker) connect() net.Conn {
 	c := w.c
 	for {
 		stopping := isClosed(c.stopping)
-		if stopping {
-			if w.stopAttempts == stopDialAttempts {
-				return nil
-			}
-			w.stopAttempts++
+		if stopping && w.stopAttempts >= stopDialAttempts {
+			return nil
 		}
 		if w.failures > 0 && !w.pause(backoff(w.failures), stopping) {
 			return nil
@@ -132,6 +153,9 @@ func (w *worker) connect() net.Conn {
 			return conn
 		}
 		w.failures++
+		if stopping {
+			w.stopAttempts++
+		}
 		c.log(slog.LevelWarn, "apns: connection attempt failed", slog.String("addr", c.addr),
 			slog.Int("failures", w.failures), slog.Any("err", err))
 		c.reportError(fmt.Errorf("apns: connecting to %s: %w", c.addr, err))
@@ -167,12 +191,19 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// giveUp reports every frame the worker still holds as unsent; it runs when the worker exits
-// without a connection. Frames written on the last connection count as delivered.
+// giveUp reports every frame the worker still holds with StatusUnknown; it runs when the
+// worker exits without a connection. Frames written on the last connection count as
+// delivered. Frames written on a connection lost without an answer may have arrived: they are
+// counted as unconfirmed, the others (never written, or discarded by the gateway after a
+// rejection) as unsent.
 func (w *worker) giveUp() {
 	w.c.stats.delivered.Add(uint64(w.ring.expire(1<<63 - 1)))
 	for w.ring.Len() > 0 {
-		w.c.report(w.ring.frame(0), StatusUnknown)
+		if w.ring.ambiguous > 0 {
+			w.c.reportUnconfirmed(w.ring.frame(0))
+		} else {
+			w.c.report(w.ring.frame(0), StatusUnknown)
+		}
 		w.ring.drop(1)
 	}
 }
@@ -210,6 +241,7 @@ type deadlineWriter struct {
 	abort   context.Context
 	conn    net.Conn
 	timeout time.Duration
+	blocked *int64 // the worker's: time spent in conn.Write is added
 }
 
 func (d deadlineWriter) Write(p []byte) (int, error) {
@@ -221,7 +253,10 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 	if d.abort.Err() != nil {
 		return 0, errAborted
 	}
-	return d.conn.Write(p)
+	start := time.Now()
+	n, err := d.conn.Write(p)
+	*d.blocked += int64(time.Since(start))
+	return n, err
 }
 
 // These errors end a connection on the worker's initiative.
@@ -229,6 +264,9 @@ var (
 	errDrained = errors.New("apns: queue drained")
 	errIdle    = errors.New("apns: connection idle")
 	errAborted = errors.New("apns: shutdown aborted")
+	// errUnanswered ends a connection whose sentinel got no answer while everything written
+	// before it aged out.
+	errUnanswered = errors.New("apns: sentinel unanswered")
 )
 
 // serve runs one connection until it ends and settles its ring. It returns true when the
@@ -238,17 +276,37 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	go readErrorResponse(conn, results)
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
 	defer context.AfterFunc(w.c.abortCtx, func() { conn.SetDeadline(time.Now()) })()
-	w.bw.Reset(deadlineWriter{w.c.abortCtx, conn, w.c.set.write()})
-	w.sentinel = 0
+	w.bw.Reset(deadlineWriter{w.c.abortCtx, conn, w.c.set.write(), &w.blocked})
+	// After a connection lost without an answer, the gateway may have delivered any frame
+	// written on it. Writing them all again on one connection gets nowhere with a gateway
+	// that drops every connection after fewer frames than that, so the worker writes in
+	// chunks: each connection carries at most chunk frames, oldest first, then a sentinel,
+	// whose answer confirms them all. The chunk shrinks after a connection that confirmed
+	// nothing and grows after one that confirmed a whole chunk, like TCP's window, so it
+	// settles below what the gateway takes per connection. Chunks go on for chunkedFor after
+	// the last silent loss, so that the frames after the replay are not written in one
+	// stream the next drop makes ambiguous again.
+	w.sentinel, w.confirmed, w.chunkLeft = 0, 0, -1
+	chunked := w.ring.ambiguous > 0 || w.now() < w.chunkedUntil
+	chunk := w.chunk
+	stopping := isClosed(w.c.stopping) // the connection is an attempt made while stopping
+	if chunked {
+		w.chunkLeft = chunk
+	}
 	w.c.stats.conns.Add(1)
 	w.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", w.c.addr), slog.Int("replay", w.ring.pending()))
 	res, end := w.loop(results)
+	if end != nil && w.c.abortCtx.Err() != nil {
+		// Shutdown's deadline interrupted a blocked write: what was written counts as
+		// Shutdown's doc says (delivered), not as a lost connection's frames.
+		end = errAborted
+	}
 	if end == errAborted {
 		w.ring.unsendLast(w.bw.Buffered()) // never written: giveUp reports them as unsent
 	}
 	w.bw.Reset(nil)
 
-	local := end == errDrained || end == errIdle || end == errAborted
+	local := end == errDrained || end == errIdle || end == errAborted || end == errUnanswered
 	received := end == nil
 	if !received && !local { // a write failed: the server may have said why before closing
 		t := time.NewTimer(errorResponseGrace)
@@ -259,6 +317,11 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		case <-w.c.abortCtx.Done():
 		}
 		t.Stop()
+	}
+	if tc, ok := conn.(*tls.Conn); ok && (end == errAborted || !local && end != nil) {
+		// A write failed or was cut short: the gateway is not reading, so the close_notify
+		// alert that tls.Conn.Close writes would wait up to 5 s for room. Close under it.
+		tc.NetConn().Close()
 	}
 	conn.Close()
 	w.c.stats.conns.Add(-1)
@@ -271,8 +334,22 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	if !local || res.err == nil {
 		w.settle(res)
 	}
-	if !local && res.err != nil {
-		w.failures++ // reconnect after a pause: a server that keeps dropping is not hammered
+	if !local && w.confirmed == 0 {
+		// However it ended (a drop, garbage, a write error, an error response naming nothing
+		// in flight or an unknown identifier), a connection that confirmed no frame is a
+		// failure: the next attempt waits with backoff, so a gateway that keeps ending
+		// connections is not hammered.
+		w.failures++
+		if stopping && (!chunked || chunk == 1) {
+			w.stopAttempts++
+		}
+	}
+	switch {
+	case !chunked || local:
+	case w.confirmed == 0:
+		w.chunk = max(chunk/chunkShrink, 1)
+	case w.confirmed >= chunk:
+		w.chunk = min(chunk+max(chunk/8, 1), chunkMax)
 	}
 	if end == errIdle {
 		w.c.log(slog.LevelDebug, "apns: idle connection closed", slog.String("addr", w.c.addr))
@@ -326,12 +403,17 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		}
 		if k := w.ring.expire(now - int64(c.set.assumeSent())); k > 0 {
 			c.stats.delivered.Add(uint64(k))
-			w.progressed()
+			w.progressed(k)
 		}
 		if w.drained() {
 			return readResult{}, errDrained
 		}
-		if w.queue == nil && w.ring.pending() == 0 && w.sentinel == 0 && !c.set.noSentinel {
+		if w.sentinel != 0 && w.ring.inFlight() == 0 {
+			// Everything before the sentinel aged out without an answer; nothing may be
+			// written after a sentinel, so the next frames need a new connection.
+			return readResult{}, errUnanswered
+		}
+		if w.sentinel == 0 && w.sentinelDue() {
 			if err := w.writeSentinel(); err != nil {
 				return readResult{}, err
 			}
@@ -350,7 +432,7 @@ func (w *worker) loop(results <-chan readResult) (readResult, error) {
 		}
 		timer.Reset(max(wait, 10*time.Microsecond))
 		var in chan *frameBuf
-		if !w.ring.full() && w.ring.pending() == 0 {
+		if !w.ring.full() && w.ring.pending() == 0 && w.chunkLeft != 0 && w.sentinel == 0 {
 			in = w.queue
 		}
 		select {
@@ -378,7 +460,7 @@ func (w *worker) fill() (more bool, err error) {
 	}()
 	at := w.now()
 	for written < writeBatch {
-		if w.ring.full() {
+		if w.ring.full() || w.chunkLeft == 0 {
 			return false, nil
 		}
 		if w.ring.pending() > 0 {
@@ -427,6 +509,9 @@ func (w *worker) hold(f *frameBuf) {
 // writeNext gives the oldest pending frame the next identifier and buffers it.
 func (w *worker) writeNext(at int64) error {
 	w.lastWrite = at
+	if w.chunkLeft > 0 {
+		w.chunkLeft--
+	}
 	_, err := w.bw.Write(w.ring.send(w.newID(), at))
 	return err
 }
@@ -439,11 +524,23 @@ func (w *worker) newID() uint32 {
 	return id
 }
 
+// sentinelDue reports whether the connection is to end with a sentinel now: when writing in
+// chunks, once its chunk is written, the ring is full, or nothing more is to be written for
+// now; otherwise at Stop, once the queue is closed and every frame held is written.
+func (w *worker) sentinelDue() bool {
+	if w.chunkLeft >= 0 {
+		return w.ring.inFlight() > 0 &&
+			(w.chunkLeft == 0 || w.ring.full() || w.ring.pending() == 0 && len(w.queue) == 0)
+	}
+	return w.queue == nil && w.ring.pending() == 0 && !w.c.set.noSentinel
+}
+
 // writeSentinel writes and flushes the sentinel: a frame with an identifier and nothing else,
 // which a gateway rejects (status 2, missing device token) naming that identifier. As the
 // gateway answers frames in order, the answer confirms every frame written before it, so Stop
-// need not wait out the assume-sent timeout. It is written once the queue is closed and every
-// frame is written; without an answer the frames age out as usual.
+// need not wait out the assume-sent timeout, and a replay after a lost connection knows what
+// arrived. Nothing is written after it on the connection; without an answer the frames
+// before it age out as usual.
 func (w *worker) writeSentinel() error {
 	w.sentinel = w.newID()
 	var f [frameHeader + itemHeader + 4]byte
@@ -458,10 +555,13 @@ func (w *worker) writeSentinel() error {
 	return w.bw.Flush()
 }
 
-// progressed notes that the gateway settled frames: connection trouble before it is not
-// held against the next attempts.
-func (w *worker) progressed() {
-	w.failures, w.stopAttempts = 0, 0
+// progressed notes that the gateway settled k frames on this connection (delivered, assumed
+// delivered or rejected): connection trouble before it is not held against the next attempts.
+func (w *worker) progressed(k int) {
+	if k > 0 {
+		w.confirmed += k
+		w.failures, w.stopAttempts = 0, 0
+	}
 }
 
 // settle sorts the frames written on a connection that ended, according to how it ended. It
@@ -479,16 +579,20 @@ func (w *worker) settle(res readResult) {
 			slog.Int("in_flight", r.inFlight()), slog.Any("err", res.err))
 		c.reportError(fmt.Errorf("apns: connection to %s lost with %d frames in flight: %w", c.addr, r.inFlight(), res.err))
 		c.stats.duplicates.Add(uint64(r.inFlight()))
+		r.lose()
+		w.chunkedUntil = w.now() + int64(chunkedFor)
 	case w.sentinel != 0 && res.id == w.sentinel: // the gateway took everything before it
 		c.log(slog.LevelDebug, "apns: sentinel confirmed the frames in flight", slog.Int("frames", r.inFlight()))
 		w.settled(r.inFlight())
 	case i < 0 && res.status == StatusShutdown: // nothing in flight was delivered
 		c.log(slog.LevelInfo, "apns: gateway shut the connection down", slog.Int("delivered", 0))
-	case i < 0:
+	case i < 0: // the gateway may have delivered any of them, as after a silent loss
 		c.log(slog.LevelWarn, "apns: error response names no frame in flight",
 			slog.Any("status", res.status), slog.Uint64("id", uint64(res.id)))
 		c.stats.unknownIDs.Add(1)
 		c.reportError(&ResponseError{Status: res.status, ID: res.id})
+		c.stats.duplicates.Add(uint64(r.inFlight()))
+		r.lose()
 	case res.status == StatusShutdown: // id is the last frame delivered
 		c.log(slog.LevelInfo, "apns: gateway shut the connection down", slog.Int("delivered", i+1))
 		w.settled(i + 1)
@@ -496,6 +600,7 @@ func (w *worker) settle(res readResult) {
 		w.settled(i)
 		c.report(r.frame(0), res.status)
 		r.drop(1)
+		w.progressed(1)
 	}
 	r.unsend()
 	if r.pending() > 0 {
@@ -507,5 +612,5 @@ func (w *worker) settle(res readResult) {
 func (w *worker) settled(k int) {
 	w.ring.drop(k)
 	w.c.stats.delivered.Add(uint64(k))
-	w.progressed()
+	w.progressed(k)
 }
