@@ -34,14 +34,18 @@ import (
 func TestChaosBinary(t *testing.T) {
 	n, seeds := chaosSize(t, 20000)
 	for seed := 1; seed <= seeds; seed++ {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosBinary(t, uint64(seed), n) })
+		if !t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosBinary(t, uint64(seed), n) }) {
+			break // a broken client fails every seed alike: one ledger says enough
+		}
 	}
 }
 
 func TestChaosHTTP2(t *testing.T) {
 	n, seeds := chaosSize(t, 5000)
 	for seed := 1; seed <= seeds; seed++ {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosHTTP2(t, uint64(seed), n) })
+		if !t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosHTTP2(t, uint64(seed), n) }) {
+			break
+		}
 	}
 }
 
@@ -207,6 +211,18 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 		apns.WithErrorHandler(func(error) { errs.Add(1) }))
 	l := newLedger(c)
 
+	// judge checks the ledger as it stands, failing the test with its first broken entries.
+	judge := func() ledgerSummary {
+		codes, strays := byIndex(n, l.snapshot())
+		refused := map[int]bool{} // refused by a script's Reject, not for the token
+		for _, m := range s.Rejected() {
+			if i := tokenIndex(m.Token); !d.bad(i) {
+				refused[i] = true
+			}
+		}
+		return checkLedger(t, n, d.bad, arr, codes, strays, refused, c.Stats())
+	}
+
 	peak := sampleHeap()
 	begin := time.Now()
 	start(t, c, workers)
@@ -214,22 +230,21 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	// Let the client work through the faults until every notification has arrived or been
 	// reported; then use up the scripts no connection took, so that Stop finds a willing
 	// gateway (one that keeps failing while the client stops makes it report what it holds as
-	// unsent, by design).
-	arr.await(n, reported(l))
-	for s.Conns() < len(scripts) {
+	// unsent, by design). A notification that never ends fails the run here, with the ledger.
+	awaitLedger(t, n, arr, l, judge)
+	waitFor(t, "the gateway to use up its scripts", func() bool {
 		for k := len(scripts) - s.Conns(); k > 0; k-- {
 			if conn, err := net.Dial("tcp", s.Addr); err == nil {
 				conn.Close()
 			}
 		}
-		time.Sleep(time.Millisecond)
-	}
-	stop(t, c)
+		return s.Conns() >= len(scripts)
+	})
+	chaosStop(t, c, judge)
 	elapsed := time.Since(begin)
 	heap := peak()
 	arr.await(n, reported(l)) // a stalled connection may still hold the last ones
 	s.Close()
-	codes, strays := byIndex(n, l.snapshot())
 	refused := map[int]bool{} // refused by a script's Reject, not for the token
 	for _, m := range s.Rejected() {
 		if i := tokenIndex(m.Token); !d.bad(i) {
@@ -237,7 +252,7 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 		}
 	}
 	st := c.Stats()
-	sum := checkLedger(t, n, d.bad, arr, codes, strays, refused, st)
+	sum := judge()
 	t.Logf("binary seed=%d: notifications=%d workers=%d rejected=%d (scripted %d) replayed=%d duplicates=%d (tokens seen twice %d) drops=%d reconnects=%d unknownIDs=%d lost=%d errors=%d conns=%d elapsed=%v peak-heap=%s faults=%s",
 		seed, n, workers, st.Rejected, len(refused), st.Replayed, st.Duplicates, sum.ambiguous, st.Drops, st.Reconnects,
 		st.UnknownIDs, sum.lost, errs.Load(), s.Conns(), elapsed.Round(time.Millisecond), heap, summary(kinds))
@@ -338,24 +353,28 @@ func chaosHTTP2(t *testing.T, seed uint64, n int) {
 	l := newLedger(c)
 	rej := recordRejections(c)
 
+	judge := func() ledgerSummary {
+		codes, strays := byIndex(n, l.snapshot())
+		return checkLedger(t, n, d.bad, arr, codes, strays, nil, c.Stats())
+	}
+
 	peak := sampleHeap()
 	begin := time.Now()
 	start(t, c, workers)
 	sendAll(t, c, n)
-	stop(t, c)
+	chaosStop(t, c, judge)
 	elapsed := time.Since(begin)
 	heap := peak()
 	guard(t, "the mock's GoAway and CloseClientConnections", bg.Wait)
 	s.Close()
 
-	codes, strays := byIndex(n, l.snapshot())
 	for tok, rs := range rej.snapshot() {
 		if len(rs) != 1 || rs[0].StatusCode != 400 || rs[0].Reason != "BadDeviceToken" {
 			t.Errorf("token %s: rejections %+v; want one 400 BadDeviceToken", tok, rs)
 		}
 	}
 	st := c.Stats()
-	sum := checkLedger(t, n, d.bad, arr, codes, strays, nil, st)
+	sum := judge()
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("http2 seed=%d: notifications=%d workers=%d streams=%d rejected=%d replayed=%d duplicates=%d (tokens seen twice %d) drops=%d reconnects=%d lost=%d errors=%d requests=%d goaways=%d closes=%d conns=%d elapsed=%v peak-heap=%s faults=%s",
@@ -368,12 +387,14 @@ func chaosHTTP2(t *testing.T, seed uint64, n int) {
 // arrivals counts, per notification index, how often the mock accepted it.
 type arrivals struct {
 	counts []atomic.Int32
+	total  atomic.Int64 // every arrival, for await to see progress
 	stray  atomic.Int64 // tokens that no notification of the run carries
 }
 
 func newArrivals(n int) *arrivals { return &arrivals{counts: make([]atomic.Int32, n)} }
 
 func (a *arrivals) add(i int) {
+	a.total.Add(1)
 	if i < 0 || i >= len(a.counts) {
 		a.stray.Add(1)
 		return
@@ -381,20 +402,64 @@ func (a *arrivals) add(i int) {
 	a.counts[i].Add(1)
 }
 
-// await waits (up to waitGuard) until every notification has arrived or been reported. It
-// only bounds the wait: checkLedger judges what arrived.
-func (a *arrivals) await(n int, reported func() map[int]bool) {
+// chaosQuiet is how long await waits for a sign of progress (a notification arriving or
+// being reported) before it gives up: far longer than any fault of the scripts, the
+// assume-sent timeout and the backoff after a few failed connections, so that only a
+// notification the client has lost is still missing then.
+const chaosQuiet = 10 * time.Second
+
+// await waits until every notification has arrived or been reported, and reports whether
+// they all did. It gives up when nothing has arrived or been reported for chaosQuiet, or after
+// waitGuard. It only bounds the wait: checkLedger judges what arrived.
+func (a *arrivals) await(n int, reported func() map[int]bool) bool {
 	deadline := time.Now().Add(waitGuard)
 	i := 0 // what arrived or was reported stays so: resume where the last look stopped
+	progress, lastChange := int64(-1), time.Now()
 	for {
 		done := reported()
 		for i < n && (a.counts[i].Load() > 0 || done[i]) {
 			i++
 		}
-		if i == n || time.Now().After(deadline) {
-			return
+		if i == n {
+			return true
+		}
+		now := time.Now()
+		if p := a.total.Load() + int64(len(done)); p != progress {
+			progress, lastChange = p, now
+		}
+		if now.After(deadline) || now.Sub(lastChange) > chaosQuiet {
+			return false
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// awaitLedger waits (as arrivals.await) until every notification has arrived or been
+// reported; if some never end, it fails the test at once with the ledger's first broken
+// entries (judge) rather than going on to wait for Stop.
+func awaitLedger(t *testing.T, n int, arr *arrivals, l *ledger, judge func() ledgerSummary) {
+	t.Helper()
+	if arr.await(n, reported(l)) {
+		return
+	}
+	t.Errorf("after %v without progress, some notifications have neither arrived nor been reported", chaosQuiet)
+	judge()
+	t.FailNow()
+}
+
+// chaosStop stops c; if Stop does not return within waitGuard, it fails the test with the
+// ledger's first broken entries (judge) before the goroutines.
+func chaosStop(t *testing.T, c *apns.Client, judge func() ledgerSummary) {
+	t.Helper()
+	select {
+	case err := <-stopAsync(c):
+		if err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	case <-time.After(waitGuard):
+		hung.Store(c, true)
+		judge()
+		fatalHang(t, "Stop")
 	}
 }
 
@@ -452,13 +517,13 @@ func checkLedger(t *testing.T, n int, bad func(int) bool, arr *arrivals, codes [
 		switch {
 		case bad(i):
 			if len(cs) != 1 || cs[0] != 8 || k != 0 {
-				problem("notification %d to a bad token: callback codes %v, arrived %d times; want [8] and never", i, cs, k)
+				problem("notification %d (token %s) to a bad token: callback codes %v, arrived %d times; want [8] and never", i, token(i), cs, k)
 			}
 		case len(cs) == 0 && k == 0:
 			sum.lost++
-			problem("notification %d lost: never arrived, never reported", i)
+			problem("notification %d (token %s) lost: never arrived, never reported", i, token(i))
 		case len(cs) > 0 && (len(cs) != 1 || cs[0] != 8 || !refused[i]):
-			problem("notification %d: callback codes %v (refused by the mock: %v); want none, or [8] if refused", i, cs, refused[i])
+			problem("notification %d (token %s): callback codes %v, arrived %d times (refused by the mock: %v); want none, or [8] if refused", i, token(i), cs, k, refused[i])
 		}
 		if k > 1 || k > 0 && len(cs) > 0 {
 			sum.ambiguous++
@@ -478,7 +543,7 @@ func checkLedger(t *testing.T, n int, bad func(int) bool, arr *arrivals, codes [
 		problem("stats %+v with %d sent and %d reported; want Accepted = sent = Delivered+Rejected+Unsent, Unsent 0, Rejected = reported", st, n, nReported)
 	}
 	if len(problems) > 0 {
-		t.Errorf("ledger (%d lost):\n\t%s", sum.lost, strings.Join(problems, "\n\t"))
+		t.Errorf("ledger: %d lost; the first broken entries:\n\t%s", sum.lost, strings.Join(problems, "\n\t"))
 	}
 	return sum
 }

@@ -114,11 +114,16 @@ func received(s *apnstest.Server) map[string]int {
 	return got
 }
 
+// sendAll sends notifications 0..n-1, failing the test if one is refused or if Send blocks
+// for waitGuard (a client whose workers have stalled).
 func sendAll(t *testing.T, c *apns.Client, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
-		if err := c.Send(token(i), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload(i)); err != nil {
-			t.Fatalf("Send(%d): %v", i, err)
+		ctx, cancel := context.WithTimeout(context.Background(), waitGuard)
+		err := c.SendContext(ctx, token(i), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload(i))
+		cancel()
+		if err != nil {
+			t.Fatalf("Send(%d): %v; stats %+v", i, err, c.Stats())
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,17 +25,37 @@ const waitGuard = 30 * time.Second
 // stop stops c, failing the test if Stop returns an error or does not return within waitGuard.
 func stop(t testing.TB, c *apns.Client) {
 	t.Helper()
-	if err := guardErr(t, "Stop", c.Stop); err != nil {
-		t.Errorf("Stop: %v", err)
+	done := stopAsync(c)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	case <-time.After(waitGuard):
+		hung.Store(c, true)
+		fatalHang(t, "Stop")
 	}
 }
+
+// hung holds the clients whose Stop did not return (as keys), so that stopAfter does not wait
+// for them a second time.
+var hung sync.Map
 
 // shutdown calls c.Shutdown(ctx) and returns its error, failing the test if it does not return
 // within waitGuard (whatever ctx says: a Shutdown that ignores its context must not hang the
 // test either).
 func shutdown(t testing.TB, c *apns.Client, ctx context.Context) error {
 	t.Helper()
-	return guardErr(t, "Shutdown", func() error { return c.Shutdown(ctx) })
+	done := make(chan error, 1)
+	go func() { done <- c.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(waitGuard):
+		hung.Store(c, true)
+		fatalHang(t, "Shutdown")
+		return nil
+	}
 }
 
 // stopAfter stops c when the test ends (bounded, as stop) and then checks that Stop left no
@@ -42,6 +63,9 @@ func shutdown(t testing.TB, c *apns.Client, ctx context.Context) error {
 func stopAfter(t testing.TB, c *apns.Client) {
 	t.Helper()
 	t.Cleanup(func() {
+		if _, ok := hung.Load(c); ok {
+			return // the test has failed already, with the goroutines
+		}
 		stop(t, c)
 		checkNoGoroutines(t)
 	})
