@@ -462,13 +462,7 @@ func TestIdleConnectionIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendAll(t, c, 10)
-	deadline := time.Now().Add(waitGuard)
-	for s.Conns() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the idle connection was never replaced")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, "the idle connection to be replaced", func() bool { return s.Conns() >= 2 })
 	sendAll(t, c, 20)
 	stop(t, c)
 	if got := s.Count(); got != 30 {
@@ -733,11 +727,7 @@ func TestStatsSplitRejectionsAndShowGauges(t *testing.T) {
 	if err := c.Start(2); err != nil {
 		t.Fatal(err)
 	}
-	guard(t, "two connections up", func() {
-		for c.Stats().Connections != 2 {
-			time.Sleep(time.Millisecond)
-		}
-	})
+	waitFor(t, "two connections up", func() bool { return c.Stats().Connections == 2 })
 	stop(t, c)
 	st := c.Stats()
 	want := map[apns.Status]uint64{8: 3, 7: 1}
