@@ -44,6 +44,10 @@ func newClient(t *testing.T, s *apnstest.Server, opts ...apns.Option) *apns.Clie
 // checkNoGoroutines fails if a goroutine of package apns is still running.
 func checkNoGoroutines(t testing.TB) {
 	t.Helper()
+	if anyHung() {
+		t.Log("goroutine leak check skipped: an earlier client's Stop never returned, and its goroutines remain")
+		return
+	}
 	deadline := time.Now().Add(waitGuard)
 	for {
 		buf := make([]byte, 1<<20)

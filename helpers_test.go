@@ -38,8 +38,16 @@ func stop(t testing.TB, c *apns.Client) {
 }
 
 // hung holds the clients whose Stop did not return (as keys), so that stopAfter does not wait
-// for them a second time.
+// for them a second time, and checkNoGoroutines does not blame their goroutines on a later
+// test.
 var hung sync.Map
+
+// anyHung reports whether the Stop of some client of this test binary did not return.
+func anyHung() bool {
+	found := false
+	hung.Range(func(any, any) bool { found = true; return false })
+	return found
+}
 
 // shutdown calls c.Shutdown(ctx) and returns its error, failing the test if it does not return
 // within waitGuard (whatever ctx says: a Shutdown that ignores its context must not hang the
