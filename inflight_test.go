@@ -165,6 +165,23 @@ func TestInflightIsFullAtItsByteBudget(t *testing.T) {
 	}
 }
 
+// The budget is reached, not only exceeded, when the written frames hold exactly its bytes.
+func TestInflightIsFullWhenFramesExactlyFillTheBudget(t *testing.T) {
+	r := newInflight(900)
+	sendAll(r, 1, frameOf(300, 0), frameOf(300, 0))
+	if r.full() {
+		t.Fatal("full at 600 of 900 bytes")
+	}
+	sendAll(r, 3, frameOf(300, 0))
+	if !r.full() {
+		t.Error("not full with 900 of 900 bytes written")
+	}
+	r.unsendLast(1)
+	if r.full() || r.inFlight() != 2 {
+		t.Errorf("after the last frame was taken back: full %v, inFlight %d; want false, 2", r.full(), r.inFlight())
+	}
+}
+
 // BenchmarkInflight reports what a frame in flight costs: its own bytes plus the ring's
 // overhead, at steady state with a full ring of 100,000 frames of a typical 107 bytes.
 func BenchmarkInflight(b *testing.B) {
