@@ -182,6 +182,43 @@ func TestInflightIsFullWhenFramesExactlyFillTheBudget(t *testing.T) {
 	}
 }
 
+// A frame that exactly fits the gap between the newest and the oldest frame of a wrapped
+// arena goes there: the arena does not grow.
+func TestInflightFillsAnExactGapWithoutGrowing(t *testing.T) {
+	r := newInflight(1 << 30)
+	for i := range minArena / 1024 { // fills the first arena exactly
+		r.add(frameOf(1024, byte(i)))
+	}
+	if len(r.data) != minArena {
+		t.Fatalf("arena of %d bytes for %d bytes of frames; want %d", len(r.data), r.bytes(), minArena)
+	}
+	r.drop(2)                  // a gap of 2048 bytes at the start
+	r.add(frameOf(1024, 0xa1)) // wraps to offset 0
+	r.add(frameOf(1024, 0xa2)) // exactly fills what is left before the oldest frame
+	if len(r.data) != minArena {
+		t.Errorf("arena grew to %d bytes although the frame fit exactly", len(r.data))
+	}
+	if f := r.frame(r.Len() - 1); f[0] != 0xa2 || !bytes.Equal(r.frame(r.Len()-2), frameOf(1024, 0xa1)) {
+		t.Error("the frames added after the wrap changed")
+	}
+}
+
+// The arena grows geometrically, so that adding frames costs amortised O(1) copying: a few
+// growths for megabytes of frames, not one per few frames.
+func TestInflightArenaGrowsGeometrically(t *testing.T) {
+	r := newInflight(1 << 30)
+	growths, size := 0, 0
+	for i := range 1000 { // 2 MB held at once
+		r.add(frameOf(2000, byte(i)))
+		if len(r.data) != size {
+			growths, size = growths+1, len(r.data)
+		}
+	}
+	if growths > 12 {
+		t.Errorf("the arena grew %d times for %d bytes of frames; want a doubling, at most 12", growths, r.bytes())
+	}
+}
+
 // BenchmarkInflight reports what a frame in flight costs: its own bytes plus the ring's
 // overhead, at steady state with a full ring of 100,000 frames of a typical 107 bytes.
 func BenchmarkInflight(b *testing.B) {
