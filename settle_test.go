@@ -84,7 +84,7 @@ func TestErrorResponseWithNothingInFlightIsReported(t *testing.T) {
 }
 
 // A status-10 shutdown naming the last of five frames in flight delivers all five, and the log
-// says so.
+// says so, and says nothing of frames to write again.
 func TestShutdownNamingTheLastFrameLogsEveryFrameDelivered(t *testing.T) {
 	s := newServer(t)
 	s.Script(apnstest.ConnScript{After: 5, Shutdown: true})
@@ -103,6 +103,9 @@ func TestShutdownNamingTheLastFrameLogsEveryFrameDelivered(t *testing.T) {
 	log := logs.String()
 	if !strings.Contains(log, `msg="apns: gateway shut the connection down" delivered=5`) {
 		t.Errorf("log lacks the shutdown with delivered=5:\n%s", log)
+	}
+	if strings.Contains(log, "frames to write again") {
+		t.Errorf("log speaks of frames to write again, with none to write:\n%s", log)
 	}
 	checkAllArrived(t, s, 5, nil, true)
 }
