@@ -5,6 +5,7 @@ package apns_test
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -83,29 +84,34 @@ func TestErrorResponseWithNothingInFlightIsReported(t *testing.T) {
 	checkAllArrived(t, s, 10, nil, true)
 }
 
-// A status-10 shutdown naming the last of five frames in flight delivers all five, and the log
-// says so, and says nothing of frames to write again.
-func TestShutdownNamingTheLastFrameLogsEveryFrameDelivered(t *testing.T) {
-	s := newServer(t)
-	s.Script(apnstest.ConnScript{After: 5, Shutdown: true})
-	var logs lockedBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour), apns.WithLogger(logger))
-	sendAll(t, c, 5) // queued before Start: written on the first connection
-	if err := c.Start(1); err != nil {
-		t.Fatal(err)
+// A status-10 shutdown naming the k-th of five frames in flight (the first, the last) delivers
+// the first k, and the log says so; the others are written again, once.
+func TestShutdownNamingAFrameInFlightDeliversItAndThoseBefore(t *testing.T) {
+	for _, k := range []int{1, 5} {
+		t.Run(fmt.Sprintf("frame %d of 5", k), func(t *testing.T) {
+			s := newServer(t)
+			s.Script(apnstest.ConnScript{After: k, Shutdown: true})
+			var logs lockedBuffer
+			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour), apns.WithLogger(logger))
+			sendAll(t, c, 5) // queued before Start: written on the first connection, in order
+			if err := c.Start(1); err != nil {
+				t.Fatal(err)
+			}
+			// The worker settles the connection before it connects again.
+			waitFor(t, "the worker to connect again", func() bool { return s.Conns() >= 2 && c.Stats().Connections == 1 })
+			stop(t, c)
+			if st := c.Stats(); st.Delivered != 5 || st.Replayed != uint64(5-k) || st.Duplicates != 0 {
+				t.Errorf("stats %+v; want 5 delivered, %d written again", st, 5-k)
+			}
+			log := logs.String()
+			if want := fmt.Sprintf(`msg="apns: gateway shut the connection down" delivered=%d`, k); !strings.Contains(log, want) {
+				t.Errorf("log lacks %q:\n%s", want, log)
+			}
+			if again := strings.Contains(log, "frames to write again"); again != (k < 5) {
+				t.Errorf("log speaks of frames to write again: %v; want %v:\n%s", again, k < 5, log)
+			}
+			checkAllArrived(t, s, 5, nil, true)
+		})
 	}
-	waitFor(t, "the shutdown to be settled", func() bool { return c.Stats().Delivered == 5 })
-	stop(t, c)
-	if st := c.Stats(); st.Delivered != 5 || st.Replayed != 0 || st.Duplicates != 0 {
-		t.Errorf("stats %+v; want 5 delivered, none written again", st)
-	}
-	log := logs.String()
-	if !strings.Contains(log, `msg="apns: gateway shut the connection down" delivered=5`) {
-		t.Errorf("log lacks the shutdown with delivered=5:\n%s", log)
-	}
-	if strings.Contains(log, "frames to write again") {
-		t.Errorf("log speaks of frames to write again, with none to write:\n%s", log)
-	}
-	checkAllArrived(t, s, 5, nil, true)
 }
