@@ -65,6 +65,13 @@ func TestInflightUnsendLastTakesBackUnflushedFrames(t *testing.T) {
 	if r.inFlight() != 2 {
 		t.Errorf("unsendLast(0) changed the ring: inFlight %d", r.inFlight())
 	}
+	// More bytes than the frames written hold (the buffer also held a sentinel, which the
+	// ring does not keep): every written frame becomes pending, and no more.
+	r.unsendLast(1000)
+	if r.inFlight() != 0 || r.pending() != 4 || r.Len() != 4 || r.full() {
+		t.Errorf("after unsendLast beyond the written frames: inFlight %d, pending %d, held %d, full %v; want 0, 4, 4, false",
+			r.inFlight(), r.pending(), r.Len(), r.full())
+	}
 }
 
 func TestInflightExpireDropsOnlyOldFrames(t *testing.T) {
