@@ -35,14 +35,18 @@ import (
 func TestChaosBinary(t *testing.T) {
 	n, seeds := chaosSize(t, 20000)
 	for seed := 1; seed <= seeds; seed++ {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosBinary(t, uint64(seed), n) })
+		if !t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosBinary(t, uint64(seed), n) }) {
+			break // a broken client fails every seed alike: one ledger says enough
+		}
 	}
 }
 
 func TestChaosHTTP2(t *testing.T) {
 	n, seeds := chaosSize(t, 5000)
 	for seed := 1; seed <= seeds; seed++ {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosHTTP2(t, uint64(seed), n) })
+		if !t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosHTTP2(t, uint64(seed), n) }) {
+			break
+		}
 	}
 }
 
@@ -245,6 +249,18 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	l := newLedger(c)
 	maybe := recordRejections(c) // for the reason of each 255
 
+	// judge checks the ledger as it stands, failing the test with its first broken entries.
+	judge := func() ledgerSummary {
+		codes, strays := byIndex(n, l.snapshot())
+		refused := map[int]bool{} // refused by a script's Reject, not for the token
+		for _, m := range s.Rejected() {
+			if i := tokenIndex(m.Token); !d.bad(i) {
+				refused[i] = true
+			}
+		}
+		return checkLedger(t, n, d.bad, arr, codes, strays, refused, c.Stats())
+	}
+
 	peak := sampleHeap()
 	begin := time.Now()
 	start(t, c, workers)
@@ -252,8 +268,8 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 	// Let the client work through the faults until every notification has arrived or been
 	// reported; then use up the scripts no connection took, so that Stop finds a willing
 	// gateway (one that keeps failing while the client stops makes it report what it holds as
-	// unsent, by design).
-	arr.await(n, reported(l))
+	// unsent, by design). A notification that never ends fails the run here, with the ledger.
+	awaitLedger(t, n, arr, l, judge)
 	// In one run of three, the gateway is gone at Stop (issue 10 item 4): Stop must still
 	// return. A worker may still hold frames that arrived on a connection lost without a
 	// word (it may be waiting out a backoff); it reports them with 255 as possibly delivered.
@@ -270,7 +286,7 @@ func chaosBinary(t *testing.T, seed uint64, n int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	stop(t, c)
+	chaosStop(t, c, judge)
 	elapsed := time.Since(begin)
 	heap := peak()
 	arr.await(n, reported(l)) // a stalled connection may still hold the last ones
@@ -425,6 +441,10 @@ func chaosHTTP2(t *testing.T, seed uint64, n int) {
 		apns.WithErrorHandler(func(error) { errs.Add(1) }))
 	l := newLedger(c)
 	rej := recordRejections(c)
+	judge := func() ledgerSummary {
+		codes, strays := byIndex(n, l.snapshot())
+		return checkLedger(t, n, d.bad, arr, codes, strays, nil, c.Stats())
+	}
 	// The 410 tokens' consumer waits in GetBadTokens throughout, Stop included.
 	fc, err := c.SetupFeedbackClient("", 0)
 	if err != nil {
@@ -449,7 +469,7 @@ func chaosHTTP2(t *testing.T, seed uint64, n int) {
 	begin := time.Now()
 	start(t, c, workers)
 	sendAll(t, c, n)
-	stop(t, c)
+	chaosStop(t, c, judge)
 	guard(t, "GetBadTokens after Stop", func() {
 		if err := <-feedbackDone; !errors.Is(err, apns.ErrFeedbackStopped) {
 			t.Errorf("GetBadTokens after Stop = %v; want ErrFeedbackStopped", err)
@@ -508,12 +528,14 @@ func chaosHTTP2(t *testing.T, seed uint64, n int) {
 // arrivals counts, per notification index, how often the mock accepted it.
 type arrivals struct {
 	counts []atomic.Int32
+	total  atomic.Int64 // every arrival, for await to see progress
 	stray  atomic.Int64 // tokens that no notification of the run carries
 }
 
 func newArrivals(n int) *arrivals { return &arrivals{counts: make([]atomic.Int32, n)} }
 
 func (a *arrivals) add(i int) {
+	a.total.Add(1)
 	if i < 0 || i >= len(a.counts) {
 		a.stray.Add(1)
 		return
@@ -521,20 +543,67 @@ func (a *arrivals) add(i int) {
 	a.counts[i].Add(1)
 }
 
-// await waits (up to waitGuard) until every notification has arrived or been reported. It
-// only bounds the wait: checkLedger judges what arrived.
-func (a *arrivals) await(n int, reported func() map[int]bool) {
+// chaosQuiet is how long await waits for a sign of progress (a notification arriving or
+// being reported) before it gives up: far longer than any fault of the scripts, the
+// assume-sent timeout and the backoff after a few failed connections, so that only a
+// notification the client has lost is still missing then.
+const chaosQuiet = 10 * time.Second
+
+// await waits until every notification has arrived or been reported. It gives up after
+// waitGuard, or when nothing has arrived or been reported for chaosQuiet: then it reports
+// stalled. It only bounds the wait: checkLedger judges what arrived.
+func (a *arrivals) await(n int, reported func() map[int]bool) (stalled bool) {
 	deadline := time.Now().Add(waitGuard)
 	i := 0 // what arrived or was reported stays so: resume where the last look stopped
+	progress, lastChange := int64(-1), time.Now()
 	for {
 		done := reported()
 		for i < n && (a.counts[i].Load() > 0 || done[i]) {
 			i++
 		}
-		if i == n || time.Now().After(deadline) {
-			return
+		if i == n {
+			return false
+		}
+		now := time.Now()
+		if p := a.total.Load() + int64(len(done)); p != progress {
+			progress, lastChange = p, now
+		}
+		if now.Sub(lastChange) > chaosQuiet {
+			return true
+		}
+		if now.After(deadline) {
+			return false // still moving: let Stop finish the work, and the ledger judge it
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// awaitLedger waits (as arrivals.await) until every notification has arrived or been
+// reported; if some stop ending, it fails the test at once with the ledger's first broken
+// entries (judge) rather than going on to wait for Stop.
+func awaitLedger(t *testing.T, n int, arr *arrivals, l *ledger, judge func() ledgerSummary) {
+	t.Helper()
+	if !arr.await(n, reported(l)) {
+		return
+	}
+	t.Errorf("after %v without progress, some notifications have neither arrived nor been reported", chaosQuiet)
+	judge()
+	t.FailNow()
+}
+
+// chaosStop stops c; if Stop does not return within waitGuard, it fails the test with the
+// ledger's first broken entries (judge) before the goroutines.
+func chaosStop(t *testing.T, c *apns.Client, judge func() ledgerSummary) {
+	t.Helper()
+	select {
+	case err := <-stopAsync(c):
+		if err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	case <-time.After(waitGuard):
+		hung.Store(c, true)
+		judge()
+		fatalHang(t, "Stop")
 	}
 }
 
@@ -593,13 +662,13 @@ func checkLedger(t *testing.T, n int, bad func(int) bool, arr *arrivals, codes [
 		switch {
 		case bad(i):
 			if len(cs) != 1 || cs[0] != 8 || k != 0 {
-				problem("notification %d to a bad token: callback codes %v, arrived %d times; want [8] and never", i, cs, k)
+				problem("notification %d (token %s) to a bad token: callback codes %v, arrived %d times; want [8] and never", i, token(i), cs, k)
 			}
 		case len(cs) == 0 && k == 0:
 			sum.lost++
-			problem("notification %d lost: never arrived, never reported", i)
+			problem("notification %d (token %s) lost: never arrived, never reported", i, token(i))
 		case len(cs) > 0 && (len(cs) != 1 || cs[0] != 8 || !refused[i]):
-			problem("notification %d: callback codes %v (refused by the mock: %v); want none, or [8] if refused", i, cs, refused[i])
+			problem("notification %d (token %s): callback codes %v, arrived %d times (refused by the mock: %v); want none, or [8] if refused", i, token(i), cs, k, refused[i])
 		}
 		if k > 1 || k > 0 && len(cs) > 0 {
 			sum.ambiguous++
@@ -627,7 +696,7 @@ func checkLedger(t *testing.T, n int, bad func(int) bool, arr *arrivals, codes [
 		problem("stats %+v with %d sent and %d reported; want Accepted = sent = Delivered+Rejected+Unsent+Unconfirmed, Unsent and Unconfirmed 0, Rejected = reported", st, n, nReported)
 	}
 	if len(problems) > 0 {
-		t.Errorf("ledger (%d lost):\n\t%s", sum.lost, strings.Join(problems, "\n\t"))
+		t.Errorf("ledger: %d lost; the first broken entries:\n\t%s", sum.lost, strings.Join(problems, "\n\t"))
 	}
 	return sum
 }

@@ -270,8 +270,13 @@ func TestBatchConnDeliversWritesInOrderAndRefusesThemAfterClose(t *testing.T) {
 		}
 		p = p[n:]
 	}
-	if b := <-got; !bytes.Equal(b, want.Bytes()) {
-		t.Fatalf("peer read %d bytes, not the %d written in order", len(b), want.Len())
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, want.Bytes()) {
+			t.Fatalf("peer read %d bytes, not the %d written in order", len(b), want.Len())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the peer never read everything written: writes lost")
 	}
 	c.Close()
 	if _, err := c.Write([]byte("late")); !errors.Is(err, net.ErrClosed) {

@@ -45,15 +45,6 @@ func newH2Client(t *testing.T, s *apnstest.HTTP2Server, opts ...apns.Option) *ap
 	return c
 }
 
-func stopAfter(t *testing.T, c *apns.Client) {
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("Stop: %v", err)
-		}
-		checkNoGoroutines(t)
-	})
-}
-
 func h2Received(s *apnstest.HTTP2Server) map[string]int {
 	got := map[string]int{}
 	for _, r := range s.Requests() {
@@ -125,9 +116,7 @@ func checkREADMEFlowH2(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
 	}
 	const n = 10000
 	sendAll(t, c, n)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	got := h2Received(s)
 	for i := 0; i < n; i++ {
 		if k := got[token(i)]; k != 1 {
@@ -170,9 +159,7 @@ func TestHTTP2RejectionsMapToBinaryCodesWithTheFullReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendAll(t, c, 10)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	calls, rejs := l.snapshot(), rej.snapshot()
 	for i, r := range scripted {
 		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != wantCode[i] {
@@ -208,9 +195,7 @@ func TestHTTP2RetriesHonourRetryAfterThenReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendAll(t, c, 5)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	got := h2Received(s)
 	for _, i := range []int{0, 1, 2, 4} {
 		if got[token(i)] != 1 {
@@ -245,9 +230,7 @@ func TestHTTP2GoAwayMidFlightLosesNothing(t *testing.T) {
 	}
 	const n = 3000
 	sendAll(t, c, n)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	got := h2Received(s)
 	rejected := l.snapshot()
 	for i := 0; i < n; i++ {
@@ -273,9 +256,7 @@ func TestHTTP2StreamLimitOfOneKeepsOneConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendAll(t, c, 100)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	if s.Count() != 100 || s.Conns() != 1 {
 		t.Errorf("server accepted %d over %d connections; want 100 over 1", s.Count(), s.Conns())
 	}
@@ -416,9 +397,7 @@ func TestHTTP2ThroughAnHTTPConnectProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendAll(t, c, 20)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	if s.Count() != 20 || tunnels.Load() == 0 {
 		t.Errorf("server accepted %d, proxy tunnels %d; want 20 through the proxy", s.Count(), tunnels.Load())
 	}
@@ -441,9 +420,7 @@ func TestHTTP2ConnectionLossBeforeAnswersLosesNothing(t *testing.T) {
 	}
 	const n = 1000
 	sendAll(t, c, n)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	got, calls := h2Received(s), l.snapshot()
 	for i := 0; i < n; i++ {
 		if got[token(i)] == 0 {
@@ -521,6 +498,7 @@ func TestHTTP2PushAfterStopOpensNoConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopAfter(t, c)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +506,7 @@ func TestHTTP2PushAfterStopOpensNoConnection(t *testing.T) {
 	if _, err := c.Push(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
-	c.Stop()
+	stop(t, c)
 	if _, err := c.Push(context.Background(), n); !errors.Is(err, apns.ErrStopped) {
 		t.Errorf("Push after Stop = %v; want ErrStopped", err)
 	}
@@ -569,7 +547,7 @@ func TestHTTP2PushTimeoutAtStreamLimitKeepsTheConnection(t *testing.T) {
 	if _, err := c.Push(ctx, &apns.Notification{DeviceToken: token(3), Payload: pl}); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	receive(t, "the Push of token 1", done)
 	if s.Conns() != 1 {
 		t.Errorf("server saw %d TCP connections; want 1 (stream limit 1, nothing failed)", s.Conns())
 	}
@@ -587,7 +565,7 @@ func TestHTTP2SendNotificationCopiesThePayload(t *testing.T) {
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
 	}
-	c.Stop()
+	stop(t, c)
 	if got := string(s.Requests()[0].Payload); got != `{"aps":{"alert":"A"}}` {
 		t.Errorf("server got %s; want the payload as it was at SendNotification", got)
 	}
@@ -614,14 +592,18 @@ func TestHTTP2TokenRefreshAfterReconnectIsNoTooEarlyUpdate(t *testing.T) {
 	ctx := context.Background()
 	pl := []byte(`{"aps":{"alert":"x"}}`)
 	c.SendNotification(ctx, &apns.Notification{DeviceToken: token(0), Payload: pl})
-	s.WaitCount(1, waitGuard)
+	if !s.WaitCount(1, waitGuard) {
+		t.Fatalf("notification 0 not accepted; rejections %v", rej.snapshot())
+	}
 	clk.Add(45 * time.Minute)
 	s.GoAway() // Apple routinely recycles connections
 	c.SendNotification(ctx, &apns.Notification{DeviceToken: token(1), Payload: pl})
-	s.WaitCount(2, waitGuard)
+	if !s.WaitCount(2, waitGuard) {
+		t.Fatalf("notification 1 not accepted; rejections %v", rej.snapshot())
+	}
 	clk.Add(6 * time.Minute)
 	c.SendNotification(ctx, &apns.Notification{DeviceToken: token(2), Payload: pl})
-	c.Stop()
+	stop(t, c)
 	for tok, r := range rej.snapshot() {
 		t.Errorf("%s rejected: %d %s", tok[len(tok)-4:], r[0].StatusCode, r[0].Reason)
 	}

@@ -65,6 +65,13 @@ func TestInflightUnsendLastTakesBackUnflushedFrames(t *testing.T) {
 	if r.inFlight() != 2 {
 		t.Errorf("unsendLast(0) changed the ring: inFlight %d", r.inFlight())
 	}
+	// More bytes than the frames written hold (the buffer also held a sentinel, which the
+	// ring does not keep): every written frame becomes pending, and no more.
+	r.unsendLast(1000)
+	if r.inFlight() != 0 || r.pending() != 4 || r.Len() != 4 || r.full() {
+		t.Errorf("after unsendLast beyond the written frames: inFlight %d, pending %d, held %d, full %v; want 0, 4, 4, false",
+			r.inFlight(), r.pending(), r.Len(), r.full())
+	}
 }
 
 func TestInflightExpireDropsOnlyOldFrames(t *testing.T) {
@@ -162,6 +169,60 @@ func TestInflightIsFullAtItsByteBudget(t *testing.T) {
 	r.unsend() // pending frames do not count against the budget
 	if r.full() {
 		t.Error("full with nothing written")
+	}
+}
+
+// The budget is reached, not only exceeded, when the written frames hold exactly its bytes.
+func TestInflightIsFullWhenFramesExactlyFillTheBudget(t *testing.T) {
+	r := newInflight(900)
+	sendAll(r, 1, frameOf(300, 0), frameOf(300, 0))
+	if r.full() {
+		t.Fatal("full at 600 of 900 bytes")
+	}
+	sendAll(r, 3, frameOf(300, 0))
+	if !r.full() {
+		t.Error("not full with 900 of 900 bytes written")
+	}
+	r.unsendLast(1)
+	if r.full() || r.inFlight() != 2 {
+		t.Errorf("after the last frame was taken back: full %v, inFlight %d; want false, 2", r.full(), r.inFlight())
+	}
+}
+
+// A frame that exactly fits the gap between the newest and the oldest frame of a wrapped
+// arena goes there: the arena does not grow.
+func TestInflightFillsAnExactGapWithoutGrowing(t *testing.T) {
+	r := newInflight(1 << 30)
+	for i := range minArena / 1024 { // fills the first arena exactly
+		r.add(frameOf(1024, byte(i)))
+	}
+	if len(r.data) != minArena {
+		t.Fatalf("arena of %d bytes for %d bytes of frames; want %d", len(r.data), r.bytes(), minArena)
+	}
+	r.drop(2)                  // a gap of 2048 bytes at the start
+	r.add(frameOf(1024, 0xa1)) // wraps to offset 0
+	r.add(frameOf(1024, 0xa2)) // exactly fills what is left before the oldest frame
+	if len(r.data) != minArena {
+		t.Errorf("arena grew to %d bytes although the frame fit exactly", len(r.data))
+	}
+	if f := r.frame(r.Len() - 1); f[0] != 0xa2 || !bytes.Equal(r.frame(r.Len()-2), frameOf(1024, 0xa1)) {
+		t.Error("the frames added after the wrap changed")
+	}
+}
+
+// The arena grows geometrically, so that adding frames costs amortised O(1) copying: a few
+// growths for megabytes of frames, not one per few frames.
+func TestInflightArenaGrowsGeometrically(t *testing.T) {
+	r := newInflight(1 << 30)
+	growths, size := 0, 0
+	for i := range 1000 { // 2 MB held at once
+		r.add(frameOf(2000, byte(i)))
+		if len(r.data) != size {
+			growths, size = growths+1, len(r.data)
+		}
+	}
+	if growths > 12 {
+		t.Errorf("the arena grew %d times for %d bytes of frames; want a doubling, at most 12", growths, r.bytes())
 	}
 }
 

@@ -32,7 +32,7 @@ func TestHostnameMismatchIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Stop()
+	stopAfter(t, c)
 	var hostErr x509.HostnameError
 	if err := c.Start(1); !errors.As(err, &hostErr) {
 		t.Errorf("Start = %v; want a hostname error", err)
@@ -87,7 +87,7 @@ func TestTLSBelow12IsRefusedEvenIfTheConfigAllowsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Stop()
+	stopAfter(t, c)
 	if err := c.Start(1); err == nil || !strings.Contains(err.Error(), "version") {
 		t.Errorf("Start against a TLS 1.1 server = %v; want a protocol version error", err)
 	}
@@ -117,9 +117,7 @@ func TestErrorsAndEventsNeverCarryAWholeToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendAll(t, c, 50)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	stop(t, c)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(texts) < 5 {
@@ -167,13 +165,9 @@ func TestSendRacingStopLosesNothing(t *testing.T) {
 			}
 		}()
 	}
-	for s.Count() < 2000 { // let the senders get going
-		time.Sleep(time.Millisecond)
-	}
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
+	waitFor(t, "the gateway to get 2000 notifications", func() bool { return s.Count() >= 2000 }) // let the senders get going
+	stop(t, c)
+	guard(t, "the senders to see ErrStopped", wg.Wait)
 	st := c.Stats()
 	if int64(st.Accepted) != accepted.Load() || st.Delivered+st.Rejected+st.Unsent != st.Accepted {
 		t.Errorf("accepted %d by Send; stats %+v", accepted.Load(), st)
@@ -189,7 +183,12 @@ func TestBlockedCallbackStallsNoWorkerAndStopWaitsForIt(t *testing.T) {
 		s.RejectToken(token(i), 8)
 	}
 	c := newClient(t, s)
+	// Released on every path: a failed assertion must not leave the callback blocked, or the
+	// cleanup's Stop would wait for it forever. (Cleanups run last first: this one before
+	// newClient's Stop.)
 	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
 	var calls atomic.Int64
 	c.SetCallback(func(*apns.Message, uint8) {
 		calls.Add(1)
@@ -202,15 +201,22 @@ func TestBlockedCallbackStallsNoWorkerAndStopWaitsForIt(t *testing.T) {
 	if !s.WaitCount(990, waitGuard) {
 		t.Fatalf("gateway got %d of 990 while a callback was blocked: the workers stalled", s.Count())
 	}
-	stopped := make(chan struct{})
-	go func() { c.Stop(); close(stopped) }()
+	stopped := stopAsync(c)
+	// Wait until Stop has done everything but wait for the callbacks: every notification
+	// settled, the workers' sentinels answered and their connections closed.
+	waitFor(t, "Stop to end the workers while a callback is blocked", func() bool {
+		st := c.Stats()
+		return st.Delivered+st.Rejected == 1000 && st.Connections == 0 && s.Sentinels() > 0
+	})
 	select {
-	case <-stopped:
-		t.Fatal("Stop returned while a callback was still running")
-	case <-time.After(50 * time.Millisecond): // Stop must still be waiting; it cannot finish early
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a callback was still running", err)
+	default:
 	}
-	close(release)
-	<-stopped
+	releaseOnce()
+	if err := receive(t, "Stop to return after the callback did", stopped); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
 	if got := calls.Load(); got != 10 {
 		t.Errorf("callback ran %d times; want 10", got)
 	}
@@ -242,10 +248,8 @@ func TestSetCallbackWhileRunningIsSafe(t *testing.T) {
 		}
 	}()
 	sendAll(t, c, 2000)
-	<-done
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	receive(t, "the SetCallback loop", done)
+	stop(t, c)
 	if got := a.Load() + b.Load(); got != int64(c.Stats().Rejected) {
 		t.Errorf("callbacks ran %d times; want one per rejection, %d", got, c.Stats().Rejected)
 	}
@@ -287,10 +291,11 @@ func TestCallbackPanicIsNotRecovered(t *testing.T) {
 		c.SetCallback(func(*apns.Message, uint8) { panic("callback boom") })
 		c.Start(1)
 		c.Send(token(1), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(1))
-		c.Stop()
+		stop(t, c)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCallbackPanicIsNotRecovered$")
+	// The child's own timeout bounds the wait for it.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCallbackPanicIsNotRecovered$", "-test.timeout="+waitGuard.String())
 	cmd.Env = append(os.Environ(), "APNS_TEST_PANIC_CHILD=1")
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -160,35 +161,61 @@ func TestNoArgumentsPrintsUsagePointingAtDemo(t *testing.T) {
 	}
 }
 
-func TestUsageErrorsExitWithStatus2(t *testing.T) {
-	for _, args := range [][]string{
-		{"frobnicate"},
-		{"demo", "-n", "-1"},
-		{"demo", "-nope"},
-		{"demo", "stray"},
-		{"demo", "-protocol", "smoke"},
-		{"push", "-cert", "c.pem", "-key", "k.pem", "-alert", "hi"},                      // no token
-		{"push", "-cert", "c.pem", "-token", tok(1), "-alert", "hi"},                     // -key missing
-		{"push", "-cert", "c.pem", "-key", "k.pem", "-p8", "a.p8", "-token", tok(1)},     // both auths
-		{"push", "-p8", "a.p8", "-key-id", "K", "-token", tok(1), "-alert", "hi"},        // no team, topic
-		{"push", "-cert", "c.pem", "-key", "k.pem", "-token", tok(1)},                    // no payload
-		{"push", "-cert", "c.pem", "-key", "k.pem", "-token", tok(1), "-payload", "[1]"}, // not an object
-		{"push", "-cert", "c.pem", "-key", "k.pem", "-token", tok(1), "-alert", "hi", "-gateway", "127.0.0.1:1", "-push-type", "alert"},
-		{"push", "-cert", "missing.pem", "-key", "missing.pem", "-token", tok(1), "-alert", "hi"}, // unreadable
-		{"feedback"},
-		{"feedback", "-cert", "c.pem", "-key", "k.pem", "-interval", "0"},
-		{"mock", "-reject", "xyz"},
-		{"mock", "-reject", tok(1) + ":300"},
-		{"bench", "-workers", "1,0"},
-		{"bench", "-payload-size", "9000"},
-		{"bench", "-protocol", "spdy"},
+// Each row is a command line with one thing wrong, and the message that names it. The files
+// the row names exist and are valid, so that a row fails if its one fault stops being refused
+// (instead of passing on a missing file further on).
+func TestUsageErrorsExitWithStatus2AndNameTheProblem(t *testing.T) {
+	_, cert, key := pki(t)
+	p8 := filepath.Join(t.TempDir(), "AuthKey.p8")
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	// Each names a local port nobody listens on: a row whose fault is no longer refused must
+	// not reach Apple.
+	certAuth := []string{"-cert", cert, "-key", key, "-gateway", "127.0.0.1:1"}
+	tokenAuth := []string{"-p8", p8, "-key-id", "KEY1234567", "-team-id", "TEAM123456", "-topic", "com.example.app", "-gateway", "https://127.0.0.1:1"}
+	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
+	for _, row := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `apns: unknown command "frobnicate"`},
+		{[]string{"demo", "-n", "-1"}, "-n and -reject-every must not be negative"},
+		{[]string{"demo", "-nope"}, "flag provided but not defined: -nope"},
+		{[]string{"demo", "stray"}, `unexpected argument "stray"`},
+		{[]string{"demo", "-protocol", "smoke"}, "-protocol binary or http2"},
+		{cat([]string{"push"}, certAuth, []string{"-alert", "hi"}), "no device tokens"},
+		{[]string{"push", "-cert", cert, "-gateway", "127.0.0.1:1", "-token", tok(1), "-alert", "hi"}, "-cert and -key go together"},
+		{cat([]string{"push", "-cert", cert, "-key", key}, tokenAuth, []string{"-token", tok(1), "-alert", "hi"}), "give -cert/-key or -p8, not both"},
+		{[]string{"push", "-p8", p8, "-key-id", "K", "-gateway", "https://127.0.0.1:1", "-token", tok(1), "-alert", "hi"}, "-p8 needs -key-id, -team-id and -topic"},
+		{cat([]string{"push", "-protocol", "binary"}, tokenAuth, []string{"-token", tok(1), "-alert", "hi"}), "-p8 works only with the HTTP/2 API"},
+		{cat([]string{"push"}, certAuth, []string{"-token", tok(1)}), "no payload"},
+		{cat([]string{"push"}, certAuth, []string{"-token", tok(1), "-payload", "[1]"}), "-payload is not a JSON object"},
+		{cat([]string{"push"}, certAuth, []string{"-token", tok(1), "-alert", "hi", "-push-type", "alert"}), "-push-type and -collapse-id need the HTTP/2 API"},
+		{cat([]string{"push"}, certAuth, []string{"-token", tok(1), "-alert", "hi", "-collapse-id", "c"}), "-push-type and -collapse-id need the HTTP/2 API"},
+		{cat([]string{"push"}, certAuth, []string{"-token", tok(1), "-alert", "hi", "-priority", "1"}), "-priority must be 10 or 5 for the binary protocol"},
+		{cat([]string{"push"}, certAuth, []string{"-token", tok(1), "-alert", "hi", "-workers", "0"}), "-workers must be at least 1"},
+		{[]string{"push", "-cert", missing, "-key", missing, "-gateway", "127.0.0.1:1", "-token", tok(1), "-alert", "hi"}, "missing.pem: no such file"},
+		{[]string{"feedback"}, "give -cert and -key"},
+		{cat([]string{"feedback"}, certAuth, []string{"-interval", "0"}), "-interval and -timeout must be positive"},
+		{[]string{"mock", "-reject", "xyz"}, `token "xyz" is not hexadecimal`},
+		{[]string{"mock", "-reject", tok(1) + ":300"}, `status "300" is not a binary status 1-255`},
+		{[]string{"bench", "-workers", "1,0"}, `-workers: "0" is not a positive number`},
+		{[]string{"bench", "-payload-size", "9000"}, "-payload-size must be 32 to 2048 for binary"},
+		{[]string{"bench", "-protocol", "spdy"}, "-protocol must be binary or http2"},
 	} {
-		code, _, stderr := runCmd(t, "", args...)
-		if code != 2 {
-			t.Errorf("run(%q) = %d; want 2", args, code)
-		}
-		if stderr == "" {
-			t.Errorf("run(%q) printed nothing on stderr", args)
+		code, stdout, stderr := runCmd(t, "", row.args...)
+		if code != 2 || !strings.Contains(stderr, row.want) || stdout != "" {
+			t.Errorf("run(%q) = %d, stdout %q, stderr:\n%s\nwant 2, nothing on stdout, and %q on stderr", row.args, code, stdout, stderr, row.want)
 		}
 	}
 }
