@@ -273,7 +273,7 @@ func benchRun(env *cmdEnv, conn *connFlags, protocol string, workers, n int, pay
 	_ = client.Stop()
 
 	st := client.Stats()
-	res.Delivered, res.Rejected = st.Delivered, st.Rejected+st.Unsent
+	res.Delivered, res.Rejected = st.Delivered, st.Rejected+st.Unsent+st.Unconfirmed
 	res.Seconds = elapsed.Seconds()
 	res.PerSecond = float64(n) / elapsed.Seconds()
 	res.AllocsPerMsg = float64(after.Mallocs-before.Mallocs) / float64(n)

@@ -34,6 +34,7 @@ type pushResult struct {
 	Delivered   uint64          `json:"delivered"` // binary: assumed delivered (no error response in time)
 	Rejected    uint64          `json:"rejected"`
 	Unsent      uint64          `json:"unsent"`
+	Unconfirmed uint64          `json:"unconfirmed"`           // binary: given up on at Stop, possibly delivered
 	Invalid     int             `json:"invalid"`               // refused by Send: not a valid token
 	Interrupted bool            `json:"interrupted,omitempty"` // the rest of the tokens were not sent
 	Replayed    uint64          `json:"replayed"`
@@ -134,7 +135,7 @@ func push(env *cmdEnv, args []string) int {
 	if len(tokens) > 1 && http2 {
 		prog = newProgress(env.stderr, "answered", len(tokens), func() int {
 			st := client.Stats()
-			return int(st.Delivered + st.Rejected + st.Unsent)
+			return int(st.Delivered + st.Rejected + st.Unsent + st.Unconfirmed)
 		})
 	} else if len(tokens) > 1 {
 		prog = newProgress(env.stderr, "queued", len(tokens), func() int { return int(client.Stats().Accepted) })
@@ -203,6 +204,7 @@ func push(env *cmdEnv, args []string) int {
 	}
 	st := client.Stats()
 	res.Accepted, res.Delivered, res.Rejected, res.Unsent = st.Accepted, st.Delivered, st.Rejected, st.Unsent
+	res.Unconfirmed = st.Unconfirmed
 	res.Replayed, res.Reconnects = st.Replayed, st.Reconnects
 	res.Millis = time.Since(begin).Milliseconds()
 	if *jsonOut {
@@ -210,11 +212,15 @@ func push(env *cmdEnv, args []string) int {
 			return fail(env, "push", exitUsage, err)
 		}
 	} else {
-		fmt.Fprintf(env.stdout, "%d delivered, %d rejected, %d unsent, %s, of %s (%s, %v)\n",
-			res.Delivered, res.Rejected, res.Unsent, count(res.Invalid, "invalid token"), count(res.Tokens, "token"), res.Protocol,
+		unconfirmed := ""
+		if res.Unconfirmed > 0 {
+			unconfirmed = fmt.Sprintf(", %d unconfirmed (possibly delivered)", res.Unconfirmed)
+		}
+		fmt.Fprintf(env.stdout, "%d delivered, %d rejected, %d unsent%s, %s, of %s (%s, %v)\n",
+			res.Delivered, res.Rejected, res.Unsent, unconfirmed, count(res.Invalid, "invalid token"), count(res.Tokens, "token"), res.Protocol,
 			time.Duration(res.Millis)*time.Millisecond)
 	}
-	if res.Rejected+res.Unsent > 0 || res.Invalid > 0 || interrupted {
+	if res.Rejected+res.Unsent+res.Unconfirmed > 0 || res.Invalid > 0 || interrupted {
 		return exitRejected
 	}
 	return exitOK
