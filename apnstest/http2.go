@@ -23,6 +23,7 @@ import (
 	"io"
 	"log"
 	"math"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -83,6 +84,14 @@ type HTTP2Server struct {
 	// connections. Default (0): 1000.
 	MaxConcurrentStreams int
 
+	// Latency is how long every answer waits before it is sent, as Apple's gateway answers
+	// after a network round trip: each request's handler waits Latency plus a random part of
+	// LatencyJitter (uniform in [0, LatencyJitter)) once the request has been judged, holding
+	// no lock, before a Response's Delay. The wait ends early, without an answer, if the stream
+	// or connection goes away. Default 0: answers at once.
+	Latency       time.Duration
+	LatencyJitter time.Duration
+
 	// DiscardNotifications makes the server count accepted requests without keeping them,
 	// so Requests returns nothing (for benchmarks). Rejected requests are still kept.
 	DiscardNotifications bool
@@ -108,6 +117,8 @@ type HTTP2Server struct {
 	keys    map[string]*ecdsa.PublicKey
 	team    string
 	discard bool
+	latency time.Duration
+	jitter  time.Duration
 	observe func(Request)
 	now     func() time.Time
 
@@ -211,6 +222,7 @@ func (s *HTTP2Server) Start() {
 		}
 		s.team = s.TeamID
 		s.discard = s.DiscardNotifications
+		s.latency, s.jitter = max(s.Latency, 0), max(s.LatencyJitter, 0)
 		s.observe = s.Observe
 		s.now = s.Now
 		if s.now == nil {
@@ -604,15 +616,12 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ts := time.Time{}
 	retryAfter := ""
+	if d := s.answerDelay(); d > 0 && !sleepCtx(r.Context(), d) {
+		return
+	}
 	if sc := v.resp; sc != nil {
-		if sc.Delay > 0 {
-			t := time.NewTimer(sc.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			}
+		if sc.Delay > 0 && !sleepCtx(r.Context(), sc.Delay) {
+			return
 		}
 		ts, retryAfter = sc.Timestamp, sc.RetryAfter
 	}
@@ -648,6 +657,26 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(v.status)
 	_, _ = w.Write(b)
+}
+
+// answerDelay returns how long the next answer waits: Latency plus its random part.
+func (s *HTTP2Server) answerDelay() time.Duration {
+	if s.jitter <= 0 {
+		return s.latency
+	}
+	return s.latency + mrand.N(s.jitter)
+}
+
+// sleepCtx waits for d and reports true, or reports false if ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // judge runs the protocol checks and the scripts, filling req as it goes. ok is false when
