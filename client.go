@@ -458,6 +458,13 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // run. If the gateway cannot be reached while stopping, the notifications that could not be
 // written are reported with StatusUnknown. Stop is idempotent; later calls wait for the first
 // to finish. It returns nil.
+//
+// Stop is bounded when the gateway is unreachable, on both protocols: once Stop has begun,
+// each connection (binary worker, HTTP/2 connection) makes at most 3 more connection attempts
+// without an answer from the gateway, each within the dial timeout and at most a second
+// apart; then the notifications still queued or waiting for an answer are reported with
+// StatusUnknown. On HTTP/2 a notification that was sent and got no answer is retried as
+// WithMaxAttempts allows, within that bound.
 func (c *Client) Stop() error {
 	return c.Shutdown(context.Background())
 }
