@@ -275,7 +275,18 @@ func TestHTTP2ConnectionsGrowWithTheLoadAndShrinkWhenIdle(t *testing.T) {
 // for hours.
 func TestHTTP2StopIsBoundedWhenTheGatewayIsGone(t *testing.T) {
 	s := newH2Server(t, nil)
-	c := newH2Client(t, s, apns.WithErrorHandler(func(error) {}))
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithErrorHandler(func(error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Should Stop hang, end it here so that the test fails instead of hanging too.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.Shutdown(ctx)
+		checkNoGoroutines(t)
+	})
 	l := newLedger(c)
 	if err := c.Start(2); err != nil {
 		t.Fatal(err)
