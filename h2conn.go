@@ -63,12 +63,52 @@ type h2Stream struct {
 	answered bool // RoundTrip returned an answer
 }
 
-// roundTrip sends req on the stream.
-func (s *h2Stream) roundTrip(req *http.Request) (*http.Response, error) {
-	s.sent = true
-	res, err := s.cc.RoundTrip(req)
-	s.answered = err == nil
-	return res, err
+// resendable returns req with a body of its own, read from the start: net/http may still hold
+// the body of the failed request.
+func resendable(req *http.Request) *http.Request {
+	r := req.WithContext(req.Context())
+	if b, ok := req.Body.(*requestBody); ok {
+		p := make([]byte, b.Size())
+		b.ReadAt(p, 0) // reads the bytes the reader was made from, not its position
+		nb := &requestBody{}
+		nb.Reset(p)
+		r.Body = nb
+	}
+	return r
+}
+
+// goAwayResends is how often a request that failed because its connection stopped taking
+// requests (GOAWAY) is sent again on another stream before the failure counts as a try.
+const goAwayResends = 3
+
+// roundTrip sends req on the stream. When the request fails because the connection has
+// stopped taking new requests without closing (the server sent GOAWAY: streams it had not
+// taken fail, the others are answered), the stream is returned, the connection retired and
+// req sent again on a stream of another connection, up to goAwayResends times, before the
+// failure is the caller's: with a thousand streams a connection may have many requests
+// written after the server's GOAWAY and before the client read it, and these are not tries
+// of the notification. They count as replayed and, as APNs may have seen them, duplicates.
+func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	for resend := 0; ; resend++ {
+		s.sent = true
+		res, err := s.cc.RoundTrip(req)
+		s.answered = err == nil
+		if err == nil || resend == goAwayResends || ctx.Err() != nil || req.Context().Err() != nil ||
+			s.cc.Err() != nil || s.cc.Available() > 0 {
+			return res, err
+		}
+		h := s.k.h
+		s.failed(err)
+		ns, rerr := h.reserve(ctx, true)
+		if rerr != nil {
+			return nil, err
+		}
+		s.end()
+		*s = *ns
+		req = resendable(req)
+		h.c.stats.replayed.Add(1)
+		h.c.stats.duplicates.Add(1)
+	}
 }
 
 // failed tells that the request got no answer because of err (see h2Conn.failed).
@@ -150,8 +190,12 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 		var best *h2Conn
 		bestFree, live, dialing, spent := 0, 0, 0, 0
 		for _, k := range h.conns {
-			if cc := k.cc; cc != nil && (cc.Err() != nil || cc.Available() == 0 && cc.InFlight() == 0) {
-				k.retireLocked() // closed, or GOAWAY received and its requests done
+			// Closed, or GOAWAY received and its requests done. InFlight first: no request
+			// can start meanwhile (reservations are made under h.mu), and one that ends
+			// between the two calls raises Available, so a busy connection at its limit is
+			// never taken for a dead one.
+			if cc := k.cc; cc != nil && (cc.Err() != nil || cc.InFlight() == 0 && cc.Available() == 0) {
+				k.retireLocked()
 			}
 			idle = append(idle, k.sweepLocked()...)
 			switch {

@@ -637,7 +637,7 @@ func (h *h2Transport) roundTrip(ctx context.Context, s *h2Stream, r *h2Request) 
 		ContentLength: int64(len(r.body)),
 		Host:          h.addr,
 	}).WithContext(reqCtx)
-	res, err := s.roundTrip(req)
+	res, err := s.roundTrip(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil { // ended by the abort, or the caller: the connection is fine
 			return nil, auth, 0, ctx.Err()
