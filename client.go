@@ -141,17 +141,17 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		proxy = http.ProxyFromEnvironment
 	}
 	c.h2 = &h2Transport{
-		c:        c,
-		url:      "https://" + addr,
-		addr:     addr,
-		queue:    make(chan *h2Request, set.queue()),
-		token:    tok,
-		topic:    set.topic,
-		proxy:    proxy,
-		streams:  max(set.streams, 0),
-		tries:    orDefault(set.maxAttempts, DefaultMaxAttempts),
-		maxConns: set.maxConns,
+		c:       c,
+		url:     "https://" + addr,
+		addr:    addr,
+		queue:   make(chan *h2Request, set.queue()),
+		token:   tok,
+		topic:   set.topic,
+		proxy:   proxy,
+		streams: set.streams,
+		tries:   orDefault(set.maxAttempts, DefaultMaxAttempts),
 	}
+	c.h2.maxConns = set.maxConns
 	return c, nil
 }
 
