@@ -87,7 +87,8 @@ const goAwayResends = 3
 // req sent again on a stream of another connection, up to goAwayResends times, before the
 // failure is the caller's: with a thousand streams a connection may have many requests
 // written after the server's GOAWAY and before the client read it, and these are not tries
-// of the notification. They count as replayed and, as APNs may have seen them, duplicates.
+// of the notification. They count as replayed and, as APNs may have seen them (the client
+// cannot tell which streams the GOAWAY covered), as duplicates and drops.
 func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	for resend := 0; ; resend++ {
 		s.sent = true
@@ -108,6 +109,7 @@ func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		req = resendable(req)
 		h.c.stats.replayed.Add(1)
 		h.c.stats.duplicates.Add(1)
+		h.c.stats.drops.Add(1)
 	}
 }
 
