@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,4 +178,90 @@ func BenchmarkHTTP2RawNetHTTP(b *testing.B) {
 			}, nil)
 		})
 	}
+}
+
+// h2BenchLatencies are the answer latencies of BenchmarkHTTP2Latency: loopback, and Apple-like
+// round trips.
+var h2BenchLatencies = []time.Duration{0, 20 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond}
+
+// BenchmarkHTTP2Latency: b.N notifications against a mock that answers after a latency and
+// announces 1000 streams, on 1 and 4 connections, through the queue (the seed API's Send loop
+// from 8 goroutines, timed until Stop returns) and by Push from as many goroutines as the
+// connections have streams. Beside notifications/s it reports the bound the connections allow
+// (conns x 1000 / latency), the throughput's share of it, and the most goroutines at once.
+// Run it with a fixed count, e.g. -benchtime 20000x: the latency runs are not CPU-bound.
+func BenchmarkHTTP2Latency(b *testing.B) {
+	const streams = 1000
+	for _, lat := range h2BenchLatencies {
+		for _, mode := range []string{"send", "push"} {
+			for _, conns := range []int{1, 4} {
+				b.Run(fmt.Sprintf("latency=%v/mode=%s/conns=%d", lat, mode, conns), func(b *testing.B) {
+					s := apnstest.NewUnstartedHTTP2Server()
+					s.DiscardNotifications = true
+					s.Latency = lat
+					s.MaxConcurrentStreams = streams
+					s.Start()
+					b.Cleanup(s.Close)
+					cert, key := apnstest.ClientCertPEM()
+					c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()))
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := c.Start(conns); err != nil {
+						b.Fatal(err)
+					}
+					tok := token(1)
+					payload := map[string]interface{}{"aps": map[string]interface{}{"alert": "hello world!"}, "data": 42}
+					most := sampleGoroutines()
+					if mode == "send" {
+						runConcurrently(b, 8, func() error {
+							return c.Send(tok, time.Time{}, apns.PRIORITY_IMMEDIATE, payload)
+						}, func() {
+							if err := c.Stop(); err != nil {
+								b.Fatal(err)
+							}
+						})
+						if got := s.Count(); got != b.N {
+							b.Fatalf("server counted %d of %d", got, b.N)
+						}
+					} else {
+						runConcurrently(b, conns*streams, func() error {
+							resp, err := c.Push(context.Background(), &apns.Notification{DeviceToken: tok, Payload: h2BenchPayload})
+							if err == nil && !resp.Sent() {
+								err = fmt.Errorf("rejected: %d %s", resp.StatusCode, resp.Reason)
+							}
+							return err
+						}, func() { c.Stop() })
+					}
+					b.ReportMetric(float64(most()), "peak-goroutines")
+					if lat > 0 {
+						bound := float64(conns*streams) / lat.Seconds()
+						b.ReportMetric(bound, "bound/s")
+						b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/bound, "of-bound")
+					}
+				})
+			}
+		}
+	}
+}
+
+// sampleGoroutines samples the number of goroutines every 10 ms until the function it returns
+// is called, which returns the most seen.
+func sampleGoroutines() func() int {
+	stop, done := make(chan struct{}), make(chan struct{})
+	most := runtime.NumGoroutine()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				most = max(most, runtime.NumGoroutine())
+			}
+		}
+	}()
+	return func() int { close(stop); <-done; return most }
 }

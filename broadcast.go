@@ -574,7 +574,7 @@ func (m *channelManager) conn(ctx context.Context) (*http.ClientConn, error) {
 		done := make(chan struct{})
 		m.dialing = done
 		m.mu.Unlock()
-		closeConns(idle)
+		closeIdle(idle)
 
 		dctx, cancel := context.WithTimeout(ctx, m.c.set.dial())
 		cc, err := m.tr.NewClientConn(dctx, "https", m.addr)
@@ -614,7 +614,8 @@ func (m *channelManager) retireLocked(cc *http.ClientConn) (idle []*http.ClientC
 	return idle
 }
 
-func closeConns(conns []*http.ClientConn) {
+// closeIdle closes management connections.
+func closeIdle(conns []*http.ClientConn) {
 	for _, cc := range conns {
 		cc.Close()
 	}
@@ -678,7 +679,7 @@ func (m *channelManager) failed(cc *http.ClientConn) {
 		m.cc = nil
 	}
 	m.mu.Unlock()
-	closeConns(idle)
+	closeIdle(idle)
 }
 
 // close refuses new calls, waits for those in progress (Stop's abort has ended them) and
@@ -695,7 +696,7 @@ func (m *channelManager) close() {
 	}
 	m.cc, m.retired = nil, nil
 	m.mu.Unlock()
-	closeConns(all)
+	closeIdle(all)
 }
 
 // remember records a channel's storage policy.

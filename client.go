@@ -151,9 +151,10 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		token:   tok,
 		topic:   set.topic,
 		proxy:   proxy,
-		streams: orDefault(set.streams, DefaultStreams),
+		streams: set.streams,
 		tries:   orDefault(set.maxAttempts, DefaultMaxAttempts),
 	}
+	c.h2.maxConns = set.maxConns
 	if c.bc, err = newChannelManager(c, host, tok); err != nil {
 		return nil, err
 	}
@@ -499,12 +500,16 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // frame before it, wait until every frame in flight is confirmed, reported or assumed
 // delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
 // close their connections and exit, feedback polling stops, and the callbacks already due
-// run. If the gateway cannot be reached while stopping (three connection attempts in a row
-// per worker confirm nothing; one that confirms frames starts the count again), what the
-// worker still holds is reported with StatusUnknown (Stats.Unsent, or Stats.Unconfirmed
-// for notifications that may have arrived). A feedback poll in progress gets
-// FeedbackStopGrace to finish. Stop is idempotent; later calls wait for the first to finish.
-// It returns nil.
+// run. A feedback poll in progress gets FeedbackStopGrace to finish. Stop is idempotent;
+// later calls wait for the first to finish. It returns nil.
+//
+// Stop is bounded when the gateway is unreachable, on both protocols: once Stop has begun,
+// each connection (binary worker, HTTP/2 connection) makes at most 3 more connection attempts
+// in a row that get nothing confirmed or answered (one that confirms frames starts the count
+// again), each within the dial timeout and at most a second apart; then the notifications it
+// still holds are reported with StatusUnknown: counted in Stats.Unsent if they were never
+// written, in Stats.Unconfirmed if they may have arrived. On HTTP/2 a notification that was
+// sent and got no answer is retried as WithMaxAttempts allows, within that bound.
 //
 // Stop may be called from the callbacks and the error handler: there it does all of the above
 // but wait for the callbacks still queued (they run after the handler returns), and a call

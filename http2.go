@@ -32,7 +32,7 @@ const (
 	MaxHTTP2PayloadSize = 4096
 	MaxVoIPPayloadSize  = 5120
 	MaxCollapseIDSize   = 64
-	DefaultStreams      = 100 // concurrent requests per connection
+	DefaultStreams      = 100 // before: the default cap of WithStreams; now the server's limit is the default
 	DefaultMaxAttempts  = 5   // tries of one notification that meets retryable answers
 	maxResponseBody     = 4096
 	http2PingTimeout    = 15 * time.Second
@@ -381,80 +381,37 @@ func (r *h2Request) message() *Message {
 	return &Message{Token: tok, Expiry: r.expiry, Priority: r.prio, Payload: r.body}
 }
 
-// h2Transport is the HTTP/2 side of a Client.
+// h2Transport is the HTTP/2 side of a Client. Its connections are in h2conn.go.
 type h2Transport struct {
-	c       *Client
-	url     string // https://host:port
-	addr    string // host:port
-	queue   chan *h2Request
-	token   *providerToken // nil for certificate auth
-	topic   string
-	proxy   func(*http.Request) (*url.URL, error)
-	streams int
-	tries   int
-	tr      *http.Transport // makes the connections; never used for requests itself
+	c        *Client
+	url      string // https://host:port
+	addr     string // host:port
+	queue    chan *h2Request
+	token    *providerToken // nil for certificate auth
+	topic    string
+	proxy    func(*http.Request) (*url.URL, error)
+	streams  int // requests per connection at most (WithStreams); 0: as the server allows
+	tries    int
+	tr       *http.Transport // makes the connections; never used for requests itself
+	maxConns int             // connections at most (WithMaxConnections); at least Start's count
 
 	pushes    sync.WaitGroup // Push calls in progress
+	dialers   sync.WaitGroup // connection attempts in progress
 	deadlines sharedDeadlines
 
-	mu        sync.Mutex // guards the fields below
-	conns     []*h2Conn
-	next      int           // round robin for Push
-	closed    bool          // set by close: no new connection, no new Push
-	stopAbort func() bool   // unregisters the abort hook of startLocked
-	abortDone chan struct{} // closed when that hook has run
-}
+	mu        sync.Mutex // guards the fields below, and the fields of the h2Conns
+	conns     []*h2Conn  // Start's connections, then those opened for load
+	base      int        // Start's count
+	lastGrow  time.Time  // when the last connection was opened for load
+	dialFails uint64     // failed connection attempts
+	dialErr   error      // the last one's error
+	closed    bool       // set by close: no new connection, no new Push
+	stopAbort func() bool
+	abortDone chan struct{} // closed when the abort hook of startLocked has run
 
-func (h *h2Transport) isClosed() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.closed
-}
-
-// dial opens n connections, each tried a few times. It fails only if none opens; the others
-// are opened later by their senders.
-func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
-	var protocols http.Protocols
-	protocols.SetHTTP2(true)
-	// With UnencryptedHTTP2 too, net/http speaks HTTP/2 on a connection from DialTLSContext
-	// that is not a *tls.Conn: dialTLS's batchConn, TLS with ALPN "h2" already done.
-	protocols.SetUnencryptedHTTP2(true)
-	h.tr = &http.Transport{
-		TLSClientConfig:     h.c.tlsConfig.Clone(),
-		Protocols:           &protocols,
-		Proxy:               h.proxy,
-		DialTLSContext:      h.dialTLS,
-		DisableCompression:  true,
-		TLSHandshakeTimeout: h.c.set.dial(),
-		HTTP2: &http.HTTP2Config{
-			SendPingTimeout: http2IdlePingAfter,
-			PingTimeout:     http2PingTimeout,
-			// No HPACK dynamic table for the headers sent: every request carries a new
-			// apns-id and, in practice, a new :path, which would evict an entry per request
-			// (costly, and it soon evicts the constant headers too). Headers go as literals.
-			MaxEncoderHeaderTableSize: 1,
-		},
-	}
-	conns := make([]*h2Conn, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range conns {
-		conns[i] = &h2Conn{h: h}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for try := 1; try <= startDialAttempts; try++ {
-				if _, _, _, errs[i] = conns[i].get(h.c.abortCtx, false); errs[i] == nil {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if slices.IndexFunc(errs, func(err error) bool { return err == nil }) < 0 {
-		return conns, fmt.Errorf("apns: cannot reach %s: %w", h.addr, errors.Join(distinct(errs)...))
-	}
-	return conns, nil
+	sigMu   sync.Mutex    // guards the fields below; held for nothing else
+	changed chan struct{} // closed and replaced when room may have come, while waiting > 0
+	waiting int           // callers waiting for room
 }
 
 // dialTLS opens a TLS connection for net/http: to the gateway, one that must negotiate HTTP/2
@@ -585,186 +542,6 @@ func (c *batchConn) writeLoop() {
 	}
 }
 
-// startLocked starts streams senders on each connection; the caller holds c.mu, so that Stop
-// waits for every sender it starts.
-func (h *h2Transport) startLocked(conns []*h2Conn) {
-	done := make(chan struct{})
-	stop := context.AfterFunc(h.c.abortCtx, func() {
-		defer close(done)
-		for _, k := range conns {
-			k.close() // ends the requests in flight, which do not watch abortCtx
-		}
-	})
-	h.mu.Lock()
-	h.conns, h.stopAbort, h.abortDone = conns, stop, done
-	h.mu.Unlock()
-	for _, k := range conns {
-		for j := 0; j < h.streams; j++ {
-			h.c.workers.Add(1)
-			go h.sender(k)
-		}
-	}
-}
-
-// h2Conn is one HTTP/2 connection of a client, replaced when it fails or the server sends
-// GOAWAY. The server's SETTINGS_MAX_CONCURRENT_STREAMS bounds the requests on it at any time:
-// http.ClientConn never opens a second connection.
-type h2Conn struct {
-	h *h2Transport
-
-	mu       sync.Mutex
-	cc       *http.ClientConn   // nil before the first dial and after a failure
-	warm     chan struct{}      // closed when cc's first request has ended
-	first    bool               // cc's first request has been handed out
-	retired  []*http.ClientConn // replaced connections, closed once idle
-	dialing  chan struct{}      // closed when the dial in progress ends; nil if none
-	failures int                // failed dials in a row
-	dials    int
-}
-
-// get returns the current connection, dialing a new one (one sender at a time, with backoff
-// after failures) when there is none or it failed. The first request on a connection goes
-// alone: the others wait on warm until it has ended, by when the server's SETTINGS (its
-// stream limit) are known. APNs also allows token-auth connections a single stream until the
-// first request has been accepted. The caller that gets first must close warm.
-// With forRequest false (Start), get only makes sure there is a connection.
-func (k *h2Conn) get(ctx context.Context, forRequest bool) (cc *http.ClientConn, first bool, warm chan struct{}, err error) {
-	for {
-		k.mu.Lock()
-		if k.cc != nil && k.cc.Err() == nil {
-			cc, first, warm = k.cc, forRequest && !k.first, k.warm
-			k.first = k.first || forRequest
-			k.mu.Unlock()
-			return cc, first, warm, nil
-		}
-		if wait := k.dialing; wait != nil {
-			k.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return nil, false, nil, ctx.Err()
-			}
-		}
-		idle := k.retireLocked(k.cc)
-		k.cc = nil
-		if k.h.isClosed() {
-			k.mu.Unlock()
-			k.closeAll(idle)
-			return nil, false, nil, ErrStopped
-		}
-		done := make(chan struct{})
-		k.dialing = done
-		failures := k.failures
-		k.mu.Unlock()
-		k.closeAll(idle)
-
-		var cc *http.ClientConn
-		err := ctx.Err()
-		if failures > 0 && !sleep(ctx, backoff(failures)) {
-			err = ctx.Err()
-		} else if err == nil {
-			dctx, cancel := context.WithTimeout(ctx, k.h.c.set.dial())
-			cc, err = k.h.tr.NewClientConn(dctx, "https", k.h.addr)
-			cancel()
-		}
-
-		k.mu.Lock()
-		k.dialing = nil
-		close(done)
-		if err != nil {
-			k.failures++
-			failures := k.failures
-			k.mu.Unlock()
-			k.h.c.log(slog.LevelWarn, "apns: connection attempt failed", slog.String("addr", k.h.addr),
-				slog.Int("failures", failures), slog.Any("err", err))
-			k.h.c.reportError(fmt.Errorf("apns: connecting to %s: %w", k.h.addr, err))
-			return nil, false, nil, err
-		}
-		k.h.c.stats.conns.Add(1)
-		k.cc, k.failures = cc, 0
-		k.warm, k.first = make(chan struct{}), false
-		if k.h.token != nil {
-			k.h.token.freshen() // a new connection may take a new token: start it young
-		}
-		if k.dials++; k.dials > 1 {
-			k.h.c.stats.reconnects.Add(1)
-		}
-		k.mu.Unlock()
-		k.h.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", k.h.addr)) // not under k.mu: the handler is the user's code
-	}
-}
-
-// failed tells that a request on cc got no answer because of err. Unless the request's own
-// context ended it, or cc still takes requests (the error concerned that stream only), cc is
-// replaced at the next get and closed once its other requests are done: after a GOAWAY it
-// takes none but finishes the ones it has.
-func (k *h2Conn) failed(cc *http.ClientConn, err error) {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return
-	}
-	k.mu.Lock()
-	var idle []*http.ClientConn
-	retire := k.cc == cc && (cc.Err() != nil || cc.Available() == 0)
-	if retire {
-		idle = k.retireLocked(cc)
-		k.cc = nil
-	}
-	k.mu.Unlock()
-	k.closeAll(idle)
-	if retire { // once per connection, not once per request on it
-		k.h.c.log(slog.LevelWarn, "apns: connection lost", slog.String("addr", k.h.addr), slog.Any("err", err))
-		k.h.c.reportError(fmt.Errorf("apns: connection to %s lost: %w", k.h.addr, err))
-	}
-}
-
-// retireLocked adds cc to the retired connections and returns those with no request in
-// flight, for the caller to close once it has let go of k.mu.
-func (k *h2Conn) retireLocked(cc *http.ClientConn) (idle []*http.ClientConn) {
-	if cc != nil {
-		k.retired = append(k.retired, cc)
-	}
-	live := k.retired[:0]
-	for _, r := range k.retired {
-		if r.InFlight() == 0 {
-			idle = append(idle, r)
-		} else {
-			live = append(live, r)
-		}
-	}
-	k.retired = live
-	return idle
-}
-
-// closeAll closes connections that get opened; each is closed once, here.
-func (k *h2Conn) closeAll(conns []*http.ClientConn) {
-	for _, cc := range conns {
-		cc.Close()
-		k.h.c.stats.conns.Add(-1)
-	}
-}
-
-// close closes every connection; the senders have exited.
-func (k *h2Conn) close() {
-	k.mu.Lock()
-	all := k.retired
-	if k.cc != nil {
-		all = append(all, k.cc)
-	}
-	k.cc, k.retired = nil, nil
-	k.mu.Unlock()
-	k.closeAll(all)
-}
-
-// sender is one of a connection's streams: it takes notifications from the queue until the
-// queue is closed and drained, and settles each.
-func (h *h2Transport) sender(k *h2Conn) {
-	defer h.c.workers.Done()
-	for r := range h.queue {
-		h.settle(r, h.deliver(h.c.abortCtx, k, r))
-	}
-}
-
 // outcome is how one notification ended.
 type outcome struct {
 	resp *Response
@@ -772,7 +549,8 @@ type outcome struct {
 }
 
 // deliver sends r until it gets a final answer, retrying what is worth retrying.
-func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outcome {
+// s is the stream reserved for the first try, or nil.
+func (h *h2Transport) deliver(ctx context.Context, s *h2Stream, r *h2Request) outcome {
 	c := h.c
 	reauthed := false
 	var last outcome
@@ -781,7 +559,8 @@ func (h *h2Transport) deliver(ctx context.Context, k *h2Conn, r *h2Request) outc
 		if attempt > 1 {
 			c.stats.replayed.Add(1)
 		}
-		resp, used, retryAfter, err := h.roundTrip(ctx, k, r)
+		resp, used, retryAfter, err := h.roundTrip(ctx, s, r)
+		s = nil
 		last = outcome{resp, err}
 		var delay time.Duration
 		switch {
@@ -842,20 +621,12 @@ func (e notSentError) Unwrap() error { return e.err }
 
 // roundTrip makes one request. It returns the parsed answer, the authorization it used and
 // the server's Retry-After, or the error that left it without an answer.
-func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*Response, string, time.Duration, error) {
-	cc, first, warm, err := k.get(ctx, true)
+func (h *h2Transport) roundTrip(ctx context.Context, s *h2Stream, r *h2Request) (*Response, string, time.Duration, error) {
+	s, err := h.stream(ctx, s)
 	if err != nil {
 		return nil, "", 0, notSentError{err: err}
 	}
-	if first {
-		defer close(warm)
-	} else {
-		select {
-		case <-warm:
-		case <-ctx.Done():
-			return nil, "", 0, notSentError{err: ctx.Err()}
-		}
-	}
+	defer s.end()
 	var reqCtx context.Context // ends when a server that never answers has had its time
 	if ctx == h.c.abortCtx {
 		// Not a child of the client's abort context, whose registry of children every
@@ -883,12 +654,12 @@ func (h *h2Transport) roundTrip(ctx context.Context, k *h2Conn, r *h2Request) (*
 		ContentLength: int64(len(r.body)),
 		Host:          h.addr,
 	}).WithContext(reqCtx)
-	res, err := cc.RoundTrip(req)
+	res, err := s.roundTrip(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil { // ended by the abort, or the caller: the connection is fine
 			return nil, auth, 0, ctx.Err()
 		}
-		k.failed(cc, err)
+		s.failed(err)
 		return nil, auth, 0, err
 	}
 	// From here on the request has its answer: the status is final, whatever becomes of the
@@ -979,7 +750,8 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 	})
 }
 
-// push is Push's work: one notification, synchronously, on the next connection. Shutdown's
+// push is Push's work: one notification, synchronously, on the connection with the most free
+// streams. Shutdown's
 // deadline ends it too.
 func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error) {
 	h.mu.Lock()
@@ -991,8 +763,6 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 		h.mu.Unlock()
 		return nil, ErrNotStarted
 	}
-	k := h.conns[h.next%len(h.conns)]
-	h.next++
 	h.pushes.Add(1)
 	h.mu.Unlock()
 	defer h.pushes.Done()
@@ -1004,7 +774,7 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 		defer cancel()
 		defer context.AfterFunc(h.c.abortCtx, cancel)()
 	}
-	o := h.deliver(ctx, k, r)
+	o := h.deliver(ctx, nil, r)
 	if o.resp == nil {
 		return nil, o.err
 	}
@@ -1012,23 +782,6 @@ func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error)
 		h.c.addBadToken(BadToken{Token: r.token, Timestamp: o.resp.Timestamp})
 	}
 	return o.resp, nil
-}
-
-// close refuses new connections and Push calls, waits for the Push calls in progress, and
-// closes every connection; the senders have exited.
-func (h *h2Transport) close() {
-	h.mu.Lock()
-	h.closed = true
-	conns, stopAbort, abortDone := h.conns, h.stopAbort, h.abortDone
-	h.mu.Unlock()
-	h.pushes.Wait()
-	if stopAbort != nil && !stopAbort() {
-		<-abortDone // the abort hook is closing the connections: Stop returns after it
-	}
-	for _, k := range conns {
-		k.close()
-	}
-	h.deadlines.stop()
 }
 
 // sharedDeadlines hands out the timeout contexts of requests that watch no context of their

@@ -29,6 +29,7 @@ type settings struct {
 	proxy             func(*http.Request) (*url.URL, error)
 	proxySet          bool
 	streams           int
+	maxConns          int
 	maxAttempts       int
 	clock             func() time.Time
 	noSentinel        bool   // tests and benchmarks: Stop waits out the assume-sent timeout
@@ -68,10 +69,24 @@ func WithProxy(proxy func(*http.Request) (*url.URL, error)) Option {
 	return func(s *settings) { s.proxy, s.proxySet = proxy, true }
 }
 
-// WithStreams sets how many requests each HTTP/2 connection carries at once, at most (default
-// DefaultStreams); the server's SETTINGS_MAX_CONCURRENT_STREAMS lowers it further.
+// WithStreams caps how many requests each HTTP/2 connection carries at once. By default a
+// connection carries as many as the server's SETTINGS_MAX_CONCURRENT_STREAMS allows, following
+// its changes (APNs announces up to 1000); the server's limit also bounds a cap set here. The
+// first request on a new connection always goes alone, so that the server's limit is known
+// before more follow (APNs allows a token-authenticated connection one stream until then).
 func WithStreams(n int) Option {
 	return func(s *settings) { s.streams = n }
+}
+
+// WithMaxConnections lets an HTTP/2 client open more connections than Start's count when the
+// load needs them, up to m in all. While every stream of every connection is busy and work
+// waits, the client opens one more connection, one at a time and at most one a second, so
+// that APNs never sees a burst of connections; a connection opened this way is closed again
+// once it has carried no request for the idle timeout (WithIdleTimeout). Default: Start's
+// count, so the client keeps the connections Start opened and no more. The binary protocol
+// ignores it.
+func WithMaxConnections(m int) Option {
+	return func(s *settings) { s.maxConns = m }
 }
 
 // WithMaxAttempts sets how often an HTTP/2 notification is tried when APNs answers 429, 500 or

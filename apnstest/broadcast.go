@@ -12,7 +12,6 @@
 package apnstest
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -22,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 )
 
 // BroadcastOp names a request of the broadcast API.
@@ -419,18 +417,6 @@ func (s *HTTP2Server) judgeBroadcast(hc *h2Conn, r *http.Request, req *Broadcast
 		}
 	}
 	return s.succeed(req), true
-}
-
-// sleepCtx waits for d and reports true, or reports false once ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // succeed carries out an operation that passed the checks and returns its answer.

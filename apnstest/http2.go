@@ -23,6 +23,7 @@ import (
 	"io"
 	"log"
 	"math"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -86,6 +87,14 @@ type HTTP2Server struct {
 	// connections. Default (0): 1000.
 	MaxConcurrentStreams int
 
+	// Latency is how long every answer waits before it is sent, as Apple's gateway answers
+	// after a network round trip: each request's handler waits Latency plus a random part of
+	// LatencyJitter (uniform in [0, LatencyJitter)) once the request has been judged, holding
+	// no lock, before a Response's Delay. The wait ends early, without an answer, if the stream
+	// or connection goes away. Default 0: answers at once.
+	Latency       time.Duration
+	LatencyJitter time.Duration
+
 	// DiscardNotifications makes the server count accepted requests without keeping them,
 	// so Requests returns nothing (for benchmarks). Rejected requests are still kept.
 	DiscardNotifications bool
@@ -118,6 +127,8 @@ type HTTP2Server struct {
 	keys    map[string]*ecdsa.PublicKey
 	team    string
 	discard bool
+	latency time.Duration
+	jitter  time.Duration
 	observe func(Request)
 	obsRej  func(RejectedRequest)
 	now     func() time.Time
@@ -229,6 +240,7 @@ func (s *HTTP2Server) Start() {
 		}
 		s.team = s.TeamID
 		s.discard = s.DiscardNotifications
+		s.latency, s.jitter = max(s.Latency, 0), max(s.LatencyJitter, 0)
 		s.observe = s.Observe
 		s.obsRej = s.ObserveRejected
 		s.now = s.Now
@@ -628,15 +640,12 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ts := time.Time{}
 	retryAfter := ""
 	reset := false
+	if d := s.answerDelay(); d > 0 && !sleepCtx(r.Context(), d) {
+		return
+	}
 	if sc := v.resp; sc != nil {
-		if sc.Delay > 0 {
-			t := time.NewTimer(sc.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			}
+		if sc.Delay > 0 && !sleepCtx(r.Context(), sc.Delay) {
+			return
 		}
 		ts, retryAfter, reset = sc.Timestamp, sc.RetryAfter, sc.ResetStream
 	}
@@ -690,6 +699,26 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func resetStream(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).Flush()
 	panic(http.ErrAbortHandler)
+}
+
+// answerDelay returns how long the next answer waits: Latency plus its random part.
+func (s *HTTP2Server) answerDelay() time.Duration {
+	if s.jitter <= 0 {
+		return s.latency
+	}
+	return s.latency + mrand.N(s.jitter)
+}
+
+// sleepCtx waits for d and reports true, or reports false if ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // judge runs the protocol checks and the scripts, filling req as it goes. ok is false when

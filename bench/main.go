@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -53,8 +54,12 @@ func main() {
 	serve := flag.Bool("serve", false, "internal: run the mock server (the child process)")
 	n := flag.Int("n", 20000, "notifications per measurement")
 	count := flag.Int("count", 5, "repetitions of every measurement")
-	concFlag := flag.String("conc", "1,64,256", "comma-separated numbers of concurrent sends")
-	clientsFlag := flag.String("clients", "apns-go,apns-go-send,apns2,nethttp", "comma-separated clients: apns-go (Push), apns-go-send (SendNotification through the queue), apns2, nethttp (a plain net/http client: the floor)")
+	concFlag := flag.String("conc", "1,64,256", "comma-separated numbers of concurrent sends; 0: as many as the connections' streams (conns x streams; apns2: streams)")
+	clientsFlag := flag.String("clients", "apns-go,apns-go-send,apns2,nethttp", "comma-separated clients: apns-go (Push), apns-go-send (SendNotification through the queue, WithStreams(conc)), apns-go-seed (the seed API: Send through the queue from 8 goroutines, streams as the server allows), apns2, nethttp (a plain net/http client: the floor)")
+	latencyFlag := flag.String("latency", "0", "comma-separated answer latencies of the mock (e.g. 0,20ms,100ms,250ms)")
+	connsFlag := flag.String("conns", "1", "comma-separated connection counts of apns-go (Start(n)); apns2 and nethttp run once")
+	streams := flag.Int("streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS the mock announces")
+	growth := flag.Bool("growth", false, "run the growth scenario instead: Start(1), WithMaxConnections(8), -streams 100 and 200ms latency by default")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
 	serverCPUs := flag.String("servercpus", "", "run the mock server under taskset -c `list` (e.g. 1; then run this under taskset -c 0)")
 	flag.Parse()
@@ -62,12 +67,42 @@ func main() {
 	log.SetPrefix("bench: ")
 
 	if *serve {
-		runServer()
+		lat, err := time.ParseDuration(*latencyFlag)
+		if err != nil {
+			log.Fatal(err)
+		}
+		runServer(lat, *streams)
 		return
 	}
-	concs, err := parseInts(*concFlag)
+	concs, err := parseInts(*concFlag, 0)
 	if err != nil {
 		log.Fatal(err)
+	}
+	connsList, err := parseInts(*connsFlag, 1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var latencies []time.Duration
+	for _, f := range strings.Split(*latencyFlag, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d < 0 {
+			log.Fatalf("bad latency %q", f)
+		}
+		latencies = append(latencies, d)
+	}
+	if *growth {
+		lat := 200 * time.Millisecond
+		if *latencyFlag != "0" {
+			lat = latencies[0]
+		}
+		st := 100
+		if isFlagSet("streams") {
+			st = *streams
+		}
+		if err := runGrowth(*serverCPUs, lat, st); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 	clients := strings.Split(*clientsFlag, ",")
 	for _, name := range clients {
@@ -75,12 +110,6 @@ func main() {
 			log.Fatalf("unknown client %q", name)
 		}
 	}
-
-	srv, err := startServer(*serverCPUs)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer srv.stop()
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -94,48 +123,94 @@ func main() {
 	}
 
 	fmt.Printf("goos: %s\ngoarch: %s\npkg: github.com/Kwik-messenger/apns-go/bench\n", runtime.GOOS, runtime.GOARCH)
-	fmt.Printf("# %d CPUs, GOMAXPROCS %d, %s; mock server in child process %d\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), srv.cmd.Process.Pid)
+	fmt.Printf("# %d CPUs, GOMAXPROCS %d, %s; mock server in a child process announcing %d streams\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), *streams)
 	results := map[key][]result{}
-	for range *count {
-		for _, conc := range concs {
-			for _, name := range clients {
-				r, err := measure(runners[name], srv, conc, *n)
-				if err != nil {
-					log.Fatalf("client=%s conc=%d: %v", name, conc, err)
+	var keys []key
+	for _, lat := range latencies {
+		srv, err := startServer(*serverCPUs, lat, *streams)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for range *count {
+			for _, conc := range concs {
+				for _, name := range clients {
+					for i, conns := range connsList {
+						if !strings.HasPrefix(name, "apns-go") {
+							if i > 0 {
+								continue
+							}
+							conns = 0 // not ours: as many as it opens
+						}
+						k := key{name, conc, lat, conns}
+						c := conc
+						if c == 0 { // fill every stream
+							c = max(conns, 1) * *streams
+							if name == "apns-go-seed" || name == "apns-go-send" {
+								c = 8
+							}
+						}
+						r, err := measure(runners[name], srv, c, conns, *n)
+						if err != nil {
+							log.Fatalf("client=%s conc=%d latency=%v conns=%d: %v", name, c, lat, conns, err)
+						}
+						if _, ok := results[k]; !ok {
+							keys = append(keys, k)
+						}
+						results[k] = append(results[k], r)
+						fmt.Printf("BenchmarkHTTP2/latency=%v/client=%s/conns=%d/conc=%d \t%8d\t%10.0f ns/op\t%10.0f notifications/s\t%10.0f bound/s\t%8.2f µs-cpu/op\t%8.0f B/op\t%6.0f allocs/op\t%6d peak-goroutines\t%6.1f peak-heap-MiB\n",
+							lat, name, conns, c, r.n, r.nsPerOp(), r.perSecond(), bound(conns, *streams, lat), r.cpuPerOp(), r.bytesPerOp(), r.allocsPerOp(), r.goroutines, float64(r.heap)/(1<<20))
+					}
 				}
-				k := key{name, conc}
-				results[k] = append(results[k], r)
-				fmt.Printf("BenchmarkHTTP2/client=%s/conc=%d \t%8d\t%10.0f ns/op\t%10.0f notifications/s\t%8.2f µs-cpu/op\t%8.0f B/op\t%6.0f allocs/op\n",
-					name, conc, r.n, r.nsPerOp(), r.perSecond(), r.cpuPerOp(), r.bytesPerOp(), r.allocsPerOp())
 			}
 		}
+		srv.stop()
 	}
-	printRatios(results, clients, concs)
+	printRatios(results, keys, *streams)
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		fmt.Printf("# peak RSS of this (client) process: %.1f MiB\n", float64(ru.Maxrss)/1024)
+	}
+}
+
+// bound is what the connections allow: conns x streams / latency, in notifications per
+// second; 0 when there is no latency (no bound) or the client is not ours.
+func bound(conns, streams int, latency time.Duration) float64 {
+	if latency <= 0 || conns <= 0 {
+		return 0
+	}
+	return float64(conns*streams) / latency.Seconds()
+}
+
+func isFlagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // runner makes a client connected to srv and returns a function that sends one notification,
 // and one that waits for everything sent to be answered and closes the client.
-type runner func(srv *server, conc int) (send func() error, finish func() error, err error)
+type runner func(srv *server, conc, conns int) (send func() error, finish func() error, err error)
 
 var runners = map[string]runner{
 	"apns-go":      apnsGoPush,
 	"apns-go-send": apnsGoSend,
+	"apns-go-seed": apnsGoSeed,
 	"apns2":        apns2Push,
 	"nethttp":      netHTTPPost,
 }
 
-func newAPNsGo(srv *server, opts ...apns.Option) (*apns.Client, error) {
+func newAPNsGo(srv *server, conns int, opts ...apns.Option) (*apns.Client, error) {
 	cfg := &tls.Config{RootCAs: srv.roots}
 	opts = append([]apns.Option{apns.WithTLSConfig(cfg)}, opts...)
 	c, err := apns.CreateClient(srv.url, srv.certPEM, srv.keyPEM, false, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return c, c.Start(1)
+	return c, c.Start(max(conns, 1))
 }
 
-func apnsGoPush(srv *server, _ int) (func() error, func() error, error) {
-	c, err := newAPNsGo(srv)
+func apnsGoPush(srv *server, _, conns int) (func() error, func() error, error) {
+	c, err := newAPNsGo(srv, conns)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -152,8 +227,8 @@ func apnsGoPush(srv *server, _ int) (func() error, func() error, error) {
 // apnsGoSend queues notifications with SendNotification; conc senders (WithStreams) send
 // them on the one connection. finish waits for every answer (Stop), then checks that all
 // were delivered.
-func apnsGoSend(srv *server, conc int) (func() error, func() error, error) {
-	c, err := newAPNsGo(srv, apns.WithStreams(conc))
+func apnsGoSend(srv *server, conc, conns int) (func() error, func() error, error) {
+	c, err := newAPNsGo(srv, conns, apns.WithStreams(conc))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -172,7 +247,30 @@ func apnsGoSend(srv *server, conc int) (func() error, func() error, error) {
 	return send, finish, nil
 }
 
-func apns2Push(srv *server, _ int) (func() error, func() error, error) {
+// apnsGoSeed is the seed API as a new user writes it: CreateClient, Start(conns), Send with
+// a map payload from the sending goroutines, Stop; streams as the server allows.
+func apnsGoSeed(srv *server, _, conns int) (func() error, func() error, error) {
+	c, err := newAPNsGo(srv, conns)
+	if err != nil {
+		return nil, nil, err
+	}
+	send := func() error {
+		return c.Send(deviceToken, time.Time{}, apns.PRIORITY_IMMEDIATE, map[string]interface{}{
+			"aps": map[string]interface{}{"alert": "hello world!"}, "data": 42})
+	}
+	finish := func() error {
+		if err := c.Stop(); err != nil {
+			return err
+		}
+		if st := c.Stats(); st.Delivered != st.Accepted {
+			return fmt.Errorf("delivered %d of %d", st.Delivered, st.Accepted)
+		}
+		return nil
+	}
+	return send, finish, nil
+}
+
+func apns2Push(srv *server, _, _ int) (func() error, func() error, error) {
 	pair, err := tls.X509KeyPair(srv.certPEM, srv.keyPEM)
 	if err != nil {
 		return nil, nil, err
@@ -204,7 +302,7 @@ func apns2Push(srv *server, _ int) (func() error, func() error, error) {
 
 // netHTTPPost is the floor on net/http: a plain http.Client posting the same path, headers
 // and body over one HTTP/2 connection, with nothing of an APNs client around it.
-func netHTTPPost(srv *server, _ int) (func() error, func() error, error) {
+func netHTTPPost(srv *server, _, _ int) (func() error, func() error, error) {
 	pair, err := tls.X509KeyPair(srv.certPEM, srv.keyPEM)
 	if err != nil {
 		return nil, nil, err
@@ -247,8 +345,10 @@ func netHTTPPost(srv *server, _ int) (func() error, func() error, error) {
 }
 
 type key struct {
-	client string
-	conc   int
+	client  string
+	conc    int
+	latency time.Duration
+	conns   int // apns-go's Start(n); 0 for the others
 }
 
 // result is one measurement of n notifications.
@@ -256,6 +356,8 @@ type result struct {
 	n              int
 	wall, cpu      time.Duration
 	bytes, mallocs uint64
+	goroutines     int    // most goroutines of this process at once
+	heap           uint64 // most heap in use (objects) at once
 }
 
 func (r result) nsPerOp() float64     { return float64(r.wall.Nanoseconds()) / float64(r.n) }
@@ -266,8 +368,8 @@ func (r result) allocsPerOp() float64 { return float64(r.mallocs) / float64(r.n)
 
 // measure runs one client at one concurrency: connect, warm up with n/10 notifications (at
 // least conc), then time n notifications sent from conc goroutines until finish returns.
-func measure(newRunner runner, srv *server, conc, n int) (result, error) {
-	send, finish, err := newRunner(srv, conc)
+func measure(newRunner runner, srv *server, conc, conns, n int) (result, error) {
+	send, finish, err := newRunner(srv, conc, conns)
 	if err != nil {
 		return result{}, err
 	}
@@ -278,17 +380,47 @@ func measure(newRunner runner, srv *server, conc, n int) (result, error) {
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	peak := samplePeaks()
 	cpu0, begin := processCPU(), time.Now()
 	err = sendAll(send, conc, n)
 	if ferr := finish(); err == nil {
 		err = ferr
 	}
 	wall, cpu := time.Since(begin), processCPU()-cpu0
+	goroutines, heap := peak()
 	runtime.ReadMemStats(&m1)
 	if err != nil {
 		return result{}, err
 	}
-	return result{n: n, wall: wall, cpu: cpu, bytes: m1.TotalAlloc - m0.TotalAlloc, mallocs: m1.Mallocs - m0.Mallocs}, nil
+	return result{n: n, wall: wall, cpu: cpu, bytes: m1.TotalAlloc - m0.TotalAlloc, mallocs: m1.Mallocs - m0.Mallocs,
+		goroutines: goroutines, heap: heap}, nil
+}
+
+// samplePeaks samples the goroutine count and the heap in use every 10 ms until the
+// function it returns is called, which returns the largest of each.
+func samplePeaks() func() (goroutines int, heap uint64) {
+	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var g, h uint64
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(samples)
+			g, h = max(g, samples[0].Value.Uint64()), max(h, samples[1].Value.Uint64())
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int, uint64) {
+		close(stop)
+		<-done
+		return int(g), h
+	}
 }
 
 // sendAll calls send n times from conc goroutines and returns the first error.
@@ -323,7 +455,7 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func printRatios(results map[key][]result, clients []string, concs []int) {
+func printRatios(results map[key][]result, keys []key, streams int) {
 	med := func(k key, f func(result) float64) float64 {
 		var v []float64
 		for _, r := range results[k] {
@@ -331,29 +463,28 @@ func printRatios(results map[key][]result, clients []string, concs []int) {
 		}
 		return median(v)
 	}
-	fmt.Printf("\n# medians of %d runs\n", len(results[key{clients[0], concs[0]}]))
-	fmt.Printf("# %-14s %5s %16s %12s %10s %10s\n", "client", "conc", "notifications/s", "µs-cpu/op", "B/op", "allocs/op")
-	for _, conc := range concs {
-		for _, name := range clients {
-			k := key{name, conc}
-			fmt.Printf("# %-14s %5d %16.0f %12.2f %10.0f %10.1f\n", name, conc,
-				med(k, result.perSecond), med(k, result.cpuPerOp), med(k, result.bytesPerOp), med(k, result.allocsPerOp))
+	fmt.Printf("\n# medians of %d runs; bound = conns x %d streams / latency; ratios to apns2 at the same latency and concurrency setting\n", len(results[keys[0]]), streams)
+	fmt.Printf("# %-8s %-13s %5s %5s %16s %10s %7s %12s %9s %8s %10s %9s %9s\n", "latency", "client", "conns", "conc", "notifications/s", "bound/s", "÷bound", "µs-cpu/op", "B/op", "allocs", "goroutines", "heap-MiB", "÷apns2")
+	for _, k := range keys {
+		tp := med(k, result.perSecond)
+		b := bound(k.conns, streams, k.latency)
+		ofBound, ofApns2 := "-", "-"
+		if b > 0 {
+			ofBound = fmt.Sprintf("%.2f", tp/b)
 		}
+		ref := key{"apns2", k.conc, k.latency, 0}
+		if _, ok := results[ref]; ok && k.client != "apns2" {
+			ofApns2 = fmt.Sprintf("%.2f", tp/med(ref, result.perSecond))
+		}
+		fmt.Printf("# %-8v %-13s %5d %5d %16.0f %10.0f %7s %12.2f %9.0f %8.1f %10.0f %9.1f %9s\n", k.latency, k.client, k.conns, k.conc,
+			tp, b, ofBound, med(k, result.cpuPerOp), med(k, result.bytesPerOp), med(k, result.allocsPerOp),
+			med(k, func(r result) float64 { return float64(r.goroutines) }), med(k, func(r result) float64 { return float64(r.heap) / (1 << 20) }), ofApns2)
 	}
-	if !slices.Contains(clients, "apns2") {
-		return
-	}
-	fmt.Printf("\n# ratios to apns2 (medians): CPU per notification (goal <= 0.60), throughput (goal >= 1.20)\n")
-	fmt.Printf("# %-14s %5s %10s %12s\n", "client", "conc", "cpu ratio", "throughput")
-	for _, conc := range concs {
-		ref := key{"apns2", conc}
-		for _, name := range clients {
-			if name == "apns2" {
-				continue
-			}
-			k := key{name, conc}
-			fmt.Printf("# %-14s %5d %10.2f %12.2f\n", name, conc,
-				med(k, result.cpuPerOp)/med(ref, result.cpuPerOp), med(k, result.perSecond)/med(ref, result.perSecond))
+	fmt.Printf("\n# CPU per notification ÷ apns2's (goal at latency 0: <= 0.60)\n")
+	for _, k := range keys {
+		ref := key{"apns2", k.conc, k.latency, 0}
+		if _, ok := results[ref]; ok && k.client != "apns2" {
+			fmt.Printf("# %-8v %-13s %5d %5d %10.2f\n", k.latency, k.client, k.conns, k.conc, med(k, result.cpuPerOp)/med(ref, result.cpuPerOp))
 		}
 	}
 }
@@ -369,11 +500,11 @@ func median(v []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-func parseInts(s string) ([]int, error) {
+func parseInts(s string, least int) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || v < 1 {
+		if err != nil || v < least {
 			return nil, fmt.Errorf("bad number %q in %q", f, s)
 		}
 		out = append(out, v)
@@ -393,15 +524,16 @@ type server struct {
 
 // startServer re-executes this program with -serve (under taskset if cpus is set) and reads the line it prints:
 // "<url> <directory>", the directory holding server.pem, client.pem and client-key.pem.
-func startServer(cpus string) (*server, error) {
+func startServer(cpus string, latency time.Duration, streams int) (*server, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "-serve")
+	args := []string{exe, "-serve", "-latency", latency.String(), "-streams", strconv.Itoa(streams)}
 	if cpus != "" {
-		cmd = exec.Command("taskset", "-c", cpus, exe, "-serve")
+		args = append([]string{"taskset", "-c", cpus}, args...)
 	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -455,9 +587,11 @@ func (s *server) stop() {
 
 // runServer is the child: it starts the mock, writes the certificates a client needs to a
 // temporary directory, prints "<url> <directory>", and serves until its stdin is closed.
-func runServer() {
+func runServer(latency time.Duration, streams int) {
 	s := apnstest.NewUnstartedHTTP2Server()
 	s.DiscardNotifications = true
+	s.Latency = latency
+	s.MaxConcurrentStreams = streams
 	s.Start()
 	defer s.Close()
 
@@ -488,4 +622,63 @@ func runServer() {
 	}
 	fmt.Printf("%s %s\n", s.URL, dir)
 	io.Copy(io.Discard, os.Stdin) // until the parent closes stdin or exits
+}
+
+// runGrowth is the growth scenario: Start(1) with WithMaxConnections(8) against a mock that
+// announces streams streams and answers after latency. Notifications are sent through the
+// queue from 8 goroutines; every second it prints the notifications delivered in that second
+// and the connections open. After the ramp (8 s) it measures 5 s at the full pool, then stops
+// sending and waits for the pool to shrink back to one connection (idle timeout 2 s).
+func runGrowth(cpus string, latency time.Duration, streams int) error {
+	srv, err := startServer(cpus, latency, streams)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	const maxConns, idle = 8, 2 * time.Second
+	c, err := newAPNsGo(srv, 1, apns.WithMaxConnections(maxConns), apns.WithIdleTimeout(idle))
+	if err != nil {
+		return err
+	}
+	b := bound(maxConns, streams, latency)
+	fmt.Printf("# growth: Start(1), WithMaxConnections(%d), %d streams, latency %v: bound %.0f/s at %d connections\n", maxConns, streams, latency, b, maxConns)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := c.SendNotification(context.Background(), &apns.Notification{DeviceToken: deviceToken, Payload: payload}); err != nil {
+					return
+				}
+			}
+		})
+	}
+	const ramp, window = 8, 5
+	prev := c.Stats().Delivered
+	var full []float64
+	for sec := 1; sec <= ramp+window; sec++ {
+		time.Sleep(time.Second)
+		st := c.Stats()
+		rate := float64(st.Delivered - prev)
+		prev = st.Delivered
+		fmt.Printf("# t=%2ds connections %d delivered %6.0f/s (%.2f of the %d-connection bound)\n", sec, st.Connections, rate, rate/b, maxConns)
+		if sec > ramp {
+			full = append(full, rate)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	fmt.Printf("BenchmarkHTTP2Growth/latency=%v/streams=%d/max=%d \t1\t%10.0f notifications/s\t%10.0f bound/s\t%6.2f of-bound\n",
+		latency, streams, maxConns, median(full), b, median(full)/b)
+	begin := time.Now()
+	for c.Stats().Connections > 1 && time.Since(begin) < time.Minute {
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Printf("# back to %d connection(s) %.1f s after the load stopped (idle timeout %v)\n", c.Stats().Connections, time.Since(begin).Seconds(), idle)
+	return c.Stop()
 }

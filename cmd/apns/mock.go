@@ -42,6 +42,9 @@ is a binary status (default 8, invalid token); the HTTP/2 API answers its neares
 ServiceUnavailable, ...). Like Apple, the mock reports tokens rejected with 8 (410) on its
 feedback service.
 
+-latency D (and -latency-jitter J) makes the HTTP/2 API answer every request after D (plus up
+to J), like Apple's gateway a network round trip away.
+
 The addresses default to free ports; for fixed ones, e.g. -gateway-addr 127.0.0.1:2195
 -feedback-addr 127.0.0.1:2196 -http2-addr 127.0.0.1:2197. The certificate is valid for
 127.0.0.1, ::1 and localhost only.
@@ -140,6 +143,8 @@ func mock(env *cmdEnv, args []string) int {
 	fs.Var(rejectFlag(rules.tokens), "reject", "reject notifications to `TOKEN[:STATUS]` (repeatable; STATUS default 8)")
 	fs.IntVar(&rules.every, "reject-every", 0, "reject every `k`-th notification received (0: none)")
 	everyStatus := fs.Uint("reject-status", uint(apns.StatusInvalidToken), "binary `status` of the -reject-every rejections")
+	latency := fs.Duration("latency", 0, "HTTP/2: wait this `long` before every answer, as a gateway a round trip away does (e.g. 200ms)")
+	jitter := fs.Duration("latency-jitter", 0, "HTTP/2: add a random part of up to this `long` to each -latency wait")
 	jsonOut := fs.Bool("json", false, "also print the addresses and files as a first JSON line on stdout")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -149,6 +154,9 @@ func mock(env *cmdEnv, args []string) int {
 		return usageError(env, "mock", "-reject-every is %d; want 0 (none) or more", rules.every)
 	case *everyStatus == 0 || *everyStatus > 255:
 		return usageError(env, "mock", "-reject-status is %d; want a binary status, 1 to 255", *everyStatus)
+	}
+	if *latency < 0 || *jitter < 0 {
+		return usageError(env, "mock", "-latency and -latency-jitter must not be negative")
 	}
 	rules.status = uint8(*everyStatus)
 
@@ -202,6 +210,7 @@ func mock(env *cmdEnv, args []string) int {
 	m.http2 = apnstest.NewUnstartedHTTP2Server()
 	m.http2.Listener = lns[2]
 	m.http2.DiscardNotifications = true
+	m.http2.Latency, m.http2.LatencyJitter = *latency, *jitter
 	m.http2.Keys = map[string]*ecdsa.PublicKey{mockKeyID: &tokenKey.PublicKey}
 	m.http2.TeamID = mockTeamID
 	m.http2.Observe = m.observeHTTP2
