@@ -631,7 +631,10 @@ func (hc *h2Conn) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	req := Request{Conn: hc.tc.seq, Priority: defaultPriority}
 	v, ok := s.judge(hc, r, &req)
 	if !ok {
-		return // the client went away while sending the body
+		// The body could not be read (the client went away, or reset the stream): reset the
+		// stream rather than return, which would send an implicit 200 for a notification the
+		// mock never recorded.
+		panic(http.ErrAbortHandler)
 	}
 	id := r.Header.Get("Apns-Id")
 	if !isUUID(id) {
