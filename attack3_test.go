@@ -1,0 +1,291 @@
+package apns_test
+
+// Adversarial tests of the h2rel change (issue 10 items 3, 5, 6, 7, 8, 12; issue 16 items 1,
+// 2, 4, 5, 6): Stop from handlers, goid, the feedback client across Stop, the HTTP/2 answer
+// rules. Each test is bounded: a deadlock fails it after attackGuard instead of hanging.
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+// attackGuard bounds the waits of these tests; it is far beyond FeedbackStopGrace.
+const attackGuard = 10 * time.Second
+
+// rawClient makes a binary client of s without the cleanup Stop of newClient, for tests whose
+// failure is a deadlocked Stop: they unwind it themselves.
+func rawClient(t *testing.T, s *apnstest.Server, opts ...apns.Option) *apns.Client {
+	t.Helper()
+	cert, key := apnstest.ClientCertPEM()
+	opts = append([]apns.Option{apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithAssumeSentTimeout(150 * time.Millisecond)}, opts...)
+	c, err := apns.CreateClient(s.Addr, cert, key, false, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The feedback error handler calls Stop while another goroutine's Stop is already running.
+// Client.Stop's doc: "Stop may be called from the callbacks and the error handler ... a call
+// made while another Stop runs returns at once, since that Stop waits for the handler." The
+// outer Stop waits for the feedback poller (FeedbackClient.Stop: <-fc.done), the poller runs
+// the handler, and the handler's Stop waits for the outer Stop (<-c.done): neither returns.
+// The handler here calls Shutdown with a context the test cancels, so that the deadlock can be
+// unwound after it is detected; with Stop it lasts for ever.
+func TestAttack3FeedbackErrorHandlerStopWhileStopRuns(t *testing.T) {
+	s := newServer(t)
+	fs := apnstest.NewFeedbackServer()
+	fbAddr := fs.Addr
+	fs.Close() // every poll fails at once: the error handler runs on the poller
+
+	unwind, cancelUnwind := context.WithCancel(context.Background())
+	defer cancelUnwind()
+	inHandler, handlerDone := make(chan struct{}), make(chan error, 1)
+	var once sync.Once
+	var c *apns.Client
+	c = rawClient(t, s, apns.WithErrorHandler(func(err error) {
+		if !strings.Contains(err.Error(), "feedback poll") {
+			return
+		}
+		once.Do(func() {
+			close(inHandler)
+			// Wait until the outer Stop has begun: Start then says ErrStopped.
+			deadline := time.Now().Add(attackGuard)
+			for c.Start(1) != apns.ErrStopped {
+				if time.Now().After(deadline) {
+					handlerDone <- errors.New("outer Stop never began")
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			handlerDone <- c.Shutdown(unwind) // Stop() here: the same wait, without an end
+		})
+	}))
+	start(t, c, 1)
+	if _, err := c.SetupFeedbackClient(fbAddr, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inHandler:
+	case <-time.After(attackGuard):
+		t.Fatal("the feedback error handler never ran")
+	}
+	outerDone := make(chan struct{})
+	go func() { defer close(outerDone); c.Stop() }()
+
+	var handlerErr error
+	var handlerReturned, outerReturned bool
+	timeout := time.After(attackGuard)
+	for !(handlerReturned && outerReturned) {
+		select {
+		case handlerErr = <-handlerDone:
+			handlerReturned = true
+		case <-outerDone:
+			outerReturned = true
+			outerDone = nil
+		case <-timeout:
+			t.Errorf("deadlock: after %v the outer Stop returned=%v, the feedback error handler's Stop returned=%v", attackGuard, outerReturned, handlerReturned)
+			cancelUnwind()
+			timeout = time.After(attackGuard) // the unwinding must end it
+			if !handlerReturned && !outerReturned {
+				continue
+			}
+		}
+	}
+	if handlerErr != nil {
+		t.Errorf("the handler's Stop (Shutdown) returned %v; want nil, at once", handlerErr)
+	}
+	checkNoGoroutines(t)
+}
+
+// When the first Stop comes from a callback, a later Stop from the application returns at
+// once (c.done is closed) while callbacks are still running on the dispatcher. Stop's doc: "Stop
+// returns after every callback already due has run"; only the callback's own Stop is excepted
+// ("that call ... cannot wait"). An application that does `defer c.Stop()` and then closes what
+// the callback uses races with the callback.
+func TestAttack3NoCallbackRunsAfterAnOuterStopReturned(t *testing.T) {
+	s := newH2Server(t, nil)
+	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	c := newH2Client(t, s)
+	entered2, release2 := make(chan struct{}), make(chan struct{})
+	var inCallback2 atomic.Bool
+	var calls atomic.Int32
+	c.SetCallback(func(m *apns.Message, _ uint8) {
+		switch calls.Add(1) {
+		case 1:
+			c.Stop() // returns at once: it cannot wait for the next callback
+		case 2:
+			inCallback2.Store(true)
+			close(entered2)
+			select {
+			case <-release2:
+			case <-time.After(attackGuard):
+			}
+			inCallback2.Store(false)
+		}
+	})
+	sendAll(t, c, 3) // tokens 1 and 2 are rejected
+	start(t, c, 1)
+	select {
+	case <-entered2:
+	case <-time.After(attackGuard):
+		t.Fatal("the second callback never ran")
+	}
+	stop(t, c) // the application's Stop
+	if inCallback2.Load() {
+		t.Errorf("the application's Stop returned while the second callback was still running")
+	}
+	close(release2)
+}
+
+// A goroutine started by a callback is not the dispatcher: its Stop waits for every callback
+// due, the current one included (goid must tell them apart).
+func TestAttack3StopFromAGoroutineOfTheCallbackWaits(t *testing.T) {
+	s := newH2Server(t, nil)
+	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	c := newH2Client(t, s)
+	var callbackDone atomic.Bool
+	stopReturned := make(chan bool, 1)
+	c.SetCallback(func(m *apns.Message, _ uint8) {
+		go func() { c.Stop(); stopReturned <- callbackDone.Load() }()
+		time.Sleep(100 * time.Millisecond) // a Stop that does not wait returns meanwhile
+		callbackDone.Store(true)
+	})
+	start(t, c, 1)
+	sendAll(t, c, 2)
+	select {
+	case done := <-stopReturned:
+		if !done {
+			t.Error("Stop from a goroutine the callback started returned before the callback ended: taken for the dispatcher")
+		}
+	case <-time.After(attackGuard):
+		t.Fatal("Stop from a goroutine the callback started never returned")
+	}
+}
+
+// Stop from the rejection callback (SetRejectionCallback) of a client that was never started:
+// the callbacks then run on the first Stop's goroutine.
+func TestAttack3StopFromRejectionCallbackNeverStarted(t *testing.T) {
+	s := newH2Server(t, nil)
+	c := newH2Client(t, s)
+	var calls atomic.Int32
+	c.SetRejectionCallback(func(*apns.Rejection) {
+		calls.Add(1)
+		c.Stop()
+		c.Stop()
+	})
+	c.SetCallback(func(*apns.Message, uint8) { c.Stop() })
+	sendAll(t, c, 3)
+	stop(t, c)
+	if n := calls.Load(); n != 3 {
+		t.Errorf("rejection callbacks = %d; want 3", n)
+	}
+	st := c.Stats()
+	if st.Accepted != 3 || st.Unsent != 3 {
+		t.Errorf("Stats = %+v; want Accepted 3, Unsent 3", st)
+	}
+}
+
+// Two callbacks each call Stop, and an outer Stop runs too; every call returns and the ledger
+// adds up.
+func TestAttack3TwoStopsFromTwoCallbacks(t *testing.T) {
+	s := newH2Server(t, nil)
+	for i := 0; i < 20; i += 3 {
+		s.Respond(token(i), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	}
+	c := newH2Client(t, s)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	c.SetCallback(func(m *apns.Message, _ uint8) {
+		mu.Lock()
+		seen[hexOf(m.Token)]++
+		mu.Unlock()
+		c.Stop()
+	})
+	c.SetRejectionCallback(func(*apns.Rejection) { c.Stop() })
+	start(t, c, 2)
+	for i := 0; i < 20; i++ {
+		if err := c.Send(token(i), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(i)); err != nil {
+			break
+		}
+	}
+	stop(t, c)
+	checkNoGoroutines(t)
+	st := c.Stats()
+	if st.Accepted != st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed {
+		t.Errorf("Stats after Stop: Accepted %d != Delivered %d + Rejected %d + Unsent %d + Unconfirmed %d",
+			st.Accepted, st.Delivered, st.Rejected, st.Unsent, st.Unconfirmed)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for tok, n := range seen {
+		if n != 1 {
+			t.Errorf("token %s reported %d times", tok, n)
+		}
+	}
+	if got := uint64(len(seen)); got != st.Rejected+st.Unsent {
+		t.Errorf("callbacks for %d tokens; Stats says %d rejected + %d unsent", got, st.Rejected, st.Unsent)
+	}
+}
+
+// A 200 whose body is reset is delivered: once to the server, Delivered in Stats, no drop, no
+// duplicate, no replay, no callback.
+func TestAttack3ResetAfter200Stats(t *testing.T) {
+	s := newH2Server(t, nil)
+	s.Respond(token(1), apnstest.Response{Status: 200, ResetStream: true})
+	s.Respond(token(2), apnstest.Response{Status: 410, ResetStream: true})
+	c := newH2Client(t, s)
+	rej := recordRejections(c)
+	start(t, c, 1)
+	sendAll(t, c, 3)
+	stop(t, c)
+	st := c.Stats()
+	if st.Accepted != 3 || st.Delivered != 2 || st.Rejected != 1 || st.Drops != 0 || st.Duplicates != 0 || st.Replayed != 0 || st.Unsent != 0 {
+		t.Errorf("Stats = %+v; want Accepted 3, Delivered 2, Rejected 1, nothing else", st)
+	}
+	got := rej.snapshot()
+	if len(got[token(1)]) != 0 || len(got[token(2)]) != 1 || len(got) != 1 {
+		t.Errorf("rejections = %v; want one, for token 2", got)
+	}
+	if n := h2Received(s)[token(1)]; n != 1 {
+		t.Errorf("token 1 accepted %d times by the server; want 1", n)
+	}
+}
+
+// A background push at priority 10 goes at 5 through Push as well as the queue.
+func TestAttack3BackgroundPriorityThroughPush(t *testing.T) {
+	s := newH2Server(t, nil)
+	c := newH2Client(t, s)
+	start(t, c, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), attackGuard)
+	defer cancel()
+	for i, n := range []*apns.Notification{
+		{DeviceToken: token(1), PushType: "background", Priority: apns.PRIORITY_IMMEDIATE, Payload: []byte(`{"aps":{"content-available":1}}`)},
+		{DeviceToken: token(2), Payload: []byte(`{"aps":{"content-available":1}}`)},
+		{DeviceToken: token(3), Payload: []byte(`{"aps":{"content-available":1,"alert":"x"}}`)},
+		{DeviceToken: token(4), Payload: map[string]any{"aps": map[string]any{"content-available": 1}}},
+	} {
+		resp, err := c.Push(ctx, n)
+		if err != nil || !resp.Sent() {
+			t.Errorf("Push %d = %+v, %v; want sent", i, resp, err)
+		}
+	}
+	want := map[string]struct {
+		prio int
+		typ  string
+	}{token(1): {5, "background"}, token(2): {5, "background"}, token(3): {10, "alert"}, token(4): {5, "background"}}
+	for _, r := range s.Requests() {
+		if w := want[r.Token]; r.Priority != w.prio || r.PushType != w.typ {
+			t.Errorf("token %s went as %s at %d; want %s at %d", r.Token[len(r.Token)-1:], r.PushType, r.Priority, w.typ, w.prio)
+		}
+	}
+}
