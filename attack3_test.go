@@ -289,3 +289,162 @@ func TestAttack3BackgroundPriorityThroughPush(t *testing.T) {
 		}
 	}
 }
+
+// Two feedback clients whose error handlers both call Stop: the first Stop (on poller 1) waits
+// for poller 2 (FeedbackClient.Stop), and poller 2's Stop waits for the first (<-c.done). The
+// same trap as above, with no Stop from outside at all.
+func TestAttack3TwoFeedbackErrorHandlersStop(t *testing.T) {
+	s := newServer(t)
+	fs := apnstest.NewFeedbackServer()
+	fbAddr := fs.Addr
+	fs.Close()
+
+	unwind, cancelUnwind := context.WithCancel(context.Background())
+	defer cancelUnwind()
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	both := make(chan struct{})
+	go func() { arrived.Wait(); close(both) }()
+	returned := make(chan error, 2)
+	var calls atomic.Int32
+	var c *apns.Client
+	c = rawClient(t, s, apns.WithErrorHandler(func(err error) {
+		if !strings.Contains(err.Error(), "feedback poll") || calls.Add(1) > 2 {
+			return
+		}
+		arrived.Done()
+		select { // both pollers are in the handler before either stops the client
+		case <-both:
+		case <-time.After(attackGuard):
+		}
+		returned <- c.Shutdown(unwind) // Stop() here: the same wait, without an end
+	}))
+	start(t, c, 1)
+	for i := 0; i < 2; i++ {
+		if _, err := c.SetupFeedbackClient(fbAddr, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var errs []error
+	timeout := time.After(attackGuard + attackGuard/2)
+	for len(errs) < 2 {
+		select {
+		case err := <-returned:
+			errs = append(errs, err)
+		case <-timeout:
+			t.Errorf("deadlock: %d of the 2 feedback error handlers' Stops returned within %v", len(errs), attackGuard)
+			cancelUnwind()
+			timeout = time.After(attackGuard)
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Errorf("a feedback error handler's Stop (Shutdown) returned %v; want nil", err)
+		}
+	}
+	stop(t, c)
+	checkNoGoroutines(t)
+}
+
+// Shutdown is "Stop with a deadline", but a callback that blocks holds it past any deadline: it
+// waits for the dispatcher without watching ctx (events.close(true)).
+func TestAttack3ShutdownDeadlineWithABlockedCallback(t *testing.T) {
+	s := newH2Server(t, nil)
+	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	c := newH2Client(t, s)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	c.SetCallback(func(*apns.Message, uint8) {
+		once.Do(func() { close(entered) })
+		select {
+		case <-release:
+		case <-time.After(3 * attackGuard):
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	start(t, c, 1)
+	sendAll(t, c, 2)
+	select {
+	case <-entered:
+	case <-time.After(attackGuard):
+		t.Fatal("no callback")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Log("Shutdown returned nil with a callback still blocked")
+		}
+	case <-time.After(attackGuard):
+		t.Errorf("Shutdown with a 100ms deadline had not returned after %v: it waits for a blocked callback", attackGuard)
+	}
+}
+
+// Two consumers call GetBadTokens in loops while 410s arrive and Stop runs: every token
+// answered 410 reaches exactly one of them, once, and both end with ErrFeedbackStopped.
+func TestAttack3ConcurrentGetBadTokensAcrossStop(t *testing.T) {
+	const n = 60
+	s := newH2Server(t, nil)
+	for i := 0; i < n; i++ {
+		s.Respond(token(i), apnstest.Response{Status: 410})
+	}
+	c := newH2Client(t, s)
+	fc, err := c.SetupFeedbackClient("", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[string]int{}
+	var wg sync.WaitGroup
+	ends := make(chan error, 2)
+	for g := 0; g < 2; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), attackGuard)
+			defer cancel()
+			for {
+				toks, err := fc.BadTokens(ctx)
+				if err != nil {
+					ends <- err
+					return
+				}
+				mu.Lock()
+				for _, bt := range toks {
+					got[bt.Token]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	start(t, c, 2)
+	sendAll(t, c, n/2)
+	go func() {
+		for i := n / 2; i < n; i++ {
+			if c.Send(token(i), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(i)) != nil {
+				return
+			}
+		}
+	}()
+	stop(t, c)
+	wg.Wait()
+	for i := 0; i < 2; i++ {
+		if err := <-ends; !errors.Is(err, apns.ErrFeedbackStopped) {
+			t.Errorf("a consumer ended with %v; want ErrFeedbackStopped", err)
+		}
+	}
+	st := c.Stats()
+	mu.Lock()
+	defer mu.Unlock()
+	if uint64(len(got)) != st.Rejected { // every rejection is a 410
+		t.Errorf("GetBadTokens returned %d distinct tokens; Stats says %d rejected (%v)", len(got), st.Rejected, st.RejectedByStatus)
+	}
+	for tok, k := range got {
+		if k != 1 {
+			t.Errorf("token %s returned %d times", tok, k)
+		}
+	}
+}
