@@ -448,3 +448,111 @@ func TestAttack3ConcurrentGetBadTokensAcrossStop(t *testing.T) {
 		}
 	}
 }
+
+// closedAddr returns a loopback address where nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	fs := apnstest.NewFeedbackServer()
+	addr := fs.Addr
+	fs.Close()
+	return addr
+}
+
+// The error handler "runs on the same dispatcher goroutine as the callback" (WithErrorHandler),
+// and callbacks run "one at a time" (SetCallback). After a Start that reached nothing, Start
+// takes its dispatcher back and waits for it to run the error handler for the failed
+// attempts; a Stop meanwhile finds no dispatcher and runs the callbacks of the queued
+// notifications on its own goroutine, at the same time as the error handler.
+func TestAttack3CallbackConcurrentWithErrorHandlerAfterFailedStart(t *testing.T) {
+	addr := closedAddr(t)
+	var inHandler atomic.Bool
+	var overlap atomic.Int32
+	entered, release := make(chan struct{}), make(chan struct{})
+	var errs atomic.Int32
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(addr, cert, key, true, apns.WithProtocol(apns.ProtocolHTTP2),
+		apns.WithErrorHandler(func(error) {
+			if errs.Add(1) != startDialAttemptsSeen {
+				return
+			}
+			// The last failed attempt: Start is about to take its dispatcher back.
+			inHandler.Store(true)
+			close(entered)
+			select {
+			case <-release:
+			case <-time.After(attackGuard):
+			}
+			inHandler.Store(false)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetCallback(func(*apns.Message, uint8) {
+		if inHandler.Load() {
+			overlap.Add(1)
+		}
+	})
+	sendAll(t, c, 3)
+	startDone := make(chan error, 1)
+	go func() { startDone <- c.Start(1) }()
+	select {
+	case <-entered:
+	case <-time.After(attackGuard):
+		t.Fatal("the error handler never heard of the last failed attempt")
+	}
+	time.Sleep(200 * time.Millisecond) // Start takes its dispatcher back (a slow run only hides the defect)
+	stop(t, c)
+	close(release)
+	select {
+	case <-startDone:
+	case <-time.After(attackGuard):
+		t.Fatal("Start never returned")
+	}
+	if n := overlap.Load(); n > 0 {
+		t.Errorf("%d callbacks ran while the error handler was running, on another goroutine", n)
+	}
+	checkNoGoroutines(t)
+}
+
+// startDialAttemptsSeen is how many "connecting" errors a Start of one connection to a closed
+// port reports (startDialAttempts).
+const startDialAttemptsSeen = 3
+
+// Stop from the error handler while Start is still dialing an unreachable gateway.
+func TestAttack3StopFromErrorHandlerDuringStartDial(t *testing.T) {
+	addr := closedAddr(t)
+	var c *apns.Client
+	var once sync.Once
+	stopped := make(chan struct{})
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(addr, cert, key, true, apns.WithProtocol(apns.ProtocolHTTP2),
+		apns.WithErrorHandler(func(error) { once.Do(func() { c.Stop(); close(stopped) }) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLedger(c)
+	sendAll(t, c, 3)
+	startDone := make(chan error, 1)
+	go func() { startDone <- c.Start(2) }()
+	select {
+	case <-stopped:
+	case <-time.After(attackGuard):
+		t.Fatal("Stop from the error handler during Start did not return")
+	}
+	select {
+	case err := <-startDone:
+		if err == nil {
+			t.Error("Start succeeded against a closed port")
+		}
+	case <-time.After(attackGuard):
+		t.Fatal("Start did not return")
+	}
+	stop(t, c)
+	checkNoGoroutines(t)
+	if got := l.snapshot(); len(got) != 3 {
+		t.Errorf("callbacks for %d notifications; want 3", len(got))
+	}
+	if st := c.Stats(); st.Accepted != 3 || st.Unsent != 3 {
+		t.Errorf("Stats = %+v; want 3 accepted, 3 unsent", st)
+	}
+}
