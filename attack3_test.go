@@ -6,6 +6,7 @@ package apns_test
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"strings"
 	"sync"
@@ -554,5 +555,55 @@ func TestAttack3StopFromErrorHandlerDuringStartDial(t *testing.T) {
 	}
 	if st := c.Stats(); st.Accepted != 3 || st.Unsent != 3 {
 		t.Errorf("Stats = %+v; want 3 accepted, 3 unsent", st)
+	}
+}
+
+// A provider token that cannot be signed once, then can: the one notification is reported
+// unsent (nothing sent, no drop), the later ones and a Push go through, and the ledger adds up.
+func TestAttack3ProviderTokenFailsOnceThenWorks(t *testing.T) {
+	key, p8 := apns.NewTestAuthKey(t)
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Keys = map[string]*ecdsa.PublicKey{"KEY1234567": &key.PublicKey}
+	})
+	var handlerErrs atomic.Int32
+	c, err := apns.CreateTokenClient(s.URL, p8, "KEY1234567", "TEAM123456", "com.example.app",
+		apns.WithTLSConfig(s.ClientTLSConfig()), apns.WithErrorHandler(func(error) { handlerErrs.Add(1) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	mend := apns.BreakProviderTokenKeyFor(c)
+	rej := recordRejections(c)
+	start(t, c, 1)
+	if err := c.Send(token(0), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(0)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(attackGuard)
+	for len(rej.snapshot()[token(0)]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the notification sent with a broken key was never reported")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mend()
+	sendAll(t, c, 4) // token 0 again, and 1..3
+	ctx, cancel := context.WithTimeout(context.Background(), attackGuard)
+	defer cancel()
+	if resp, err := c.Push(ctx, &apns.Notification{DeviceToken: token(9), Payload: payload(9)}); err != nil || !resp.Sent() {
+		t.Errorf("Push after the key was mended = %+v, %v; want sent", resp, err)
+	}
+	stop(t, c)
+	st := c.Stats()
+	if st.Accepted != 5 || st.Delivered != 4 || st.Unsent != 1 || st.Drops != 0 || st.Duplicates != 0 || st.Replayed != 0 {
+		t.Errorf("Stats = %+v; want Accepted 5, Delivered 4, Unsent 1, no drop, duplicate or replay", st)
+	}
+	if n := s.Count(); n != 5 {
+		t.Errorf("server accepted %d; want 5 (4 queued after the mend, 1 Push)", n)
+	}
+	if got := rej.snapshot(); len(got) != 1 || len(got[token(0)]) != 1 {
+		t.Errorf("rejections = %v; want one, for the first token 0", got)
+	}
+	if handlerErrs.Load() < 1 {
+		t.Error("the error handler never heard of the signing failure")
 	}
 }
