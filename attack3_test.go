@@ -607,3 +607,26 @@ func TestAttack3ProviderTokenFailsOnceThenWorks(t *testing.T) {
 		t.Error("the error handler never heard of the signing failure")
 	}
 }
+
+// PROTOCOL.md §1.4 (binary frame, item 5): "Using 10 for a push whose only key is
+// content-available is an error." The HTTP/2 transport now sends such a push at 5 (issue 10 item
+// 8); the binary transport still writes the same Send at 10. (Argued: item 8 names HTTP/2 only,
+// and the binary mock does not refuse it; the same Send call behaves differently per transport.)
+func TestAttack3BinaryBackgroundPushAtPriority10(t *testing.T) {
+	s := newServer(t)
+	c := newClient(t, s)
+	background := map[string]any{"aps": map[string]any{"content-available": 1}}
+	if err := c.Send(token(1), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, background); err != nil {
+		t.Fatal(err)
+	}
+	start(t, c, 1)
+	if !s.WaitCount(1, attackGuard) {
+		t.Fatal("not received")
+	}
+	stop(t, c)
+	for _, n := range s.Notifications() {
+		if n.Priority != apns.PRIORITY_DELAYED {
+			t.Errorf("binary background push written at priority %d; want 5 (PROTOCOL.md §1.4)", n.Priority)
+		}
+	}
+}
