@@ -630,3 +630,67 @@ func TestAttack3BinaryBackgroundPushAtPriority10(t *testing.T) {
 		}
 	}
 }
+
+// Two consumers wait in GetBadTokens while Stop ends a held poll: the poll's tuples reach
+// exactly one of them, once; both then get ErrFeedbackStopped; nothing is left behind.
+func TestAttack3TwoConsumersAcrossStopDuringAPoll(t *testing.T) {
+	fs, tlsConf := newHoldingFeedback(t, feedbackTuples(1, 2, 3))
+	c := newClient(t, newServer(t), apns.WithTLSConfig(tlsConf))
+	fc, err := c.SetupFeedbackClient(fs.addr, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, c, 1) // so that Start says ErrAlreadyStarted until Stop begins, then ErrStopped
+	var mu sync.Mutex
+	got := map[string]int{}
+	ends := make(chan error, 2)
+	for g := 0; g < 2; g++ {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), attackGuard)
+			defer cancel()
+			for {
+				toks, err := fc.BadTokens(ctx)
+				if err != nil {
+					ends <- err
+					return
+				}
+				mu.Lock()
+				for _, bt := range toks {
+					got[bt.Token]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	select {
+	case <-fs.polled:
+	case <-time.After(attackGuard):
+		t.Fatal("no poll")
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); c.Stop() }()
+	// Let the service answer once Stop has begun (Start says ErrStopped then).
+	deadline := time.Now().Add(attackGuard)
+	for c.Start(1) != apns.ErrStopped && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	fs.letGo()
+	guard(t, "Stop", func() { <-stopped })
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-ends:
+			if !errors.Is(err, apns.ErrFeedbackStopped) {
+				t.Errorf("a consumer ended with %v; want ErrFeedbackStopped", err)
+			}
+		case <-time.After(attackGuard):
+			t.Fatal("a consumer never ended")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, i := range []int{1, 2, 3} {
+		if got[token(i)] != 1 {
+			t.Errorf("token %d returned %d times; want 1", i, got[token(i)])
+		}
+	}
+}
