@@ -635,7 +635,11 @@ func TestAttack3BinaryBackgroundPushAtPriority10(t *testing.T) {
 // exactly one of them, once; both then get ErrFeedbackStopped; nothing is left behind.
 func TestAttack3TwoConsumersAcrossStopDuringAPoll(t *testing.T) {
 	fs, tlsConf := newHoldingFeedback(t, feedbackTuples(1, 2, 3))
-	c := newClient(t, newServer(t), apns.WithTLSConfig(tlsConf))
+	gw := newServer(t)
+	cfg := gw.ClientTLSConfig().Clone() // trusts the gateway and, below, the feedback service
+	cfg.RootCAs = tlsConf.RootCAs.Clone()
+	cfg.RootCAs.AddCert(gw.Certificate())
+	c := newClient(t, gw, apns.WithTLSConfig(cfg))
 	fc, err := c.SetupFeedbackClient(fs.addr, time.Hour)
 	if err != nil {
 		t.Fatal(err)
