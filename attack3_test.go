@@ -698,3 +698,33 @@ func TestAttack3TwoConsumersAcrossStopDuringAPoll(t *testing.T) {
 		}
 	}
 }
+
+// Shutdown's deadline does not bound the feedback grace either: with a poll held by the
+// service, Shutdown with a 100ms deadline returns no sooner than FeedbackStopGrace (2 s), and
+// returns nil although its context ended long before. (Argued: the grace keeps the tuples of a
+// poll, but Shutdown is "Stop with a deadline".)
+func TestAttack3ShutdownDeadlineWithAHeldFeedbackPoll(t *testing.T) {
+	fs, tlsConf := newHoldingFeedback(t)
+	gw := newServer(t)
+	cfg := gw.ClientTLSConfig().Clone()
+	cfg.RootCAs = tlsConf.RootCAs.Clone()
+	cfg.RootCAs.AddCert(gw.Certificate())
+	c := newClient(t, gw, apns.WithTLSConfig(cfg))
+	start(t, c, 1)
+	if _, err := c.SetupFeedbackClient(fs.addr, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fs.polled:
+	case <-time.After(attackGuard):
+		t.Fatal("no poll")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	var err error
+	guard(t, "Shutdown", func() { err = c.Shutdown(ctx) })
+	if d := time.Since(begin); d >= apns.FeedbackStopGrace {
+		t.Errorf("Shutdown with a 100ms deadline took %v (>= FeedbackStopGrace) and returned %v: the feedback grace ignores its context", d.Round(time.Millisecond), err)
+	}
+}
