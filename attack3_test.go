@@ -728,3 +728,43 @@ func TestAttack3ShutdownDeadlineWithAHeldFeedbackPoll(t *testing.T) {
 		t.Errorf("Shutdown with a 100ms deadline took %v (>= FeedbackStopGrace) and returned %v: the feedback grace ignores its context", d.Round(time.Millisecond), err)
 	}
 }
+
+// Shutdown's deadline ends a request that the gateway has received in full (headers and body)
+// and is answering slowly. The client reports it with StatusUnknown and Reason "no answer" and
+// counts it in Stats.Unsent, whose doc says "the client gave up before the gateway took
+// them"; the gateway took it and may deliver it. The binary transport counts such a
+// notification in Unconfirmed with Reason "unknown (possibly delivered)". (Argued: Unconfirmed
+// is documented for binary only; the HTTP/2 rejection cannot tell "never sent" from "possibly
+// delivered".)
+func TestAttack3HTTP2AbortedInFlightIsNotUnsent(t *testing.T) {
+	received := make(chan struct{}, 1)
+	s := newH2Server(t, nil)
+	s.RespondFunc(func(apnstest.Request) *apnstest.Response {
+		select {
+		case received <- struct{}{}:
+		default:
+		}
+		return &apnstest.Response{Delay: 3 * attackGuard}
+	})
+	c := newH2Client(t, s)
+	rej := recordRejections(c)
+	start(t, c, 1)
+	sendAll(t, c, 1)
+	select {
+	case <-received: // the whole request, body included, has reached the gateway
+	case <-time.After(attackGuard):
+		t.Fatal("no request")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	guard(t, "Shutdown", func() { c.Shutdown(ctx) })
+	st := c.Stats()
+	got := rej.snapshot()[token(0)]
+	if st.Unsent != 0 || st.Unconfirmed != 1 || len(got) != 1 || got[0].Reason == "no answer" {
+		reason := ""
+		if len(got) > 0 {
+			reason = got[0].Reason
+		}
+		t.Errorf("a request the gateway received, then aborted by Shutdown: Unsent %d, Unconfirmed %d, Reason %q; want Unconfirmed 1 and a reason that says it may have been delivered", st.Unsent, st.Unconfirmed, reason)
+	}
+}
