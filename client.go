@@ -50,7 +50,6 @@ type Client struct {
 	rejectCB  func(*Rejection)
 	feedbacks []*FeedbackClient
 	events    *dispatcher // nil until Start; once set while !stopped, Stop closes it (see startH2)
-	stopper   uint64      // the goroutine of the first Stop, which runs callbacks itself before Start
 
 	senders sync.WaitGroup // Sends between their stopped check and their enqueue
 	workers sync.WaitGroup
@@ -215,11 +214,13 @@ func makeTLSConfig(base *tls.Config, cert, key []byte, anyServerCert bool) (*tls
 // Callbacks run on one goroutine owned by the client, one at a time, never while a lock of
 // the client is held, in the order in which the workers learned of the rejections (for one
 // connection, in the order the frames were written). A slow callback delays later callbacks
-// but never the workers. Stop returns after every callback already due has run, except when
-// the callback calls Stop or Shutdown itself: that call stops the client but cannot wait for
-// the callbacks after the current one, which run once the callback has returned (and if
-// another Stop is already running, it returns at once). A panic in the callback is not
-// recovered.
+// but never the workers. A panic in the callback is not recovered.
+//
+// Stop returns after every callback already due has run, so the callback must not call Stop
+// or Shutdown: the call would wait for the callback that made it, and never return. To stop
+// the client from a callback, call Stop on another goroutine (go c.Stop()), as with
+// http.Server.Shutdown from a handler; that Stop, and any other, returns once the callback
+// has returned and the callbacks due after it have run.
 func (c *Client) SetCallback(cb BadMessageCallback) {
 	c.mu.Lock()
 	c.cb = cb
@@ -229,7 +230,8 @@ func (c *Client) SetCallback(cb BadMessageCallback) {
 // SetRejectionCallback sets a function that is told about every notification that will not be
 // delivered, with everything known about it: for the HTTP/2 API the HTTP status, APNs' reason
 // string (unknown reasons are passed through), apns-id and, with 410, the timestamp. It runs
-// like the callback of SetCallback, after it, on the same goroutine. nil removes it.
+// like the callback of SetCallback, after it, on the same goroutine, and like it must not call
+// Stop or Shutdown, which wait for it (call go c.Stop() instead). nil removes it.
 func (c *Client) SetRejectionCallback(f func(*Rejection)) {
 	c.mu.Lock()
 	c.rejectCB = f
@@ -333,7 +335,7 @@ func (c *Client) startH2(n int) error {
 	if stopped { // Stop closes the dispatcher (or has)
 		return ErrStopped
 	}
-	events.close(true)
+	events.close()
 	return c.startError(err)
 }
 
@@ -506,9 +508,11 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // FeedbackStopGrace to finish. Stop is idempotent; later calls wait for the first to finish.
 // It returns nil.
 //
-// Stop may be called from the callbacks and the error handler: there it does all of the above
-// but wait for the callbacks still queued (they run after the handler returns), and a call
-// made while another Stop runs returns at once, since that Stop waits for the handler.
+// Stop and Shutdown must not be called from the callbacks (SetCallback, SetRejectionCallback)
+// or the error handler (WithErrorHandler, feedback poll errors included): they wait for those
+// to return, so such a call would wait for itself and never return. Call them on another
+// goroutine instead (go c.Stop()), as with http.Server.Shutdown from a handler: that Stop,
+// and any other, returns once the handler has returned and the callbacks due have run.
 func (c *Client) Stop() error {
 	return c.Shutdown(context.Background())
 }
@@ -520,16 +524,9 @@ func (c *Client) Stop() error {
 // written. Shutdown then returns
 // ctx's error after everything has exited.
 func (c *Client) Shutdown(ctx context.Context) error {
-	me := goid()
 	c.mu.Lock()
 	if c.stopped {
-		// A Stop from a callback or the error handler while another Stop runs: that one waits
-		// for the callback, so this one cannot wait for it.
-		reentered := me != 0 && me == c.stopper || c.events != nil && c.events.runsOn(me)
 		c.mu.Unlock()
-		if reentered {
-			return nil
-		}
 		select {
 		case <-c.done:
 			return nil
@@ -538,7 +535,6 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		}
 	}
 	c.stopped = true
-	c.stopper = me
 	close(c.stopping)
 	feedbacks := c.feedbacks
 	c.mu.Unlock()
@@ -581,9 +577,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	events := c.events
 	c.mu.Unlock()
 	if events != nil {
-		// From a callback, Stop cannot wait for the callbacks after it: they run once it
-		// has returned, and the dispatcher then exits.
-		events.close(!events.runsOn(me))
+		events.close()
 	}
 	close(c.done)
 	return err
@@ -712,7 +706,6 @@ type dispatcher struct {
 	c    *Client
 	wake chan struct{} // capacity 1: something was pushed, or close was called
 	done chan struct{} // closed when the goroutine has exited
-	id   atomic.Uint64 // the goroutine's id, 0 until it runs
 
 	mu     sync.Mutex
 	queue  []event
@@ -739,24 +732,17 @@ func (d *dispatcher) signal() {
 	}
 }
 
-// close makes the goroutine exit after it has run every event pushed so far, and waits for
-// that if wait is set.
-func (d *dispatcher) close(wait bool) {
+// close makes the goroutine exit after it has run every event pushed so far, and waits.
+func (d *dispatcher) close() {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.signal()
-	if wait {
-		<-d.done
-	}
+	<-d.done
 }
-
-// runsOn reports whether goroutine id is the dispatcher's: the caller is a callback.
-func (d *dispatcher) runsOn(id uint64) bool { return id != 0 && d.id.Load() == id }
 
 func (d *dispatcher) run() {
 	defer close(d.done)
-	d.id.Store(goid())
 	for {
 		<-d.wake
 		for {
