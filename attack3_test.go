@@ -458,10 +458,10 @@ func closedAddr(t *testing.T) string {
 }
 
 // The error handler "runs on the same dispatcher goroutine as the callback" (WithErrorHandler),
-// and callbacks run "one at a time" (SetCallback). After a Start that reached nothing, Start
-// takes its dispatcher back and waits for it to run the error handler for the failed
-// attempts; a Stop meanwhile finds no dispatcher and runs the callbacks of the queued
-// notifications on its own goroutine, at the same time as the error handler.
+// and callbacks run "one at a time" (SetCallback). After a Start that reached nothing, while
+// the error handler still runs for the failed attempts, a Stop must not run the callbacks of
+// the queued notifications on its own goroutine at the same time: the failed Start keeps its
+// dispatcher, and Stop's callbacks queue behind the handler on it.
 func TestAttack3CallbackConcurrentWithErrorHandlerAfterFailedStart(t *testing.T) {
 	addr := closedAddr(t)
 	var inHandler atomic.Bool

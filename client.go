@@ -305,17 +305,18 @@ func (c *Client) Start(workerCount int) error {
 	return nil
 }
 
-// startH2 is Start's work for the HTTP/2 API. The dispatcher has one owner at any time: it
-// is made under c.mu only while Stop has not begun, and from then on Stop closes it, unless
-// Start takes it back, under c.mu and before Stop has begun, to close it itself.
+// startH2 is Start's work for the HTTP/2 API. The dispatcher is made under c.mu only while
+// Stop has not begun, and from then on only Stop closes it: a failed Start leaves it in
+// c.events for the next Start, so that callbacks and the error handler always run on it.
 func (c *Client) startH2(n int) error {
 	c.mu.Lock()
 	if c.stopped { // Stop ran since Start claimed the start, and found no dispatcher
 		c.mu.Unlock()
 		return ErrStopped
 	}
-	events := newDispatcher(c) // before the dial, whose errors it reports
-	c.events = events
+	if c.events == nil {
+		c.events = newDispatcher(c) // before the dial, whose errors it reports
+	}
 	c.mu.Unlock()
 	conns, err := c.h2.dial(n)
 	c.mu.Lock()
@@ -325,17 +326,16 @@ func (c *Client) startH2(n int) error {
 		return nil
 	}
 	stopped := c.stopped
-	if !stopped { // taken back: Stop will find no dispatcher
-		c.events, c.started = nil, false
+	if !stopped {
+		c.started = false
 	}
 	c.mu.Unlock()
 	for _, k := range conns {
 		k.close()
 	}
-	if stopped { // Stop closes the dispatcher (or has)
+	if stopped {
 		return ErrStopped
 	}
-	events.close()
 	return c.startError(err)
 }
 
