@@ -345,24 +345,34 @@ func TestAttack3TwoFeedbackErrorHandlersStop(t *testing.T) {
 	checkNoGoroutines(t)
 }
 
-// Shutdown is "Stop with a deadline", but a callback that blocks holds it past any deadline: it
-// waits for the dispatcher without watching ctx (events.close(true)).
+// Shutdown's deadline bounds the wait for a blocked callback (issue 10 review): Shutdown
+// returns ctx's error while the callback still runs; a later Stop waits for it and for the
+// callback due after it; the dispatcher goroutine exits once they have returned.
 func TestAttack3ShutdownDeadlineWithABlockedCallback(t *testing.T) {
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
 	c := newH2Client(t, s)
 	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	var running atomic.Bool
+	var calls atomic.Int32
 	c.SetCallback(func(*apns.Message, uint8) {
-		once.Do(func() { close(entered) })
+		if calls.Add(1) != 1 {
+			return
+		}
+		running.Store(true)
+		close(entered)
 		select {
 		case <-release:
 		case <-time.After(3 * attackGuard):
 		}
+		running.Store(false)
 	})
-	t.Cleanup(func() { close(release) })
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // before the client's cleanup Stop
+	sendAll(t, c, 3)
 	start(t, c, 1)
-	sendAll(t, c, 2)
 	select {
 	case <-entered:
 	case <-time.After(attackGuard):
@@ -374,12 +384,29 @@ func TestAttack3ShutdownDeadlineWithABlockedCallback(t *testing.T) {
 	go func() { done <- c.Shutdown(ctx) }()
 	select {
 	case err := <-done:
-		if err == nil {
-			t.Log("Shutdown returned nil with a callback still blocked")
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown with a blocked callback = %v; want DeadlineExceeded", err)
 		}
 	case <-time.After(attackGuard):
-		t.Errorf("Shutdown with a 100ms deadline had not returned after %v: it waits for a blocked callback", attackGuard)
+		t.Fatalf("Shutdown with a 100ms deadline had not returned after %v: it waits for a blocked callback", attackGuard)
 	}
+	if !running.Load() {
+		t.Fatal("the callback returned before it was let go")
+	}
+	app := stopAsync(c)
+	select { // Stop has no deadline: it waits for the callbacks
+	case <-app:
+		t.Fatal("Stop after Shutdown returned while the callback was still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	letGo()
+	if err := receive(t, "Stop", app); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if n := calls.Load(); n != 2 || running.Load() {
+		t.Errorf("when Stop returned, %d callbacks had run (running: %v); want 2, none running", n, running.Load())
+	}
+	checkNoGoroutines(t)
 }
 
 // Two consumers call GetBadTokens in loops while 410s arrive and Stop runs: every token
@@ -697,10 +724,10 @@ func TestAttack3TwoConsumersAcrossStopDuringAPoll(t *testing.T) {
 	}
 }
 
-// Shutdown's deadline does not bound the feedback grace either: with a poll held by the
-// service, Shutdown with a 100ms deadline returns no sooner than FeedbackStopGrace (2 s), and
-// returns nil although its context ended long before. (Argued: the grace keeps the tuples of a
-// poll, but Shutdown is "Stop with a deadline".)
+// Shutdown's deadline bounds the feedback grace: with a poll held by the service, Shutdown
+// with a 100ms deadline cuts the poll when the deadline ends instead of giving it
+// FeedbackStopGrace (2 s), and returns DeadlineExceeded. (The bound checked is the grace, 20
+// times the deadline: a busy machine does not reach it.)
 func TestAttack3ShutdownDeadlineWithAHeldFeedbackPoll(t *testing.T) {
 	fs, tlsConf := newHoldingFeedback(t)
 	gw := newServer(t)
@@ -724,6 +751,9 @@ func TestAttack3ShutdownDeadlineWithAHeldFeedbackPoll(t *testing.T) {
 	guard(t, "Shutdown", func() { err = c.Shutdown(ctx) })
 	if d := time.Since(begin); d >= apns.FeedbackStopGrace {
 		t.Errorf("Shutdown with a 100ms deadline took %v (>= FeedbackStopGrace) and returned %v: the feedback grace ignores its context", d.Round(time.Millisecond), err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown that cut a feedback poll = %v; want DeadlineExceeded", err)
 	}
 }
 

@@ -504,8 +504,8 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // run. If the gateway cannot be reached while stopping (three connection attempts in a row
 // per worker confirm nothing; one that confirms frames starts the count again), what the
 // worker still holds is reported with StatusUnknown (Stats.Unsent, or Stats.Unconfirmed
-// for notifications that may have arrived). A feedback poll in progress gets
-// FeedbackStopGrace to finish. Stop is idempotent; later calls wait for the first to finish.
+// for notifications that may have arrived). The feedback polls in progress get
+// FeedbackStopGrace, together, to finish. Stop is idempotent; later calls wait for the first to finish.
 // It returns nil.
 //
 // Stop and Shutdown must not be called from the callbacks (SetCallback, SetRejectionCallback)
@@ -521,8 +521,16 @@ func (c *Client) Stop() error {
 // waiting: frames already written are counted as delivered without waiting out their window,
 // and notifications not yet written are reported with StatusUnknown. A write blocked by a
 // gateway that stopped reading is interrupted: the frames it had not finished count as not
-// written. Shutdown then returns
-// ctx's error after everything has exited.
+// written. When ctx ends during the feedback polls' FeedbackStopGrace, the polls in progress
+// are cut short at once (the tuples they read are kept). In either case Shutdown returns
+// ctx's error.
+//
+// Once ctx has ended, Shutdown returns ctx's error without waiting for the callbacks and the
+// error handler, as http.Server.Shutdown does with handlers: a callback that is running (user
+// code) cannot be interrupted. The callbacks still due, those of the notifications Shutdown
+// gave up on included, then run after Shutdown has returned, one at a time on the client's
+// dispatcher goroutine, which exits once they all have; a later Stop waits for that. Until
+// ctx ends, Shutdown waits for them as Stop does.
 func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	if c.stopped {
@@ -570,14 +578,41 @@ func (c *Client) Shutdown(ctx context.Context) error {
 			f.release()
 		}
 	}
-	for _, fc := range feedbacks {
-		fc.Stop()
+	if stopFeedbacks(ctx, feedbacks) && err == nil {
+		err = ctx.Err()
 	}
 	c.mu.Lock()
 	events := c.events
 	c.mu.Unlock()
+
+	// What is left to wait for ends when the callbacks and handlers running now return: user
+	// code, which cannot be interrupted. Once ctx has ended, Shutdown does not wait for it;
+	// later Stops do (c.done).
+	waits := make([]<-chan struct{}, 0, len(feedbacks)+1)
+	for _, fc := range feedbacks {
+		waits = append(waits, fc.done)
+	}
 	if events != nil {
 		events.close()
+		waits = append(waits, events.done)
+	}
+	for i, w := range waits {
+		select {
+		case <-w:
+			continue
+		default:
+		}
+		select {
+		case <-w:
+		case <-ctx.Done():
+			go func() { // ends when the handlers do
+				for _, w := range waits[i:] {
+					<-w
+				}
+				close(c.done)
+			}()
+			return ctx.Err()
+		}
 	}
 	close(c.done)
 	return err
@@ -732,13 +767,12 @@ func (d *dispatcher) signal() {
 	}
 }
 
-// close makes the goroutine exit after it has run every event pushed so far, and waits.
+// close makes the goroutine exit after it has run every event pushed so far (done).
 func (d *dispatcher) close() {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.signal()
-	<-d.done
 }
 
 func (d *dispatcher) run() {

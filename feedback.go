@@ -26,9 +26,10 @@ const (
 	maxFeedbackTokenSize = 100
 	// feedbackReadTimeout bounds one whole feedback read.
 	feedbackReadTimeout = time.Minute
-	// FeedbackStopGrace is how long Stop lets a feedback poll in progress go on: the
-	// service forgets the tuples it has sent, so a poll cut short would lose them. A poll
-	// still running after it is ended, and the tuples it has read are kept.
+	// FeedbackStopGrace is how long Stop lets the feedback polls in progress go on, all of
+	// them at once: the service forgets the tuples it has sent, so a poll cut short would lose
+	// them. A poll still running after it is ended, and the tuples it has read are kept.
+	// Shutdown's deadline ends it sooner.
 	FeedbackStopGrace = 2 * time.Second
 )
 
@@ -49,7 +50,7 @@ type FeedbackClient struct {
 	onError   func(error)     // the client's error handler; runs on the poller, so must not call Stop
 	ctx       context.Context // ends when Stop is called: no new poll
 	cancel    context.CancelFunc
-	fetchCtx  context.Context // ends FeedbackStopGrace after Stop: the poll in progress ends
+	fetchCtx  context.Context // ends FeedbackStopGrace after Stop (or at Shutdown's deadline): the poll in progress ends
 	endFetch  context.CancelFunc
 	done      chan struct{} // closed when the poller has exited
 	ready     chan struct{} // capacity 1: tokens arrived
@@ -211,24 +212,48 @@ func (fc *FeedbackClient) BadTokens(ctx context.Context) ([]BadToken, error) {
 // The error handler runs on the poller, so it must not call Stop (nor the client's Stop or
 // Shutdown, which call it): the call would wait for itself. Call go fc.Stop() there instead.
 func (fc *FeedbackClient) Stop() {
-	fc.mu.Lock()
-	first := !fc.stopped
-	if first {
-		fc.stopped = true
-		fc.cancel()
+	stopFeedbacks(context.Background(), []*FeedbackClient{fc})
+	<-fc.done
+}
+
+// stopFeedbacks stops the feedback clients fcs together: they make no new poll, and the polls
+// in progress get FeedbackStopGrace between them to finish, or until ctx ends, then are cut
+// short. It reports whether ctx ended first. It does not wait for the pollers to exit (done):
+// a poller may still be running the error handler.
+func stopFeedbacks(ctx context.Context, fcs []*FeedbackClient) (cut bool) {
+	if len(fcs) == 0 {
+		return false
 	}
-	fc.mu.Unlock()
-	if first {
-		grace := time.NewTimer(FeedbackStopGrace)
+	for _, fc := range fcs {
+		fc.mu.Lock()
+		if !fc.stopped {
+			fc.stopped = true
+			fc.cancel()
+		}
+		fc.mu.Unlock()
+	}
+	grace := time.NewTimer(FeedbackStopGrace)
+	defer grace.Stop()
+wait:
+	for _, fc := range fcs {
+		select {
+		case <-fc.done:
+			continue
+		default:
+		}
 		select {
 		case <-fc.done:
 		case <-grace.C:
-			fc.endFetch()
+			break wait
+		case <-ctx.Done():
+			cut = true
+			break wait
 		}
-		grace.Stop()
 	}
-	<-fc.done
-	fc.endFetch()
+	for _, fc := range fcs {
+		fc.endFetch()
+	}
+	return cut
 }
 
 func (fc *FeedbackClient) run() {
