@@ -634,24 +634,33 @@ func TestAttack3ProviderTokenFailsOnceThenWorks(t *testing.T) {
 }
 
 // PROTOCOL.md §1.4 (binary frame, item 5): "Using 10 for a push whose only key is
-// content-available is an error." The HTTP/2 transport now sends such a push at 5 (issue 10 item
-// 8); the binary transport still writes the same Send at 10. (Argued: item 8 names HTTP/2 only,
-// and the binary mock does not refuse it; the same Send call behaves differently per transport.)
+// content-available is an error." Send writes such a push at 5 over the binary protocol too,
+// as over HTTP/2 (issue 10 item 8); a payload with anything else in aps keeps its priority.
 func TestAttack3BinaryBackgroundPushAtPriority10(t *testing.T) {
 	s := newServer(t)
 	c := newClient(t, s)
-	background := map[string]any{"aps": map[string]any{"content-available": 1}}
-	if err := c.Send(token(1), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, background); err != nil {
-		t.Fatal(err)
+	for i, tc := range []struct {
+		prio    uint8
+		payload map[string]any
+	}{
+		{apns.PRIORITY_IMMEDIATE, map[string]any{"aps": map[string]any{"content-available": 1}}},
+		{apns.PRIORITY_IMMEDIATE, map[string]any{"aps": map[string]any{"content-available": 1, "alert": "x"}}},
+		{apns.PRIORITY_DELAYED, map[string]any{"aps": map[string]any{"content-available": 1}}},
+		{apns.PRIORITY_IMMEDIATE, map[string]any{"aps": map[string]any{"content-available": 1}, "extra": "data"}},
+	} {
+		if err := c.Send(token(i), time.Now().Add(time.Hour), tc.prio, tc.payload); err != nil {
+			t.Fatal(err)
+		}
 	}
 	start(t, c, 1)
-	if !s.WaitCount(1, attackGuard) {
+	if !s.WaitCount(4, attackGuard) {
 		t.Fatal("not received")
 	}
 	stop(t, c)
+	want := map[string]uint8{token(0): 5, token(1): 10, token(2): 5, token(3): 5}
 	for _, n := range s.Notifications() {
-		if n.Priority != apns.PRIORITY_DELAYED {
-			t.Errorf("binary background push written at priority %d; want 5 (PROTOCOL.md §1.4)", n.Priority)
+		if tok := hexOf(n.Token); n.Priority != want[tok] {
+			t.Errorf("token %s written at priority %d; want %d (PROTOCOL.md §1.4: 10 is an error for a push with only content-available)", tok[len(tok)-1:], n.Priority, want[tok])
 		}
 	}
 }

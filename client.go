@@ -402,6 +402,10 @@ func dialTLS(ctx context.Context, addr string, cfg *tls.Config, timeout time.Dur
 // Send may be called before Start: the notification waits in the queue. Send blocks while the
 // queue is full. A nil error means the client has taken responsibility for the notification:
 // it will be assumed delivered or handed to the callback.
+//
+// A payload whose aps dictionary holds only content-available is a background push, which
+// APNs forbids at priority 10: Send writes it at priority 5 even when PRIORITY_IMMEDIATE is
+// given, over both protocols.
 func (c *Client) Send(token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	return c.SendContext(context.Background(), token, expiry, priority, payload)
 }
@@ -409,10 +413,12 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 // SendContext is Send with a context that bounds the wait for room in the queue. When ctx ends
 // first, the notification is not queued and ctx's error is returned.
 //
+// A payload whose aps dictionary holds only content-available goes at priority 5 even when
+// PRIORITY_IMMEDIATE is given (APNs refuses background pushes at 10); over HTTP/2 it goes as
+// a background push (apns-push-type background).
+//
 // On a client of the HTTP/2 API the token may have any even number of hex digits, the payload
-// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0. A payload whose aps
-// dictionary holds only content-available goes as a background push, at priority 5 even when
-// PRIORITY_IMMEDIATE is given: APNs refuses background pushes at priority 10.
+// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0.
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	if c.h2 != nil {
 		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
