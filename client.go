@@ -239,9 +239,12 @@ func (c *Client) SetRejectionCallback(f func(*Rejection)) {
 }
 
 // Start opens workerCount TLS connections to the gateway and starts one worker on each. It
-// tries each connection a few times; if none can be opened it returns the error and leaves
-// nothing running, and Start may be called again. Connections that failed while others
-// succeeded keep being retried in the background with backoff.
+// tries each connection a few times; if none can be opened it returns the error, and Start
+// may be called again. Nothing is left running then except, on a client of the HTTP/2 API,
+// the goroutine that runs the callbacks and the error handler (which heard of the failed
+// attempts): the next Start keeps it, and Stop ends it, so call Stop on a client given up
+// after a failed Start. Connections that failed while others succeeded keep being retried in
+// the background with backoff.
 func (c *Client) Start(workerCount int) error {
 	if workerCount < 1 {
 		return ErrNoWorkers
