@@ -45,6 +45,10 @@
 // goroutine that calls the callbacks one at a time, in the order the rejections were
 // learned, without holding any lock. SetupFeedbackClient runs one polling goroutine. Stop
 // waits for all of them to exit.
+//
+// Since Stop and Shutdown wait for the callbacks and the error handler, those must never call
+// Stop or Shutdown themselves: the call would wait for itself. Stop the client from a callback
+// or handler on another goroutine (go client.Stop()), as with http.Server.Shutdown.
 package apns
 
 import "time"

@@ -83,6 +83,8 @@ func chaosH2Races(t *testing.T, seed uint64, rounds int) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r2(token(round))%5)*time.Millisecond)
 				c.Shutdown(ctx)
 				cancel()
+				c.Stop() // once its deadline ended, Shutdown does not wait for the callbacks
+
 			}
 		}()
 		guard(t, fmt.Sprintf("round %d: Start, Send and Stop", round), wg.Wait)

@@ -50,7 +50,6 @@ type Client struct {
 	rejectCB  func(*Rejection)
 	feedbacks []*FeedbackClient
 	events    *dispatcher // nil until Start; once set while !stopped, Stop closes it (see startH2)
-	stopper   uint64      // the goroutine of the first Stop, which runs callbacks itself before Start
 
 	senders sync.WaitGroup // Sends between their stopped check and their enqueue
 	workers sync.WaitGroup
@@ -216,11 +215,13 @@ func makeTLSConfig(base *tls.Config, cert, key []byte, anyServerCert bool) (*tls
 // Callbacks run on one goroutine owned by the client, one at a time, never while a lock of
 // the client is held, in the order in which the workers learned of the rejections (for one
 // connection, in the order the frames were written). A slow callback delays later callbacks
-// but never the workers. Stop returns after every callback already due has run, except when
-// the callback calls Stop or Shutdown itself: that call stops the client but cannot wait for
-// the callbacks after the current one, which run once the callback has returned (and if
-// another Stop is already running, it returns at once). A panic in the callback is not
-// recovered.
+// but never the workers. A panic in the callback is not recovered.
+//
+// Stop returns after every callback already due has run, so the callback must not call Stop
+// or Shutdown: the call would wait for the callback that made it, and never return. To stop
+// the client from a callback, call Stop on another goroutine (go c.Stop()), as with
+// http.Server.Shutdown from a handler; that Stop, and any other, returns once the callback
+// has returned and the callbacks due after it have run.
 func (c *Client) SetCallback(cb BadMessageCallback) {
 	c.mu.Lock()
 	c.cb = cb
@@ -230,7 +231,8 @@ func (c *Client) SetCallback(cb BadMessageCallback) {
 // SetRejectionCallback sets a function that is told about every notification that will not be
 // delivered, with everything known about it: for the HTTP/2 API the HTTP status, APNs' reason
 // string (unknown reasons are passed through), apns-id and, with 410, the timestamp. It runs
-// like the callback of SetCallback, after it, on the same goroutine. nil removes it.
+// like the callback of SetCallback, after it, on the same goroutine, and like it must not call
+// Stop or Shutdown, which wait for it (call go c.Stop() instead). nil removes it.
 func (c *Client) SetRejectionCallback(f func(*Rejection)) {
 	c.mu.Lock()
 	c.rejectCB = f
@@ -238,9 +240,12 @@ func (c *Client) SetRejectionCallback(f func(*Rejection)) {
 }
 
 // Start opens workerCount TLS connections to the gateway and starts one worker on each. It
-// tries each connection a few times; if none can be opened it returns the error and leaves
-// nothing running, and Start may be called again. Connections that failed while others
-// succeeded keep being retried in the background with backoff.
+// tries each connection a few times; if none can be opened it returns the error, and Start
+// may be called again. Nothing is left running then except, on a client of the HTTP/2 API,
+// the goroutine that runs the callbacks and the error handler (which heard of the failed
+// attempts): the next Start keeps it, and Stop ends it, so call Stop on a client given up
+// after a failed Start. Connections that failed while others succeeded keep being retried in
+// the background with backoff.
 func (c *Client) Start(workerCount int) error {
 	if workerCount < 1 {
 		return ErrNoWorkers
@@ -304,17 +309,18 @@ func (c *Client) Start(workerCount int) error {
 	return nil
 }
 
-// startH2 is Start's work for the HTTP/2 API. The dispatcher has one owner at any time: it
-// is made under c.mu only while Stop has not begun, and from then on Stop closes it, unless
-// Start takes it back, under c.mu and before Stop has begun, to close it itself.
+// startH2 is Start's work for the HTTP/2 API. The dispatcher is made under c.mu only while
+// Stop has not begun, and from then on only Stop closes it: a failed Start leaves it in
+// c.events for the next Start, so that callbacks and the error handler always run on it.
 func (c *Client) startH2(n int) error {
 	c.mu.Lock()
 	if c.stopped { // Stop ran since Start claimed the start, and found no dispatcher
 		c.mu.Unlock()
 		return ErrStopped
 	}
-	events := newDispatcher(c) // before the dial, whose errors it reports
-	c.events = events
+	if c.events == nil {
+		c.events = newDispatcher(c) // before the dial, whose errors it reports
+	}
 	c.mu.Unlock()
 	conns, err := c.h2.dial(n)
 	c.mu.Lock()
@@ -324,17 +330,16 @@ func (c *Client) startH2(n int) error {
 		return nil
 	}
 	stopped := c.stopped
-	if !stopped { // taken back: Stop will find no dispatcher
-		c.events, c.started = nil, false
+	if !stopped {
+		c.started = false
 	}
 	c.mu.Unlock()
 	for _, k := range conns {
 		k.close()
 	}
-	if stopped { // Stop closes the dispatcher (or has)
+	if stopped {
 		return ErrStopped
 	}
-	events.close(true)
 	return c.startError(err)
 }
 
@@ -401,6 +406,10 @@ func dialTLS(ctx context.Context, addr string, cfg *tls.Config, timeout time.Dur
 // Send may be called before Start: the notification waits in the queue. Send blocks while the
 // queue is full. A nil error means the client has taken responsibility for the notification:
 // it will be assumed delivered or handed to the callback.
+//
+// A payload whose aps dictionary holds only content-available is a background push, which
+// APNs forbids at priority 10: Send writes it at priority 5 even when PRIORITY_IMMEDIATE is
+// given, over both protocols.
 func (c *Client) Send(token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	return c.SendContext(context.Background(), token, expiry, priority, payload)
 }
@@ -408,10 +417,12 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 // SendContext is Send with a context that bounds the wait for room in the queue. When ctx ends
 // first, the notification is not queued and ctx's error is returned.
 //
+// A payload whose aps dictionary holds only content-available goes at priority 5 even when
+// PRIORITY_IMMEDIATE is given (APNs refuses background pushes at 10); over HTTP/2 it goes as
+// a background push (apns-push-type background).
+//
 // On a client of the HTTP/2 API the token may have any even number of hex digits, the payload
-// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0. A payload whose aps
-// dictionary holds only content-available goes as a background push, at priority 5 even when
-// PRIORITY_IMMEDIATE is given: APNs refuses background pushes at priority 10.
+// up to 4096 bytes, and a zero expiry is sent as apns-expiration 0.
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
 	if c.h2 != nil {
 		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
@@ -500,8 +511,8 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // frame before it, wait until every frame in flight is confirmed, reported or assumed
 // delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
 // close their connections and exit, feedback polling stops, and the callbacks already due
-// run. A feedback poll in progress gets FeedbackStopGrace to finish. Stop is idempotent;
-// later calls wait for the first to finish. It returns nil.
+// run. The feedback polls in progress get FeedbackStopGrace, together, to finish. Stop is
+// idempotent; later calls wait for the first to finish. It returns nil.
 //
 // Stop is bounded when the gateway is unreachable, on both protocols: once Stop has begun,
 // each connection (binary worker, HTTP/2 connection) makes at most 3 more connection attempts
@@ -511,9 +522,11 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // written, in Stats.Unconfirmed if they may have arrived. On HTTP/2 a notification that was
 // sent and got no answer is retried as WithMaxAttempts allows, within that bound.
 //
-// Stop may be called from the callbacks and the error handler: there it does all of the above
-// but wait for the callbacks still queued (they run after the handler returns), and a call
-// made while another Stop runs returns at once, since that Stop waits for the handler.
+// Stop and Shutdown must not be called from the callbacks (SetCallback, SetRejectionCallback)
+// or the error handler (WithErrorHandler, feedback poll errors included): they wait for those
+// to return, so such a call would wait for itself and never return. Call them on another
+// goroutine instead (go c.Stop()), as with http.Server.Shutdown from a handler: that Stop,
+// and any other, returns once the handler has returned and the callbacks due have run.
 func (c *Client) Stop() error {
 	return c.Shutdown(context.Background())
 }
@@ -522,19 +535,20 @@ func (c *Client) Stop() error {
 // waiting: frames already written are counted as delivered without waiting out their window,
 // and notifications not yet written are reported with StatusUnknown. A write blocked by a
 // gateway that stopped reading is interrupted: the frames it had not finished count as not
-// written. Shutdown then returns
-// ctx's error after everything has exited.
+// written. When ctx ends during the feedback polls' FeedbackStopGrace, the polls in progress
+// are cut short at once (the tuples they read are kept). In either case Shutdown returns
+// ctx's error.
+//
+// Once ctx has ended, Shutdown returns ctx's error without waiting for the callbacks and the
+// error handler, as http.Server.Shutdown does with handlers: a callback that is running (user
+// code) cannot be interrupted. The callbacks still due, those of the notifications Shutdown
+// gave up on included, then run after Shutdown has returned, one at a time on the client's
+// dispatcher goroutine, which exits once they all have; a later Stop waits for that. Until
+// ctx ends, Shutdown waits for them as Stop does.
 func (c *Client) Shutdown(ctx context.Context) error {
-	me := goid()
 	c.mu.Lock()
 	if c.stopped {
-		// A Stop from a callback or the error handler while another Stop runs: that one waits
-		// for the callback, so this one cannot wait for it.
-		reentered := me != 0 && me == c.stopper || c.events != nil && c.events.runsOn(me)
 		c.mu.Unlock()
-		if reentered {
-			return nil
-		}
 		select {
 		case <-c.done:
 			return nil
@@ -543,7 +557,6 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		}
 	}
 	c.stopped = true
-	c.stopper = me
 	close(c.stopping)
 	feedbacks := c.feedbacks
 	c.mu.Unlock()
@@ -579,16 +592,41 @@ func (c *Client) Shutdown(ctx context.Context) error {
 			f.release()
 		}
 	}
-	for _, fc := range feedbacks {
-		fc.Stop()
+	if stopFeedbacks(ctx, feedbacks) && err == nil {
+		err = ctx.Err()
 	}
 	c.mu.Lock()
 	events := c.events
 	c.mu.Unlock()
+
+	// What is left to wait for ends when the callbacks and handlers running now return: user
+	// code, which cannot be interrupted. Once ctx has ended, Shutdown does not wait for it;
+	// later Stops do (c.done).
+	waits := make([]<-chan struct{}, 0, len(feedbacks)+1)
+	for _, fc := range feedbacks {
+		waits = append(waits, fc.done)
+	}
 	if events != nil {
-		// From a callback, Stop cannot wait for the callbacks after it: they run once it
-		// has returned, and the dispatcher then exits.
-		events.close(!events.runsOn(me))
+		events.close()
+		waits = append(waits, events.done)
+	}
+	for i, w := range waits {
+		select {
+		case <-w:
+			continue
+		default:
+		}
+		select {
+		case <-w:
+		case <-ctx.Done():
+			go func() { // ends when the handlers do
+				for _, w := range waits[i:] {
+					<-w
+				}
+				close(c.done)
+			}()
+			return ctx.Err()
+		}
 	}
 	close(c.done)
 	return err
@@ -717,7 +755,6 @@ type dispatcher struct {
 	c    *Client
 	wake chan struct{} // capacity 1: something was pushed, or close was called
 	done chan struct{} // closed when the goroutine has exited
-	id   atomic.Uint64 // the goroutine's id, 0 until it runs
 
 	mu     sync.Mutex
 	queue  []event
@@ -744,24 +781,16 @@ func (d *dispatcher) signal() {
 	}
 }
 
-// close makes the goroutine exit after it has run every event pushed so far, and waits for
-// that if wait is set.
-func (d *dispatcher) close(wait bool) {
+// close makes the goroutine exit after it has run every event pushed so far (done).
+func (d *dispatcher) close() {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.signal()
-	if wait {
-		<-d.done
-	}
 }
-
-// runsOn reports whether goroutine id is the dispatcher's: the caller is a callback.
-func (d *dispatcher) runsOn(id uint64) bool { return id != 0 && d.id.Load() == id }
 
 func (d *dispatcher) run() {
 	defer close(d.done)
-	d.id.Store(goid())
 	for {
 		<-d.wake
 		for {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -27,9 +26,10 @@ const (
 	maxFeedbackTokenSize = 100
 	// feedbackReadTimeout bounds one whole feedback read.
 	feedbackReadTimeout = time.Minute
-	// FeedbackStopGrace is how long Stop lets a feedback poll in progress go on: the
-	// service forgets the tuples it has sent, so a poll cut short would lose them. A poll
-	// still running after it is ended, and the tuples it has read are kept.
+	// FeedbackStopGrace is how long Stop lets the feedback polls in progress go on, all of
+	// them at once: the service forgets the tuples it has sent, so a poll cut short would lose
+	// them. A poll still running after it is ended, and the tuples it has read are kept.
+	// Shutdown's deadline ends it sooner.
 	FeedbackStopGrace = 2 * time.Second
 )
 
@@ -47,14 +47,13 @@ type FeedbackClient struct {
 	tlsConfig *tls.Config
 	poll      time.Duration
 	timeout   time.Duration
-	onError   func(error)
+	onError   func(error)     // the client's error handler; runs on the poller, so must not call Stop
 	ctx       context.Context // ends when Stop is called: no new poll
 	cancel    context.CancelFunc
-	fetchCtx  context.Context // ends FeedbackStopGrace after Stop: the poll in progress ends
+	fetchCtx  context.Context // ends FeedbackStopGrace after Stop (or at Shutdown's deadline): the poll in progress ends
 	endFetch  context.CancelFunc
 	done      chan struct{} // closed when the poller has exited
 	ready     chan struct{} // capacity 1: tokens arrived
-	poller    atomic.Uint64 // the poller's goroutine id, 0 until it runs
 
 	mu      sync.Mutex
 	pending []BadToken // read but not yet returned
@@ -67,7 +66,9 @@ type FeedbackClient struct {
 // interval and passed to the error handler. While tokens read are waiting for GetBadTokens, no
 // new poll is made, so they stay with Apple instead of piling up here. The client's Stop also
 // stops the feedback client; a poll in progress then has FeedbackStopGrace to finish, and the
-// tokens it read wait for GetBadTokens.
+// tokens it read wait for GetBadTokens. A failed poll reaches the error handler
+// (WithErrorHandler) on the poller's goroutine, which the client's Stop waits for: the
+// handler must not call Stop or Shutdown (call go c.Stop() instead).
 //
 // On a client of the HTTP/2 API, which has no feedback service, the feedback client makes no
 // connection: gateway and poll are ignored, and GetBadTokens returns the tokens that APNs
@@ -207,37 +208,57 @@ func (fc *FeedbackClient) BadTokens(ctx context.Context) ([]BadToken, error) {
 }
 
 // Stop stops polling and waits for the poller to exit. A poll in progress has
-// FeedbackStopGrace to finish; the tokens it read wait for GetBadTokens. Stop is idempotent,
-// and may be called from the error handler: on the poller's goroutine it does not wait for
-// the poller (itself), which exits once the handler returns.
+// FeedbackStopGrace to finish; the tokens it read wait for GetBadTokens. Stop is idempotent.
+// The error handler runs on the poller, so it must not call Stop (nor the client's Stop or
+// Shutdown, which call it): the call would wait for itself. Call go fc.Stop() there instead.
 func (fc *FeedbackClient) Stop() {
-	fc.mu.Lock()
-	first := !fc.stopped
-	if first {
-		fc.stopped = true
-		fc.cancel()
+	stopFeedbacks(context.Background(), []*FeedbackClient{fc})
+	<-fc.done
+}
+
+// stopFeedbacks stops the feedback clients fcs together: they make no new poll, and the polls
+// in progress get FeedbackStopGrace between them to finish, or until ctx ends, then are cut
+// short. It reports whether ctx ended first. It does not wait for the pollers to exit (done):
+// a poller may still be running the error handler.
+func stopFeedbacks(ctx context.Context, fcs []*FeedbackClient) (cut bool) {
+	if len(fcs) == 0 {
+		return false
 	}
-	fc.mu.Unlock()
-	if id := fc.poller.Load(); id != 0 && id == goid() {
-		return
+	for _, fc := range fcs {
+		fc.mu.Lock()
+		if !fc.stopped {
+			fc.stopped = true
+			fc.cancel()
+		}
+		fc.mu.Unlock()
 	}
-	if first {
-		grace := time.NewTimer(FeedbackStopGrace)
+	grace := time.NewTimer(FeedbackStopGrace)
+	defer grace.Stop()
+wait:
+	for _, fc := range fcs {
+		select {
+		case <-fc.done:
+			continue
+		default:
+		}
 		select {
 		case <-fc.done:
 		case <-grace.C:
-			fc.endFetch()
+			break wait
+		case <-ctx.Done():
+			cut = true
+			break wait
 		}
-		grace.Stop()
 	}
-	<-fc.done
-	fc.endFetch()
+	for _, fc := range fcs {
+		fc.endFetch()
+	}
+	return cut
 }
 
 func (fc *FeedbackClient) run() {
 	defer close(fc.done)
 	defer fc.endFetch()
-	fc.poller.Store(goid())
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

@@ -119,6 +119,9 @@ func (f *frameBuf) encode(token string, expiry time.Time, priority uint8, payloa
 	if n > MaxPayloadSize {
 		return payloadTooLarge(n, MaxPayloadSize, "the binary protocol allows")
 	}
+	if priority == PRIORITY_IMMEDIATE && inferPushType(f.b[payloadOffset:payloadOffset+n]) == "background" {
+		priority = PRIORITY_DELAYED // APNs forbids 10 for a push with only content-available
+	}
 	f.b = append(f.b[:payloadOffset+n], make([]byte, frameTail)...)
 	putFrame(f.b, n, 0, exp, priority)
 	return nil

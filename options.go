@@ -167,8 +167,10 @@ func WithInflightBytes(n int) Option {
 // notification: failed connection attempts, lost connections, error responses that name no
 // notification in flight (ErrUnknownID), failed feedback polls. It runs on the same
 // dispatcher goroutine as the callback (feedback errors: on the feedback poller's goroutine)
-// and must not block for long. It may call Stop (see Stop). Default: such events are only
-// counted.
+// and must not block for long. Stop and Shutdown wait for it, so it must not call them (nor
+// FeedbackClient.Stop): the call would wait for itself and never return. To stop the client
+// from the handler, call Stop on another goroutine (go c.Stop()), as with http.Server.Shutdown
+// from a handler. Default: such events are only counted.
 func WithErrorHandler(f func(error)) Option {
 	return func(s *settings) { s.errorHandler = f }
 }

@@ -1,13 +1,16 @@
 package apns_test
 
-// Stop called from the client's own handlers (issue 10 item 7): from the error handler and the
-// callbacks, which run on the dispatcher goroutine that Stop waits for, and from the feedback
-// error handler, which runs on the poller that Stop waits for.
+// Stopping the client from its own handlers (issue 10 item 7). Stop and Shutdown wait for the
+// callbacks, the error handler and the feedback pollers, so the documented rule is: a handler
+// never calls them itself, it calls go c.Stop(). These tests hold the rule: such a Stop
+// finishes, from every kind of handler, and neither it nor the application's own Stop returns
+// before the handler and the callbacks due have run.
 
 import (
 	"context"
-	"crypto/tls"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,158 +18,188 @@ import (
 	"github.com/Kwik-messenger/apns-go/apnstest"
 )
 
-// guardedClient makes a client whose cleanup Stop is guarded too, so that a deadlocked Stop
-// fails the test instead of hanging it.
-func guardedClient(t *testing.T, gateway string, tlsConf func() *tlsConfigSource, opts ...apns.Option) *apns.Client {
-	t.Helper()
-	cert, key := apnstest.ClientCertPEM()
-	c, err := apns.CreateClient(gateway, cert, key, false, append([]apns.Option{apns.WithTLSConfig(tlsConf().cfg)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stop(t, c)
-		checkNoGoroutines(t)
-	})
-	return c
-}
-
-// stopOnce calls c.Stop from a handler, once, and tells when it returned.
-type stopOnce struct {
+// goStopper is a handler's way to stop the client: Stop on a new goroutine, once.
+type goStopper struct {
 	once     sync.Once
-	returned chan struct{}
-	c        *apns.Client
+	returned chan struct{} // closed when that Stop has returned
 }
 
-func newStopOnce() *stopOnce { return &stopOnce{returned: make(chan struct{})} }
+func newGoStopper() *goStopper { return &goStopper{returned: make(chan struct{})} }
 
-func (s *stopOnce) stop() {
-	s.once.Do(func() {
-		s.c.Stop()
-		close(s.returned)
+func (g *goStopper) goStop(c *apns.Client) {
+	g.once.Do(func() {
+		go func() {
+			c.Stop()
+			close(g.returned)
+		}()
 	})
 }
 
-func (s *stopOnce) wait(t *testing.T, what string) {
+// blocker holds a handler until released, and tells whether one is running.
+type blocker struct {
+	once     sync.Once
+	entered  chan struct{}
+	release  chan struct{}
+	released atomic.Bool
+	running  atomic.Bool
+}
+
+// newBlocker returns a blocker that the test lets go at its end, before the cleanups
+// registered earlier (the client's Stop) run: call it after making the client.
+func newBlocker(t *testing.T) *blocker {
+	b := &blocker{entered: make(chan struct{}), release: make(chan struct{})}
+	t.Cleanup(b.letGo) // a failed test must not leave the handler blocked
+	return b
+}
+
+// block holds the first caller until letGo; later callers pass.
+func (b *blocker) block() {
+	first := false
+	b.once.Do(func() { first = true })
+	if !first {
+		return
+	}
+	b.running.Store(true)
+	close(b.entered)
+	<-b.release
+	b.running.Store(false)
+}
+
+func (b *blocker) letGo() {
+	if b.released.CompareAndSwap(false, true) {
+		close(b.release)
+	}
+}
+
+// checkStopsWaitForTheHandler runs the application's Stop while a handler that called
+// go c.Stop() is blocked: neither Stop may return before the handler does, both return after
+// it, and then every callback counted by callbacks has run (want of them).
+func checkStopsWaitForTheHandler(t *testing.T, c *apns.Client, g *goStopper, b *blocker, callbacks *atomic.Int32, want int32) {
 	t.Helper()
 	select {
-	case <-s.returned:
+	case <-b.entered:
 	case <-time.After(waitGuard):
-		t.Fatalf("Stop called from %s did not return within %v", what, waitGuard)
+		t.Fatal("the handler never ran")
+	}
+	app := stopAsync(c)
+	var appErr error
+	appReturned := false
+	select { // a Stop that does not wait for the handler returns meanwhile
+	case appErr = <-app:
+		appReturned = true
+		t.Error("the application's Stop returned while the handler was still running")
+	case <-g.returned:
+		t.Error("the handler's go c.Stop() returned while the handler was still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	b.letGo()
+	if !appReturned {
+		appErr = receive(t, "the application's Stop", app)
+	}
+	if appErr != nil {
+		t.Errorf("Stop: %v", appErr)
+	}
+	if b.running.Load() {
+		t.Error("the application's Stop returned while the handler was still running")
+	}
+	if callbacks != nil {
+		if n := callbacks.Load(); n != want {
+			t.Errorf("%d callbacks had run when the application's Stop returned; want %d", n, want)
+		}
+	}
+	select {
+	case <-g.returned:
+	case <-time.After(waitGuard):
+		t.Fatal("the Stop that the handler started on another goroutine never returned")
 	}
 }
 
-func TestStopFromTheErrorHandlerReturns(t *testing.T) {
-	t.Run("binary", func(t *testing.T) {
-		s := newServer(t)
-		so := newStopOnce()
-		c := guardedClient(t, s.Addr, tlsOf(s.ClientTLSConfig()), apns.WithAssumeSentTimeout(150*time.Millisecond),
-			apns.WithErrorHandler(func(error) { so.stop() }))
-		so.c = c
-		l := newLedger(c)
-		start(t, c, 1)
-		sendAll(t, c, 10)
-		if !s.WaitCount(10, waitGuard) {
-			t.Fatal("not delivered")
+// The callback of SetCallback, or of SetRejectionCallback, stops the client with go c.Stop()
+// and blocks; the callback due after it runs once it returns, before any Stop returns.
+func TestGoStopFromTheCallbacks(t *testing.T) {
+	for _, rejection := range []bool{false, true} {
+		name := "SetCallback"
+		if rejection {
+			name = "SetRejectionCallback"
 		}
-		s.CloseClientConnections() // "connection lost" reaches the error handler
-		so.wait(t, "the error handler")
-		sendAll := c.Send(token(99), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(99))
-		if sendAll == nil {
-			t.Error("Send after the handler's Stop succeeded; want ErrStopped")
-		}
-		_ = l
-	})
-	t.Run("http2", func(t *testing.T) {
-		s := newH2Server(t, nil)
-		so := newStopOnce()
-		c := guardedClient(t, s.URL, tlsOf(s.ClientTLSConfig()), apns.WithErrorHandler(func(error) { so.stop() }))
-		so.c = c
-		start(t, c, 1)
-		sendAll(t, c, 10)
-		if !s.WaitCount(10, waitGuard) {
-			t.Fatal("not delivered")
-		}
-		s.CloseClientConnections()
-		// The next request meets the lost connection, if the client has not noticed yet; the
-		// error handler hears of it either way (and may have stopped the client already).
-		_ = c.Send(token(10), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(10))
-		so.wait(t, "the error handler")
-	})
+		t.Run(name, func(t *testing.T) {
+			s := newH2Server(t, nil)
+			s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+			s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+			c := newH2Client(t, s)
+			g, b := newGoStopper(), newBlocker(t)
+			var calls atomic.Int32
+			handle := func() {
+				calls.Add(1)
+				g.goStop(c)
+				b.block()
+			}
+			if rejection {
+				c.SetRejectionCallback(func(*apns.Rejection) { handle() })
+			} else {
+				c.SetCallback(func(*apns.Message, uint8) { handle() })
+			}
+			sendAll(t, c, 3) // before Start: the callback's Stop must not refuse any of them
+			start(t, c, 1)
+			checkStopsWaitForTheHandler(t, c, g, b, &calls, 2)
+			if st := c.Stats(); st.Accepted != 3 || st.Delivered != 1 || st.Rejected != 2 {
+				t.Errorf("Stats = %+v; want 3 accepted, 1 delivered, 2 rejected", st)
+			}
+		})
+	}
 }
 
-func TestStopFromTheCallbackReturns(t *testing.T) {
-	s := newH2Server(t, nil)
-	s.Respond(token(3), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
-	s.Respond(token(4), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
-	so := newStopOnce()
-	c := guardedClient(t, s.URL, tlsOf(s.ClientTLSConfig()))
-	so.c = c
-	var mu sync.Mutex
-	var reported []string
-	c.SetCallback(func(m *apns.Message, code uint8) {
-		mu.Lock()
-		reported = append(reported, hexOf(m.Token))
-		mu.Unlock()
-		so.stop()
-	})
+// The error handler, told of a lost connection, stops the client with go c.Stop() and blocks.
+func TestGoStopFromTheErrorHandler(t *testing.T) {
+	s := newServer(t)
+	g := newGoStopper()
+	var c *apns.Client
+	var b *blocker
+	c = newClient(t, s, apns.WithErrorHandler(func(error) {
+		g.goStop(c)
+		b.block()
+	}))
+	b = newBlocker(t)
+	l := newLedger(c)
 	start(t, c, 1)
 	sendAll(t, c, 10)
-	so.wait(t, "the callback")
-	stop(t, c)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(reported) != 2 {
-		t.Errorf("callbacks for %d notifications; want 2 (tokens 3 and 4): the one after the Stop runs too", len(reported))
+	if !s.WaitCount(10, waitGuard) {
+		t.Fatal("not delivered")
+	}
+	s.CloseClientConnections() // "connection lost" reaches the error handler
+	checkStopsWaitForTheHandler(t, c, g, b, nil, 0)
+	if err := c.Send(token(99), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(99)); err != apns.ErrStopped {
+		t.Errorf("Send after the handler's Stop = %v; want ErrStopped", err)
+	}
+	if st := c.Stats(); st.Accepted != st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed || len(l.snapshot()) != int(st.Rejected+st.Unsent+st.Unconfirmed) {
+		t.Errorf("Stats = %+v with %d callbacks: the ledger does not add up", st, len(l.snapshot()))
 	}
 }
 
-// A Stop from outside and one from the callback at the same time: each returns.
-func TestStopFromTheCallbackWhileStopRunsElsewhere(t *testing.T) {
-	s := newH2Server(t, nil)
-	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
-	c := guardedClient(t, s.URL, tlsOf(s.ClientTLSConfig()))
-	inCallback, outerStopping := make(chan struct{}), make(chan struct{})
-	so := newStopOnce()
-	so.c = c
-	c.SetCallback(func(*apns.Message, uint8) {
-		close(inCallback)
-		<-outerStopping
-		time.Sleep(10 * time.Millisecond) // the outer Stop is on its way to wait for this callback
-		so.stop()
-	})
-	start(t, c, 1)
-	sendAll(t, c, 2)
-	guard(t, "the callback", func() { <-inCallback })
-	outer := make(chan struct{})
-	go func() { defer close(outer); c.Stop() }()
-	close(outerStopping)
-	so.wait(t, "the callback during another Stop")
-	guard(t, "the outer Stop", func() { <-outer })
-}
-
-func TestStopFromTheFeedbackErrorHandlerReturns(t *testing.T) {
+// The error handler, told of a failed feedback poll on the poller's goroutine, stops the client
+// with go c.Stop() and blocks; the poller, and so both Stops, end once it returns.
+func TestGoStopFromTheFeedbackErrorHandler(t *testing.T) {
 	s := newServer(t)
-	fs := apnstest.NewFeedbackServer()
-	addr := fs.Addr
-	fs.Close() // every poll fails
-	so := newStopOnce()
-	c := guardedClient(t, s.Addr, tlsOf(s.ClientTLSConfig()), apns.WithErrorHandler(func(error) { so.stop() }))
-	so.c = c
-	fc, err := c.SetupFeedbackClient(addr, time.Hour)
+	fbAddr := closedAddr(t) // every poll fails
+	g := newGoStopper()
+	var c *apns.Client
+	var b *blocker
+	c = newClient(t, s, apns.WithErrorHandler(func(err error) {
+		if strings.Contains(err.Error(), "feedback poll") {
+			g.goStop(c)
+			b.block()
+		}
+	}))
+	b = newBlocker(t)
+	start(t, c, 1)
+	fc, err := c.SetupFeedbackClient(fbAddr, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	so.wait(t, "the feedback error handler")
+	checkStopsWaitForTheHandler(t, c, g, b, nil, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), waitGuard)
 	defer cancel()
 	if _, err := fc.BadTokens(ctx); err != apns.ErrFeedbackStopped {
 		t.Errorf("BadTokens = %v; want ErrFeedbackStopped", err)
 	}
-}
-
-type tlsConfigSource struct{ cfg *tls.Config }
-
-func tlsOf(cfg *tls.Config) func() *tlsConfigSource {
-	return func() *tlsConfigSource { return &tlsConfigSource{cfg} }
 }

@@ -178,6 +178,7 @@ func TestShutdownInterruptingABlockedWriteCountsWrittenFramesDelivered(t *testin
 			t.Errorf("Shutdown = %v; want DeadlineExceeded", err)
 		}
 	})
+	stop(t, c) // Shutdown whose deadline ended does not wait for the callbacks; Stop does
 	st := c.Stats()
 	if st.Delivered == 0 || st.Delivered+st.Unsent != n || st.Duplicates != 0 || st.Drops != 0 || st.Unconfirmed != 0 {
 		t.Errorf("stats %+v; want the written frames delivered, the rest unsent, no drop or duplicate", st)
@@ -282,6 +283,7 @@ func TestShutdownDeadlineCountsFramesWrittenOnTheLastConnectionDelivered(t *test
 			t.Errorf("Shutdown = %v; want DeadlineExceeded (nothing confirms the frames)", err)
 		}
 	})
+	stop(t, c) // Shutdown whose deadline ended does not wait for the callbacks; Stop does
 	if st := c.Stats(); st.Delivered != n || st.Unsent != 0 || st.Unconfirmed != 0 || len(l.snapshot()) != 0 {
 		t.Errorf("stats %+v, %d callbacks; want %d delivered, none reported", st, len(l.snapshot()), n)
 	}

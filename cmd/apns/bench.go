@@ -224,6 +224,7 @@ func benchRun(env *cmdEnv, conn *connFlags, protocol string, workers, n int, pay
 		res.Reasons[rejectionReason(r)]++
 	})
 	if err := client.Start(workers); err != nil {
+		_ = client.Stop() // a failed Start keeps the callback goroutine until Stop
 		return res, err
 	}
 

@@ -126,6 +126,7 @@ func demo(env *cmdEnv, args []string) int {
 
 	begin := time.Now()
 	if err := client.Start(*workers); err != nil {
+		_ = client.Stop() // a failed Start keeps the callback goroutine until Stop
 		return fail(env, "demo", exitUsage, err)
 	}
 	prog := startProgress(env.stderr, *interval, "accepted by the gateway", *n-scripted, gw.count)

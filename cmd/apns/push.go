@@ -156,6 +156,7 @@ func push(env *cmdEnv, args []string) int {
 	})
 	begin := time.Now()
 	if err := client.Start(*workers); err != nil {
+		_ = client.Stop() // a failed Start keeps the callback goroutine until Stop
 		return fail(env, "push", exitUsage, err)
 	}
 	if len(tokens) > 1 {
