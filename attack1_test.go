@@ -1,0 +1,372 @@
+package apns_test
+
+// Adversarial tests (review of issues 13 and 14). Each test names the defect it shows.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+// fakeManagement starts a TLS HTTP/2 server whose answers h decides, and a client (never
+// started) whose management endpoint it is.
+func fakeManagement(t *testing.T, h http.HandlerFunc) (*httptest.Server, *apns.Client) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c, err := apns.CreateClient(srv.URL, nil, nil, true, apns.WithProtocol(apns.ProtocolHTTP2),
+		apns.WithBroadcastManagementURL(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	return srv, c
+}
+
+func noPanic(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Errorf("%s panicked: %v", what, p)
+		}
+	}()
+	f()
+}
+
+// Bad input gets a clear error, never a panic: a nil broadcast.
+func TestAttackBroadcastNilNotification(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	_ = s
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	noPanic(t, "Broadcast(ctx, nil)", func() {
+		if _, err := c.Broadcast(context.Background(), nil); err == nil {
+			t.Error("Broadcast(ctx, nil) returned no error")
+		}
+	})
+	noPanic(t, "SendBroadcast(ctx, nil)", func() {
+		if err := c.SendBroadcast(context.Background(), nil); err == nil {
+			t.Error("SendBroadcast(ctx, nil) returned no error")
+		}
+	})
+}
+
+// A refusal of the management host is a *Rejection whatever its body: Apple's front ends (and
+// proxies) answer some errors with HTML or nothing.
+func TestAttackManagementRefusalWithNonJSONBodyIsARejection(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+	}{
+		{403, "<html><body>Forbidden</body></html>"},
+		{502, "Bad Gateway"},
+		{400, `{"reason":123}`},
+		{500, ""},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			_, c := fakeManagement(t, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			})
+			_, err := c.Channels(context.Background(), bundle)
+			var rej *apns.Rejection
+			if !errors.As(err, &rej) {
+				t.Fatalf("Channels answered %d %q = %v (%T); want a *Rejection with StatusCode %d", tc.status, tc.body, err, err, tc.status)
+			}
+			if rej.StatusCode != tc.status {
+				t.Errorf("Rejection.StatusCode = %d; want %d", rej.StatusCode, tc.status)
+			}
+		})
+	}
+}
+
+// Garbage successes of the management host: clear errors, no panic, no hang.
+func TestAttackManagementGarbageSuccesses(t *testing.T) {
+	ctx := context.Background()
+	t.Run("huge list", func(t *testing.T) {
+		_, c := fakeManagement(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(200)
+			chunk := []byte(strings.Repeat("x", 64<<10))
+			for i := 0; i < 100; i++ { // 6.4 MB
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		})
+		if _, err := c.Channels(ctx, bundle); err == nil {
+			t.Error("Channels with a 6.4 MB answer returned no error")
+		}
+	})
+	t.Run("list of non channel IDs", func(t *testing.T) {
+		_, c := fakeManagement(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(200)
+			_, _ = w.Write([]byte(`{"channels":["", null, "not base64!\r\n"]}`))
+		})
+		ids, err := c.Channels(ctx, bundle)
+		if err == nil {
+			t.Errorf("Channels answered IDs that are not channel IDs = %q, nil; want an error as CreateChannel gives for such an ID", ids)
+		}
+	})
+	t.Run("config without policy", func(t *testing.T) {
+		_, c := fakeManagement(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(200)
+			_, _ = w.Write([]byte(`null`))
+		})
+		if _, err := c.Channel(ctx, bundle, "dHN0LXNyY2gtY2hubA=="); err == nil {
+			t.Error("Channel answered null returned no error")
+		}
+	})
+	t.Run("create without id", func(t *testing.T) {
+		_, c := fakeManagement(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(201) })
+		if _, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored); err == nil {
+			t.Error("CreateChannel answered 201 without apns-channel-id returned no error")
+		}
+	})
+	t.Run("HTTP/1.1 only", func(t *testing.T) {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte(`{"channels":[]}`))
+		}))
+		srv.StartTLS() // no h2 in ALPN
+		t.Cleanup(srv.Close)
+		c, err := apns.CreateClient(srv.URL, nil, nil, true, apns.WithProtocol(apns.ProtocolHTTP2),
+			apns.WithBroadcastManagementURL(srv.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopAfter(t, c)
+		cctx, cancel := context.WithTimeout(ctx, waitGuard)
+		defer cancel()
+		if _, err := c.Channels(cctx, bundle); err == nil {
+			t.Log("Channels over HTTP/1.1 succeeded")
+		} else if cctx.Err() != nil {
+			t.Errorf("Channels against an HTTP/1.1 server hung: %v", err)
+		}
+	})
+}
+
+// The management endpoint follows every spelling of Apple's sandbox gateway that the push
+// side accepts: https://api.development.push.apple.com is the sandbox host of the 2017 docs.
+func TestAttackManagementEndpointOfHTTPSDevelopmentURL(t *testing.T) {
+	for gateway, want := range map[string]string{
+		"https://api.development.push.apple.com":     apns.BroadcastManagementSandboxHost,
+		"https://api.development.push.apple.com:443": apns.BroadcastManagementSandboxHost,
+		"https://api.sandbox.push.apple.com":         apns.BroadcastManagementSandboxHost,
+		"https://api.push.apple.com":                 apns.BroadcastManagementHost,
+	} {
+		c, err := apns.CreateClient(gateway, nil, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := apns.ManagementAddr(c); got != want {
+			t.Errorf("management endpoint of %s = %q; want %q", gateway, got, want)
+		}
+	}
+}
+
+// Stop racing channel calls leaves no connection and no goroutine behind, and every call
+// returns.
+func TestAttackStopRacingChannelCalls(t *testing.T) {
+	for round := 0; round < 8; round++ {
+		s, c := newTokenBroadcastClient(t, nil)
+		_ = s
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				<-start
+				for i := 0; i < 20; i++ {
+					var err error
+					switch (g + i) % 3 {
+					case 0:
+						_, err = c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
+					case 1:
+						_, err = c.Channels(ctx, bundle)
+					case 2:
+						_, err = c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: "dHN0LXNyY2gtY2hubA==", Payload: []byte(`{}`)})
+					}
+					if errors.Is(err, apns.ErrStopped) {
+						return
+					}
+				}
+			}(g)
+		}
+		close(start)
+		if round%2 == 1 {
+			time.Sleep(time.Duration(round) * time.Millisecond)
+		}
+		guard(t, "Stop", func() { c.Stop() })
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(waitGuard):
+			t.Fatal("channel calls did not return after Stop")
+		}
+		if n := waitReadLoops(0); n != 0 {
+			t.Fatalf("round %d: %d HTTP/2 connections open after Stop and the calls returned", round, n)
+		}
+		checkNoGoroutines(t)
+	}
+}
+
+// Stop during the management connection's TLS handshake to a silent host returns, and the
+// call with it.
+func TestAttackStopDuringManagementHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			cn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- cn // silent: never answers the ClientHello
+		}
+	}()
+	c, err := apns.CreateClient("https://"+ln.Addr().String(), nil, nil, true,
+		apns.WithBroadcastManagementURL(ln.Addr().String()), apns.WithDialTimeout(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := c.Channels(context.Background(), bundle); errc <- err }()
+	var cn net.Conn
+	select {
+	case cn = <-accepted:
+		defer cn.Close()
+	case <-time.After(waitGuard):
+		t.Fatal("no management connection")
+	}
+	guard(t, "Stop", func() { c.Stop() })
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("Channels against a silent host returned no error")
+		}
+	case <-time.After(waitGuard):
+		t.Fatal("Channels did not return after Stop")
+	}
+	checkNoGoroutines(t)
+}
+
+// Callbacks set while broadcasts are queued and sent: no race, one report per rejection,
+// none for successes.
+func TestAttackSetCallbackDuringSendBroadcast(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	ctx := context.Background()
+	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	byID := map[string]int{}
+	cb := func(r *apns.Rejection) { mu.Lock(); byID[r.ID]++; mu.Unlock() }
+	const n = 200
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 50; i++ {
+			c.SetRejectionCallback(cb)
+			c.SetCallback(func(*apns.Message, uint8) {})
+		}
+	}()
+	c.SetRejectionCallback(cb)
+	for i := 0; i < n; i++ {
+		id := ch.ID
+		if i%2 == 1 {
+			id = "Z29uZS1jaGFubmVsLWlk" // not registered
+		}
+		if err := c.SendBroadcast(ctx, &apns.BroadcastNotification{ChannelID: id, RequestID: uuidOf(i), Payload: liveUpdate(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	guard(t, "Stop", func() { c.Stop() })
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 0; i < n; i++ {
+		want := i % 2
+		if got := byID[uuidOf(i)]; got != want {
+			t.Errorf("broadcast %d reported %d times; want %d", i, got, want)
+		}
+	}
+	if got := len(s.Broadcasts(ch.ID)); got != n/2 {
+		t.Errorf("channel got %d broadcasts; want %d", got, n/2)
+	}
+}
+
+func uuidOf(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", i) }
+
+// After Stop: broadcasts are refused with ErrStopped and open nothing.
+func TestAttackBroadcastAfterStop(t *testing.T) {
+	_, c := newTokenBroadcastClient(t, nil)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	guard(t, "Stop", func() { c.Stop() })
+	n := &apns.BroadcastNotification{ChannelID: "dHN0LXNyY2gtY2hubA==", Payload: liveUpdate(1)}
+	if _, err := c.Broadcast(context.Background(), n); !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("Broadcast after Stop = %v; want ErrStopped", err)
+	}
+	if err := c.SendBroadcast(context.Background(), n); !errors.Is(err, apns.ErrStopped) {
+		t.Errorf("SendBroadcast after Stop = %v; want ErrStopped", err)
+	}
+	for _, f := range []func() error{
+		func() error { _, err := c.CreateChannel(context.Background(), bundle, 0); return err },
+		func() error { _, err := c.Channel(context.Background(), bundle, "dHN0LXNyY2gtY2hubA=="); return err },
+		func() error { return c.DeleteChannel(context.Background(), bundle, "dHN0LXNyY2gtY2hubA==") },
+	} {
+		if err := f(); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("channel call after Stop = %v; want ErrStopped", err)
+		}
+	}
+	if n := h2ReadLoops(); n != 0 {
+		t.Errorf("%d connections open after Stop", n)
+	}
+}
+
+// The wrapped input errors still match their sentinels on every path.
+func TestAttackWrappedErrorsMatch(t *testing.T) {
+	s := newH2Server(t, nil)
+	c := newH2Client(t, s)
+	big := map[string]interface{}{"aps": map[string]string{"alert": strings.Repeat("x", 5000)}}
+	tok := strings.Repeat("ab", 32)
+	for name, err := range map[string]error{
+		"Send prio 7":         c.Send(tok, time.Time{}, 7, map[string]interface{}{"a": 1}),
+		"Send big":            c.Send(tok, time.Time{}, 10, big),
+		"SendNotification p2": c.SendNotification(context.Background(), &apns.Notification{DeviceToken: tok, Priority: 2, Payload: []byte(`{}`)}),
+	} {
+		if !errors.Is(err, apns.ErrInvalidPriority) && !errors.Is(err, apns.ErrPayloadTooLarge) {
+			t.Errorf("%s = %v; want a wrapped input error", name, err)
+		}
+	}
+	m := &apns.Message{Token: make([]byte, 32), Payload: make([]byte, 3000)}
+	if _, err := m.MarshalBinary(); !errors.Is(err, apns.ErrPayloadTooLarge) {
+		t.Errorf("MarshalBinary of 3000 bytes = %v; want ErrPayloadTooLarge", err)
+	}
+	_ = apnstest.ClientCertPEM
+}
