@@ -370,3 +370,89 @@ func TestAttackWrappedErrorsMatch(t *testing.T) {
 	}
 	_ = apnstest.ClientCertPEM
 }
+
+// A binary client that forgot its certificate, against the default gateway mock (which now
+// requires one, as Apple did): nothing may count as delivered. Either Start fails or every
+// notification reaches the callback.
+func TestAttackBinaryClientWithoutCertificateIsNotToldDelivered(t *testing.T) {
+	s := newServer(t)
+	c, err := apns.CreateClient(s.Addr, nil, nil, false, apns.WithTLSConfig(s.ClientTLSConfig()),
+		apns.WithAssumeSentTimeout(150*time.Millisecond), apns.WithDialTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	reported := 0
+	c.SetCallback(func(*apns.Message, uint8) { mu.Lock(); reported++; mu.Unlock() })
+	startErr := c.Start(1)
+	if startErr == nil {
+		for i := 0; i < 3; i++ {
+			if err := c.Send(token(i), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	guard(t, "Shutdown", func() { _ = c.Shutdown(ctx) })
+	st := c.Stats()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("Start = %v; stats %+v; callback got %d", startErr, st, reported)
+	if s.Count() != 0 {
+		t.Fatalf("the gateway accepted %d notifications from a client without a certificate", s.Count())
+	}
+	if st.Delivered != 0 {
+		t.Errorf("a client without a certificate counted %d notifications as delivered; the gateway took none", st.Delivered)
+	}
+	if startErr == nil && reported != 3 {
+		t.Errorf("callback got %d of 3 notifications that never reached the gateway", reported)
+	}
+}
+
+// The same for ReadFeedback: a client without a certificate gets an error, not "no bad tokens".
+func TestAttackFeedbackWithoutCertificateIsAnError(t *testing.T) {
+	f := apnstest.NewFeedbackServer()
+	t.Cleanup(f.Close)
+	f.Add(make([]byte, 32), time.Unix(1600000000, 0))
+	c, err := apns.CreateClient("127.0.0.1:9", nil, nil, false, apns.WithTLSConfig(f.ClientTLSConfig()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), waitGuard)
+	defer cancel()
+	toks, err := c.ReadFeedback(ctx, f.Addr)
+	if err == nil {
+		t.Errorf("ReadFeedback without a certificate = %d tokens, nil; want the handshake's error", len(toks))
+	}
+}
+
+// A request ID that cannot go in a header is bad input: a clear error at once, not retries
+// counted as lost connections and "no answer".
+func TestAttackBroadcastRequestIDWithControlCharacters(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	ctx := context.Background()
+	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	n := &apns.BroadcastNotification{ChannelID: ch.ID, RequestID: "8e7c1d70-8a4b-4d55-8f0e-8c3f5f1b2a90\r\nx-evil: 1", Payload: liveUpdate(1)}
+	begin := time.Now()
+	resp, err := c.Broadcast(ctx, n)
+	took := time.Since(begin)
+	st := c.Stats()
+	t.Logf("Broadcast = %+v, %v after %v; stats %+v", resp, err, took, st)
+	if err == nil {
+		t.Fatalf("Broadcast with a request ID holding CR LF = %+v, nil; want an input error", resp)
+	}
+	if st.Replayed != 0 || st.Drops != 0 || st.Duplicates != 0 {
+		t.Errorf("bad input was retried as a lost request: %d replays, %d drops, %d duplicates", st.Replayed, st.Drops, st.Duplicates)
+	}
+	if k := len(s.Broadcasts(ch.ID)); k != 0 {
+		t.Errorf("the mock took %d broadcasts", k)
+	}
+}
