@@ -456,3 +456,75 @@ func TestAttackBroadcastRequestIDWithControlCharacters(t *testing.T) {
 		t.Errorf("the mock took %d broadcasts", k)
 	}
 }
+
+// WithBroadcastManagementURL with one of Apple's management host names and no port: Apple
+// serves them on 2195 (sandbox) and 2196 (production) only (PROTOCOL.md §5.2), so that is the
+// port to use, not 443.
+func TestAttackManagementURLOfAppleHostWithoutPort(t *testing.T) {
+	for u, want := range map[string]string{
+		"https://api-manage-broadcast.sandbox.push.apple.com": apns.BroadcastManagementSandboxHost,
+		"api-manage-broadcast.sandbox.push.apple.com":         apns.BroadcastManagementSandboxHost,
+		"https://api-manage-broadcast.push.apple.com":         apns.BroadcastManagementHost,
+		"api-manage-broadcast.push.apple.com":                 apns.BroadcastManagementHost,
+	} {
+		c, err := apns.CreateClient("https://api.push.apple.com", nil, nil, false, apns.WithBroadcastManagementURL(u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := apns.ManagementAddr(c); got != want {
+			t.Errorf("WithBroadcastManagementURL(%q): endpoint %q; want %q", u, got, want)
+		}
+	}
+}
+
+// A management URL with credentials in it (user:password@) is refused, or at least the
+// password never shows in an error text.
+func TestAttackManagementURLWithUserinfo(t *testing.T) {
+	c, err := apns.CreateClient("https://127.0.0.1:9", nil, nil, true,
+		apns.WithBroadcastManagementURL("https://user:s3cret@127.0.0.1:9"))
+	if err != nil {
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("CreateClient's error shows the password: %v", err)
+		}
+		return
+	}
+	stopAfter(t, c)
+	t.Logf("management endpoint: %q", apns.ManagementAddr(c))
+	ctx, cancel := context.WithTimeout(context.Background(), waitGuard)
+	defer cancel()
+	_, err = c.Channels(ctx, bundle)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("Channels = %v; want an error that does not show the password", err)
+	}
+}
+
+// Broadcasts queued before Start and never sent: each reported once at Stop, with its
+// channel, and the callbacks get nothing else.
+func TestAttackQueuedBroadcastsReportedOnceWhenNeverStarted(t *testing.T) {
+	_, c := newTokenBroadcastClient(t, nil)
+	var mu sync.Mutex
+	got := map[string]int{}
+	channels := map[string]string{}
+	c.SetRejectionCallback(func(r *apns.Rejection) {
+		mu.Lock()
+		got[r.ID]++
+		channels[r.ID] = r.ChannelID
+		mu.Unlock()
+	})
+	for i := 0; i < 5; i++ {
+		if err := c.SendBroadcast(context.Background(), &apns.BroadcastNotification{ChannelID: "dHN0LXNyY2gtY2hubA==", RequestID: uuidOf(i), Payload: liveUpdate(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	guard(t, "Stop", func() { c.Stop() })
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 0; i < 5; i++ {
+		if got[uuidOf(i)] != 1 || channels[uuidOf(i)] != "dHN0LXNyY2gtY2hubA==" {
+			t.Errorf("broadcast %d: reported %d times, channel %q; want once, dHN0LXNyY2gtY2hubA==", i, got[uuidOf(i)], channels[uuidOf(i)])
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("callback got %d IDs; want 5", len(got))
+	}
+}
