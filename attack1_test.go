@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -526,5 +527,159 @@ func TestAttackQueuedBroadcastsReportedOnceWhenNeverStarted(t *testing.T) {
 	}
 	if len(got) != 5 {
 		t.Errorf("callback got %d IDs; want 5", len(got))
+	}
+}
+
+// Stop while the management connection waits for a silent CONNECT proxy returns, and the
+// call with it.
+func TestAttackStopDuringManagementProxyConnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			cn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- cn // silent: never answers the CONNECT
+		}
+	}()
+	proxyURL, _ := url.Parse("http://" + ln.Addr().String())
+	c, err := apns.CreateClient("https://127.0.0.1:9", nil, nil, true,
+		apns.WithBroadcastManagementURL("127.0.0.1:9"), apns.WithDialTimeout(time.Hour),
+		apns.WithProxy(http.ProxyURL(proxyURL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := c.Channels(context.Background(), bundle); errc <- err }()
+	select {
+	case cn := <-accepted:
+		defer cn.Close()
+	case <-time.After(waitGuard):
+		t.Fatal("no connection to the proxy")
+	}
+	guard(t, "Stop", func() { c.Stop() })
+	select {
+	case <-errc:
+	case <-time.After(waitGuard):
+		t.Fatal("Channels did not return after Stop")
+	}
+	checkNoGoroutines(t)
+}
+
+// Channel calls while the management host keeps dropping connections and sending GOAWAY:
+// no race, no panic, the calls recover once the host behaves, and Stop leaves nothing open.
+func TestAttackChannelCallsAcrossDroppedManagementConnections(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, func(s *apnstest.HTTP2Server) { s.SetMaxConcurrentStreams(2) })
+	ctx := context.Background()
+	stopChaos := make(chan struct{})
+	chaosDone := make(chan struct{})
+	go func() {
+		defer close(chaosDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopChaos:
+				return
+			case <-time.After(3 * time.Millisecond):
+			}
+			if i%2 == 0 {
+				s.CloseClientConnections()
+			} else {
+				s.GoAway()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				cctx, cancel := context.WithTimeout(ctx, waitGuard)
+				switch i % 3 {
+				case 0:
+					_, _ = c.CreateChannel(cctx, bundle, apns.MostRecentMessageStored)
+				case 1:
+					_, _ = c.Channels(cctx, bundle)
+				default:
+					if ids, err := c.Channels(cctx, bundle); err == nil && len(ids) > 0 {
+						_ = c.DeleteChannel(cctx, bundle, ids[0])
+					}
+				}
+				cancel()
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(stopChaos)
+	<-chaosDone
+	if _, err := c.Channels(ctx, bundle); err != nil {
+		t.Errorf("Channels once the host behaves = %v", err)
+	}
+	guard(t, "Stop", func() { c.Stop() })
+	if n := waitReadLoops(0); n != 0 {
+		t.Errorf("%d HTTP/2 connections open after Stop", n)
+	}
+}
+
+// The management host closed the idle connection (as Apple does with IdleTimeout): the
+// next call opens a new one instead of failing.
+func TestAttackChannelCallAfterTheHostClosedTheIdleConnection(t *testing.T) {
+	for _, how := range []string{"close", "goaway"} {
+		t.Run(how, func(t *testing.T) {
+			s, c := newTokenBroadcastClient(t, nil)
+			ctx := context.Background()
+			if _, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored); err != nil {
+				t.Fatal(err)
+			}
+			if how == "close" {
+				s.CloseClientConnections()
+			} else {
+				s.GoAway()
+			}
+			if n := waitReadLoops(0); n != 0 { // the client has seen the close
+				t.Fatalf("%d client connections still open after the host closed them", n)
+			}
+			if _, err := c.Channels(ctx, bundle); err != nil {
+				t.Errorf("Channels after the host closed the idle connection (%s) = %v", how, err)
+			}
+		})
+	}
+}
+
+// The management connection idles between calls, often for long; a host (or a NAT) that
+// drops it meanwhile must not make the next read fail: Channels and Channel are idempotent
+// and a connection that died while idle is worth one new attempt on a fresh one. Here the
+// host drops the connection after every call, and the next call races the client noticing.
+func TestAttackReadsSurviveAConnectionDroppedWhileIdle(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	ctx := context.Background()
+	ch, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fails := 0
+	for i := 0; i < 40; i++ {
+		s.CloseClientConnections()
+		var err error
+		if i%2 == 0 {
+			_, err = c.Channels(ctx, bundle)
+		} else {
+			_, err = c.Channel(ctx, bundle, ch.ID)
+		}
+		if err != nil {
+			fails++
+			if fails <= 3 {
+				t.Logf("call %d: %v", i, err)
+			}
+		}
+	}
+	if fails > 0 {
+		t.Errorf("%d of 40 reads failed after the host dropped the idle management connection; want none", fails)
 	}
 }
