@@ -683,3 +683,25 @@ func TestAttackReadsSurviveAConnectionDroppedWhileIdle(t *testing.T) {
 		t.Errorf("%d of 40 reads failed after the host dropped the idle management connection; want none", fails)
 	}
 }
+
+// A bundle ID is reverse-DNS: letters, digits, hyphens and periods (Apple's rule for App
+// IDs). ".." and friends put a path traversal into /1/apps/<bundle>/channels and
+// /4/broadcasts/apps/<bundle>; they are bad input, refused locally.
+func TestAttackBundleIDsThatAreNotReverseDNS(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, b := range []string{"..", ".", "com.example.app;v=1", "com.example.app:443", "com.example.app@x", "[::1]"} {
+		if _, err := c.Channels(ctx, b); !errors.Is(err, apns.ErrInvalidBundleID) {
+			t.Errorf("Channels(%q) = %v; want ErrInvalidBundleID", b, err)
+		}
+		if _, err := c.Broadcast(ctx, &apns.BroadcastNotification{BundleID: b, ChannelID: "dHN0LXNyY2gtY2hubA==", Payload: liveUpdate(1)}); !errors.Is(err, apns.ErrInvalidBundleID) {
+			t.Errorf("Broadcast to bundle %q = %v; want ErrInvalidBundleID", b, err)
+		}
+	}
+	for _, r := range s.BroadcastRequests() {
+		t.Logf("the mock saw %s %s -> %d %s", r.Method, r.Path, r.Status, r.Reason)
+	}
+}
