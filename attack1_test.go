@@ -705,3 +705,73 @@ func TestAttackBundleIDsThatAreNotReverseDNS(t *testing.T) {
 		t.Logf("the mock saw %s %s -> %d %s", r.Method, r.Path, r.Status, r.Reason)
 	}
 }
+
+// The queued path under 503s, refusals and dropped connections: every broadcast is reported
+// at most once, and each one not reported was answered 200 by the mock.
+func TestAttackQueuedBroadcastsUnderChaosEndOnce(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil, apns.WithMaxAttempts(6))
+	ctx := context.Background()
+	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls sync.Map
+	s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
+		if r.Op != apnstest.OpBroadcast {
+			return nil
+		}
+		n, _ := calls.LoadOrStore(r.RequestID, new(int))
+		p := n.(*int)
+		*p++ // the same request ID never runs concurrently with itself
+		if *p == 1 && strings.HasSuffix(r.RequestID, "0") {
+			return &apnstest.Response{Status: 503, Reason: "ServiceUnavailable", RetryAfter: "0"}
+		}
+		return nil
+	})
+	var mu sync.Mutex
+	reported := map[string]int{}
+	c.SetRejectionCallback(func(r *apns.Rejection) { mu.Lock(); reported[r.ID]++; mu.Unlock() })
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	chaos := make(chan struct{})
+	go func() {
+		defer close(chaos)
+		for i := 0; i < 5; i++ {
+			time.Sleep(10 * time.Millisecond)
+			s.CloseClientConnections()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		id := ch.ID
+		if i%7 == 3 {
+			id = "Z29uZS1jaGFubmVsLWlk"
+		}
+		if err := c.SendBroadcast(ctx, &apns.BroadcastNotification{ChannelID: id, RequestID: uuidOf(i), Payload: liveUpdate(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-chaos
+	guard(t, "Stop", func() { c.Stop() })
+	ok := map[string]bool{}
+	for _, r := range s.BroadcastRequests() {
+		if r.Op == apnstest.OpBroadcast && r.Status == 200 {
+			ok[r.RequestID] = true
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 0; i < n; i++ {
+		id := uuidOf(i)
+		switch {
+		case reported[id] > 1:
+			t.Errorf("broadcast %d reported %d times", i, reported[id])
+		case reported[id] == 0 && !ok[id]:
+			t.Errorf("broadcast %d neither reported nor answered 200: lost", i)
+		case i%7 == 3 && ok[id]:
+			t.Errorf("broadcast %d to an unknown channel answered 200", i)
+		}
+	}
+	t.Logf("stats %+v", c.Stats())
+}
