@@ -775,3 +775,39 @@ func TestAttackQueuedBroadcastsUnderChaosEndOnce(t *testing.T) {
 	}
 	t.Logf("stats %+v", c.Stats())
 }
+
+// apns-go's own client against the gateway mock: Rejected() holds exactly the rejected
+// notifications, never a sentinel, however many connections Stop ends.
+func TestAttackRejectedHoldsNoSentinelFromTheClient(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		s := newServer(t)
+		s.RejectToken(strings.ToUpper(token(7)), 8)
+		c := newClient(t, s)
+		var mu sync.Mutex
+		cb := 0
+		c.SetCallback(func(*apns.Message, uint8) { mu.Lock(); cb++; mu.Unlock() })
+		if err := c.Start(3); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 60; i++ {
+			if err := c.Send(token(i%10), time.Time{}, apns.PRIORITY_IMMEDIATE, payload(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stop(t, c)
+		rej := s.Rejected()
+		for _, n := range rej {
+			if len(n.Token) != 32 {
+				t.Fatalf("Rejected() holds a frame without a full token (a sentinel?): %+v", n)
+			}
+		}
+		mu.Lock()
+		if len(rej) != 6 || cb != 6 {
+			t.Errorf("round %d: Rejected() has %d, callback got %d; want 6 each (sentinels: %d)", round, len(rej), cb, s.Sentinels())
+		}
+		mu.Unlock()
+		if s.Sentinels() < 1 {
+			t.Errorf("Sentinels() = %d after Stop; want at least 1", s.Sentinels())
+		}
+	}
+}
