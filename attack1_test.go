@@ -811,3 +811,28 @@ func TestAttackRejectedHoldsNoSentinelFromTheClient(t *testing.T) {
 		}
 	}
 }
+
+// A typed nil payload (a nil *Payload from the builder, a nil map) is no payload: it must not
+// go out as the JSON "null", which the mock then accepts as a broadcast.
+func TestAttackBroadcastTypedNilPayload(t *testing.T) {
+	s, c := newTokenBroadcastClient(t, nil)
+	ctx := context.Background()
+	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	var nilPayload *apns.Payload
+	var nilMap map[string]any
+	for name, p := range map[string]any{"nil *Payload": nilPayload, "nil map": nilMap} {
+		resp, err := c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID, Payload: p})
+		if !errors.Is(err, apns.ErrPayloadEmpty) {
+			t.Errorf("Broadcast with a %s = %+v, %v; want ErrPayloadEmpty", name, resp, err)
+		}
+	}
+	for _, b := range s.Broadcasts(ch.ID) {
+		t.Logf("the mock accepted a broadcast with body %q", b.Payload)
+	}
+}
