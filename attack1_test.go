@@ -1,6 +1,7 @@
 package apns_test
 
-// Adversarial tests (review of issues 13 and 14). Each test names the defect it shows.
+// Tests from the adversarial review of issues 13 and 14 (broadcast channels, apnstest). Each
+// test names the behaviour it holds.
 
 import (
 	"context"
@@ -46,28 +47,32 @@ func noPanic(t *testing.T, what string, f func()) {
 	f()
 }
 
-// Bad input gets a clear error, never a panic: a nil broadcast.
-func TestAttackBroadcastNilNotification(t *testing.T) {
+// Bad input gets a clear error, never a panic: a nil broadcast or notification is
+// ErrNilNotification.
+func TestNilNotificationIsAnErrorNotAPanic(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil)
 	_ = s
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
 	}
-	noPanic(t, "Broadcast(ctx, nil)", func() {
-		if _, err := c.Broadcast(context.Background(), nil); err == nil {
-			t.Error("Broadcast(ctx, nil) returned no error")
-		}
-	})
-	noPanic(t, "SendBroadcast(ctx, nil)", func() {
-		if err := c.SendBroadcast(context.Background(), nil); err == nil {
-			t.Error("SendBroadcast(ctx, nil) returned no error")
-		}
-	})
+	ctx := context.Background()
+	for name, f := range map[string]func() error{
+		"Broadcast(ctx, nil)":        func() error { _, err := c.Broadcast(ctx, nil); return err },
+		"SendBroadcast(ctx, nil)":    func() error { return c.SendBroadcast(ctx, nil) },
+		"Push(ctx, nil)":             func() error { _, err := c.Push(ctx, nil); return err },
+		"SendNotification(ctx, nil)": func() error { return c.SendNotification(ctx, nil) },
+	} {
+		noPanic(t, name, func() {
+			if err := f(); !errors.Is(err, apns.ErrNilNotification) {
+				t.Errorf("%s = %v; want ErrNilNotification", name, err)
+			}
+		})
+	}
 }
 
 // A refusal of the management host is a *Rejection whatever its body: Apple's front ends (and
 // proxies) answer some errors with HTML or nothing.
-func TestAttackManagementRefusalWithNonJSONBodyIsARejection(t *testing.T) {
+func TestManagementRefusalWithNonJSONBodyIsARejectionWithItsStatus(t *testing.T) {
 	for _, tc := range []struct {
 		status int
 		body   string
@@ -78,24 +83,45 @@ func TestAttackManagementRefusalWithNonJSONBodyIsARejection(t *testing.T) {
 		{500, ""},
 	} {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
-			_, c := fakeManagement(t, func(w http.ResponseWriter, r *http.Request) {
+			handled := make(chan error, 4)
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(tc.status)
 				_, _ = w.Write([]byte(tc.body))
-			})
-			_, err := c.Channels(context.Background(), bundle)
+			}))
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			c, err := apns.CreateClient(srv.URL, nil, nil, true, apns.WithProtocol(apns.ProtocolHTTP2),
+				apns.WithBroadcastManagementURL(srv.URL), apns.WithErrorHandler(func(err error) { handled <- err }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopAfter(t, c)
+			_, err = c.Channels(context.Background(), bundle)
 			var rej *apns.Rejection
 			if !errors.As(err, &rej) {
 				t.Fatalf("Channels answered %d %q = %v (%T); want a *Rejection with StatusCode %d", tc.status, tc.body, err, err, tc.status)
 			}
-			if rej.StatusCode != tc.status {
-				t.Errorf("Rejection.StatusCode = %d; want %d", rej.StatusCode, tc.status)
+			if rej.StatusCode != tc.status || rej.Reason != "" {
+				t.Errorf("Rejection = %d %q; want %d with no reason", rej.StatusCode, rej.Reason, tc.status)
+			}
+			if tc.body == "" {
+				return // nothing to parse, nothing to report
+			}
+			select { // before Start, the error handler runs on the caller's goroutine
+			case herr := <-handled:
+				if !strings.Contains(herr.Error(), fmt.Sprint(tc.status)) {
+					t.Errorf("error handler got %v; want the parse error of the %d answer", herr, tc.status)
+				}
+			default:
+				t.Errorf("the error handler got nothing for the unreadable %d answer", tc.status)
 			}
 		})
 	}
 }
 
 // Garbage successes of the management host: clear errors, no panic, no hang.
-func TestAttackManagementGarbageSuccesses(t *testing.T) {
+func TestManagementGarbageSuccessesAreErrors(t *testing.T) {
 	ctx := context.Background()
 	t.Run("huge list", func(t *testing.T) {
 		_, c := fakeManagement(t, func(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +186,7 @@ func TestAttackManagementGarbageSuccesses(t *testing.T) {
 
 // The management endpoint follows every spelling of Apple's sandbox gateway that the push
 // side accepts: https://api.development.push.apple.com is the sandbox host of the 2017 docs.
-func TestAttackManagementEndpointOfHTTPSDevelopmentURL(t *testing.T) {
+func TestManagementEndpointOfHTTPSDevelopmentURLIsTheSandbox(t *testing.T) {
 	for gateway, want := range map[string]string{
 		"https://api.development.push.apple.com":     apns.BroadcastManagementSandboxHost,
 		"https://api.development.push.apple.com:443": apns.BroadcastManagementSandboxHost,
@@ -179,7 +205,7 @@ func TestAttackManagementEndpointOfHTTPSDevelopmentURL(t *testing.T) {
 
 // Stop racing channel calls leaves no connection and no goroutine behind, and every call
 // returns.
-func TestAttackStopRacingChannelCalls(t *testing.T) {
+func TestStopRacingChannelCallsLeavesNothingBehind(t *testing.T) {
 	for round := 0; round < 8; round++ {
 		s, c := newTokenBroadcastClient(t, nil)
 		_ = s
@@ -228,7 +254,7 @@ func TestAttackStopRacingChannelCalls(t *testing.T) {
 
 // Stop during the management connection's TLS handshake to a silent host returns, and the
 // call with it.
-func TestAttackStopDuringManagementHandshake(t *testing.T) {
+func TestStopDuringManagementHandshakeReturns(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +298,7 @@ func TestAttackStopDuringManagementHandshake(t *testing.T) {
 
 // Callbacks set while broadcasts are queued and sent: no race, one report per rejection,
 // none for successes.
-func TestAttackSetCallbackDuringSendBroadcast(t *testing.T) {
+func TestSetCallbackDuringSendBroadcastReportsEachRejectionOnce(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil)
 	ctx := context.Background()
 	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
@@ -323,7 +349,7 @@ func TestAttackSetCallbackDuringSendBroadcast(t *testing.T) {
 func uuidOf(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", i) }
 
 // After Stop: broadcasts are refused with ErrStopped and open nothing.
-func TestAttackBroadcastAfterStop(t *testing.T) {
+func TestBroadcastAndChannelCallsAfterStopAreErrStopped(t *testing.T) {
 	_, c := newTokenBroadcastClient(t, nil)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
@@ -351,7 +377,7 @@ func TestAttackBroadcastAfterStop(t *testing.T) {
 }
 
 // The wrapped input errors still match their sentinels on every path.
-func TestAttackWrappedErrorsMatch(t *testing.T) {
+func TestWrappedInputErrorsMatchTheirSentinels(t *testing.T) {
 	s := newH2Server(t, nil)
 	c := newH2Client(t, s)
 	big := map[string]interface{}{"aps": map[string]string{"alert": strings.Repeat("x", 5000)}}
@@ -375,7 +401,7 @@ func TestAttackWrappedErrorsMatch(t *testing.T) {
 // A binary client that forgot its certificate, against the default gateway mock (which now
 // requires one, as Apple did): nothing may count as delivered. Either Start fails or every
 // notification reaches the callback.
-func TestAttackBinaryClientWithoutCertificateIsNotToldDelivered(t *testing.T) {
+func TestBinaryClientWithoutCertificateIsNotToldDelivered(t *testing.T) {
 	s := newServer(t)
 	c, err := apns.CreateClient(s.Addr, nil, nil, false, apns.WithTLSConfig(s.ClientTLSConfig()),
 		apns.WithAssumeSentTimeout(150*time.Millisecond), apns.WithDialTimeout(2*time.Second))
@@ -412,7 +438,7 @@ func TestAttackBinaryClientWithoutCertificateIsNotToldDelivered(t *testing.T) {
 }
 
 // The same for ReadFeedback: a client without a certificate gets an error, not "no bad tokens".
-func TestAttackFeedbackWithoutCertificateIsAnError(t *testing.T) {
+func TestFeedbackWithoutCertificateIsAnError(t *testing.T) {
 	f := apnstest.NewFeedbackServer()
 	t.Cleanup(f.Close)
 	f.Add(make([]byte, 32), time.Unix(1600000000, 0))
@@ -431,7 +457,7 @@ func TestAttackFeedbackWithoutCertificateIsAnError(t *testing.T) {
 
 // A request ID that cannot go in a header is bad input: a clear error at once, not retries
 // counted as lost connections and "no answer".
-func TestAttackBroadcastRequestIDWithControlCharacters(t *testing.T) {
+func TestBroadcastRequestIDThatIsNotAUUIDIsRefusedUpFront(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil)
 	ctx := context.Background()
 	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
@@ -461,7 +487,7 @@ func TestAttackBroadcastRequestIDWithControlCharacters(t *testing.T) {
 // WithBroadcastManagementURL with one of Apple's management host names and no port: Apple
 // serves them on 2195 (sandbox) and 2196 (production) only (PROTOCOL.md §5.2), so that is the
 // port to use, not 443.
-func TestAttackManagementURLOfAppleHostWithoutPort(t *testing.T) {
+func TestManagementURLOfAppleHostWithoutPortUsesApplesPort(t *testing.T) {
 	for u, want := range map[string]string{
 		"https://api-manage-broadcast.sandbox.push.apple.com": apns.BroadcastManagementSandboxHost,
 		"api-manage-broadcast.sandbox.push.apple.com":         apns.BroadcastManagementSandboxHost,
@@ -478,30 +504,44 @@ func TestAttackManagementURLOfAppleHostWithoutPort(t *testing.T) {
 	}
 }
 
-// A management URL with credentials in it (user:password@) is refused, or at least the
-// password never shows in an error text.
-func TestAttackManagementURLWithUserinfo(t *testing.T) {
-	c, err := apns.CreateClient("https://127.0.0.1:9", nil, nil, true,
-		apns.WithBroadcastManagementURL("https://user:s3cret@127.0.0.1:9"))
-	if err != nil {
-		if strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("CreateClient's error shows the password: %v", err)
+// A management URL with credentials in it (user:password@), a path, a query or a fragment
+// is refused by CreateClient, with an error that names the URL without any secret.
+func TestManagementURLWithUserinfoIsRefusedWithoutTheSecret(t *testing.T) {
+	for _, u := range []string{
+		"https://user:s3cret@127.0.0.1:9",
+		"user:s3cret@127.0.0.1:9",
+		"https://s3cret@127.0.0.1:9",
+		"https://127.0.0.1:9/s3cret",
+		"https://127.0.0.1:9?key=s3cret",
+		"https://127.0.0.1:9#s3cret",
+		"http://127.0.0.1:9",
+	} {
+		c, err := apns.CreateClient("https://127.0.0.1:9", nil, nil, true, apns.WithBroadcastManagementURL(u))
+		if err == nil {
+			t.Errorf("CreateClient with management URL %q: endpoint %q, no error; want one", u, apns.ManagementAddr(c))
+			stopAfter(t, c)
+			continue
 		}
-		return
+		if strings.Contains(err.Error(), "s3cret") && !strings.HasSuffix(u, "/s3cret") {
+			t.Errorf("CreateClient's error shows the secret: %v", err)
+		}
+		if !strings.Contains(err.Error(), "127.0.0.1:9") {
+			t.Errorf("CreateClient's error %q does not name the URL", err)
+		}
 	}
-	stopAfter(t, c)
-	t.Logf("management endpoint: %q", apns.ManagementAddr(c))
-	ctx, cancel := context.WithTimeout(context.Background(), waitGuard)
-	defer cancel()
-	_, err = c.Channels(ctx, bundle)
-	if err == nil || strings.Contains(err.Error(), "s3cret") {
-		t.Errorf("Channels = %v; want an error that does not show the password", err)
+	for _, u := range []string{"https://127.0.0.1:9", "https://127.0.0.1:9/", "127.0.0.1:9", "::1", "https://[::1]:9"} {
+		c, err := apns.CreateClient("https://127.0.0.1:9", nil, nil, true, apns.WithBroadcastManagementURL(u))
+		if err != nil {
+			t.Errorf("CreateClient with management URL %q: %v", u, err)
+			continue
+		}
+		stopAfter(t, c)
 	}
 }
 
 // Broadcasts queued before Start and never sent: each reported once at Stop, with its
 // channel, and the callbacks get nothing else.
-func TestAttackQueuedBroadcastsReportedOnceWhenNeverStarted(t *testing.T) {
+func TestQueuedBroadcastsAreReportedOnceWhenNeverStarted(t *testing.T) {
 	_, c := newTokenBroadcastClient(t, nil)
 	var mu sync.Mutex
 	got := map[string]int{}
@@ -532,7 +572,7 @@ func TestAttackQueuedBroadcastsReportedOnceWhenNeverStarted(t *testing.T) {
 
 // Stop while the management connection waits for a silent CONNECT proxy returns, and the
 // call with it.
-func TestAttackStopDuringManagementProxyConnect(t *testing.T) {
+func TestStopDuringManagementProxyConnectReturns(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -574,7 +614,7 @@ func TestAttackStopDuringManagementProxyConnect(t *testing.T) {
 
 // Channel calls while the management host keeps dropping connections and sending GOAWAY:
 // no race, no panic, the calls recover once the host behaves, and Stop leaves nothing open.
-func TestAttackChannelCallsAcrossDroppedManagementConnections(t *testing.T) {
+func TestChannelCallsRecoverAcrossDroppedManagementConnections(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, func(s *apnstest.HTTP2Server) { s.SetMaxConcurrentStreams(2) })
 	ctx := context.Background()
 	stopChaos := make(chan struct{})
@@ -629,7 +669,7 @@ func TestAttackChannelCallsAcrossDroppedManagementConnections(t *testing.T) {
 
 // The management host closed the idle connection (as Apple does with IdleTimeout): the
 // next call opens a new one instead of failing.
-func TestAttackChannelCallAfterTheHostClosedTheIdleConnection(t *testing.T) {
+func TestChannelCallAfterTheHostClosedTheIdleConnectionOpensANewOne(t *testing.T) {
 	for _, how := range []string{"close", "goaway"} {
 		t.Run(how, func(t *testing.T) {
 			s, c := newTokenBroadcastClient(t, nil)
@@ -656,7 +696,7 @@ func TestAttackChannelCallAfterTheHostClosedTheIdleConnection(t *testing.T) {
 // drops it meanwhile must not make the next read fail: Channels and Channel are idempotent
 // and a connection that died while idle is worth one new attempt on a fresh one. Here the
 // host drops the connection after every call, and the next call races the client noticing.
-func TestAttackReadsSurviveAConnectionDroppedWhileIdle(t *testing.T) {
+func TestChannelReadsSurviveAConnectionDroppedWhileIdle(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil)
 	ctx := context.Background()
 	ch, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored)
@@ -687,7 +727,7 @@ func TestAttackReadsSurviveAConnectionDroppedWhileIdle(t *testing.T) {
 // A bundle ID is reverse-DNS: letters, digits, hyphens and periods (Apple's rule for App
 // IDs). ".." and friends put a path traversal into /1/apps/<bundle>/channels and
 // /4/broadcasts/apps/<bundle>; they are bad input, refused locally.
-func TestAttackBundleIDsThatAreNotReverseDNS(t *testing.T) {
+func TestBundleIDsThatAreNotReverseDNSAreRefused(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
@@ -708,7 +748,7 @@ func TestAttackBundleIDsThatAreNotReverseDNS(t *testing.T) {
 
 // The queued path under 503s, refusals and dropped connections: every broadcast is reported
 // at most once, and each one not reported was answered 200 by the mock.
-func TestAttackQueuedBroadcastsUnderChaosEndOnce(t *testing.T) {
+func TestQueuedBroadcastsUnderChaosEndOnce(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil, apns.WithMaxAttempts(6))
 	ctx := context.Background()
 	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
@@ -778,7 +818,7 @@ func TestAttackQueuedBroadcastsUnderChaosEndOnce(t *testing.T) {
 
 // apns-go's own client against the gateway mock: Rejected() holds exactly the rejected
 // notifications, never a sentinel, however many connections Stop ends.
-func TestAttackRejectedHoldsNoSentinelFromTheClient(t *testing.T) {
+func TestRejectedHoldsNoSentinelFromTheClient(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		s := newServer(t)
 		s.RejectToken(strings.ToUpper(token(7)), 8)
@@ -813,8 +853,8 @@ func TestAttackRejectedHoldsNoSentinelFromTheClient(t *testing.T) {
 }
 
 // A typed nil payload (a nil *Payload from the builder, a nil map) is no payload: it must not
-// go out as the JSON "null", which the mock then accepts as a broadcast.
-func TestAttackBroadcastTypedNilPayload(t *testing.T) {
+// go out as the JSON "null", for a broadcast or a device push.
+func TestPayloadThatMarshalsToNullIsErrPayloadEmpty(t *testing.T) {
 	s, c := newTokenBroadcastClient(t, nil)
 	ctx := context.Background()
 	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)
@@ -826,10 +866,17 @@ func TestAttackBroadcastTypedNilPayload(t *testing.T) {
 	}
 	var nilPayload *apns.Payload
 	var nilMap map[string]any
-	for name, p := range map[string]any{"nil *Payload": nilPayload, "nil map": nilMap} {
+	for name, p := range map[string]any{"nil *Payload": nilPayload, "nil map": nilMap, "raw null": []byte(" null ")} {
 		resp, err := c.Broadcast(ctx, &apns.BroadcastNotification{ChannelID: ch.ID, Payload: p})
 		if !errors.Is(err, apns.ErrPayloadEmpty) {
 			t.Errorf("Broadcast with a %s = %+v, %v; want ErrPayloadEmpty", name, resp, err)
+		}
+		resp, err = c.Push(ctx, &apns.Notification{DeviceToken: token(1), Payload: p})
+		if !errors.Is(err, apns.ErrPayloadEmpty) {
+			t.Errorf("Push with a %s = %+v, %v; want ErrPayloadEmpty", name, resp, err)
+		}
+		if err := c.SendNotification(ctx, &apns.Notification{DeviceToken: token(1), Payload: p}); !errors.Is(err, apns.ErrPayloadEmpty) {
+			t.Errorf("SendNotification with a %s = %v; want ErrPayloadEmpty", name, err)
 		}
 	}
 	for _, b := range s.Broadcasts(ch.ID) {

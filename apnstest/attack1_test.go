@@ -1,7 +1,7 @@
 package apnstest_test
 
-// Adversarial tests of the mocks (review of issues 13 and 14), over TLS with a plain HTTP/2
-// client.
+// Tests of the mocks from the adversarial review of issues 13 and 14, over TLS with a plain
+// HTTP/2 client. Each test names the behaviour it holds.
 
 import (
 	"crypto/tls"
@@ -14,7 +14,7 @@ import (
 	"github.com/Kwik-messenger/apns-go/apnstest"
 )
 
-func attackH2Client(t *testing.T, s *apnstest.HTTP2Server) *http.Client {
+func plainH2Client(t *testing.T, s *apnstest.HTTP2Server) *http.Client {
 	t.Helper()
 	certPEM, keyPEM := apnstest.ClientCertPEM()
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -28,7 +28,7 @@ func attackH2Client(t *testing.T, s *apnstest.HTTP2Server) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-func attackDo(t *testing.T, hc *http.Client, method, url string, hdr map[string]string, body string) (int, http.Header, string) {
+func plainDo(t *testing.T, hc *http.Client, method, url string, hdr map[string]string, body string) (int, http.Header, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -48,15 +48,15 @@ func attackDo(t *testing.T, hc *http.Client, method, url string, hdr map[string]
 
 // ObserveRejected's doc: "called for every request answered with an error status, whatever
 // refused it". A request of the broadcast API answered 400/404 is such a request.
-func TestAttackObserveRejectedSeesBroadcastRefusals(t *testing.T) {
+func TestObserveRejectedSeesBroadcastRefusals(t *testing.T) {
 	s := apnstest.NewUnstartedHTTP2Server()
 	var mu sync.Mutex
 	var seen []apnstest.RejectedRequest
 	s.ObserveRejected = func(r apnstest.RejectedRequest) { mu.Lock(); seen = append(seen, r); mu.Unlock() }
 	s.Start()
 	defer s.Close()
-	hc := attackH2Client(t, s)
-	status, _, body := attackDo(t, hc, "POST", s.URL+"/4/broadcasts/apps/com.example.app", map[string]string{
+	hc := plainH2Client(t, s)
+	status, _, body := plainDo(t, hc, "POST", s.URL+"/4/broadcasts/apps/com.example.app", map[string]string{
 		"apns-push-type": "liveactivity", "apns-channel-id": "dHN0LXNyY2gtY2hubA==", "apns-expiration": "0",
 	}, `{"aps":{"event":"update"}}`)
 	if status != 400 {
@@ -72,7 +72,7 @@ func TestAttackObserveRejectedSeesBroadcastRefusals(t *testing.T) {
 // HTTP2Server.Respond and Server.RejectToken take tokens "the same way" (doc.go): a token that
 // is not hexadecimal makes RejectToken panic; Respond must not silently keep a rule that
 // can never match.
-func TestAttackRespondRefusesANonHexTokenAsRejectTokenDoes(t *testing.T) {
+func TestRespondPanicsOnANonHexTokenAsRejectTokenDoes(t *testing.T) {
 	s := apnstest.NewUnstartedHTTP2Server()
 	panicked := func() (p any) {
 		defer func() { p = recover() }()
@@ -81,5 +81,32 @@ func TestAttackRespondRefusesANonHexTokenAsRejectTokenDoes(t *testing.T) {
 	}()
 	if panicked == nil {
 		t.Error(`Respond("0123xyz", ...) kept a rule that can never match; RejectToken panics on the same string`)
+	}
+}
+
+// A body that is the JSON null is no payload: the mock refuses it with PayloadEmpty (its
+// choice of the nearest reason; Apple documents none), for device pushes and broadcasts.
+func TestNullBodyIsRefusedAsPayloadEmpty(t *testing.T) {
+	s := apnstest.NewHTTP2Server()
+	defer s.Close()
+	hc := plainH2Client(t, s)
+	status, _, body := plainDo(t, hc, "POST", s.URL+"/3/device/"+strings.Repeat("ab", 32), nil, " null\n")
+	if status != 400 || !strings.Contains(body, `"PayloadEmpty"`) {
+		t.Errorf("device push with a null body = %d %s; want 400 PayloadEmpty", status, body)
+	}
+	status, hdr, body := plainDo(t, hc, "POST", s.URL+"/1/apps/com.example.app/channels", nil,
+		`{"message-storage-policy":1,"push-type":"LiveActivity"}`)
+	if status != 201 {
+		t.Fatalf("create = %d %s", status, body)
+	}
+	ch := hdr.Get("Apns-Channel-Id")
+	status, _, body = plainDo(t, hc, "POST", s.URL+"/4/broadcasts/apps/com.example.app", map[string]string{
+		"apns-push-type": "liveactivity", "apns-channel-id": ch, "apns-expiration": "0",
+	}, "null")
+	if status != 400 || !strings.Contains(body, `"PayloadEmpty"`) {
+		t.Errorf("broadcast with a null body = %d %s; want 400 PayloadEmpty", status, body)
+	}
+	if n := s.Count() + len(s.Broadcasts(ch)); n != 0 {
+		t.Errorf("the mock accepted %d null bodies", n)
 	}
 }
