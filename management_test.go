@@ -148,6 +148,16 @@ func TestDeleteRetriedAfterALostAnswerTreatsChannelNotRegisteredAsSuccess(t *tes
 		t.Errorf("the host saw %d DELETEs; want 2", got)
 	}
 
+	// An attempt lost on a fresh connection is not retried: the host, not an idle
+	// connection, failed.
+	c, n = managementWithLostAttempt(t, http.MethodDelete, notRegistered)
+	if err := c.DeleteChannel(ctx, bundle, "dHN0LXNyY2gtY2hubA=="); err == nil {
+		t.Error("DeleteChannel lost on a fresh connection = nil; want the error")
+	}
+	if got := n.Load(); got != 1 {
+		t.Errorf("the host saw %d DELETEs on a fresh connection; want 1", got)
+	}
+
 	// ChannelNotRegistered to an attempt that is not a retry is a refusal as ever.
 	_, c = fakeManagement(t, func(w http.ResponseWriter, r *http.Request) { notRegistered(w) })
 	err := c.DeleteChannel(ctx, bundle, "dHN0LXNyY2gtY2hubA==")
