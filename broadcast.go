@@ -114,11 +114,13 @@ type Channel struct {
 type BroadcastNotification struct {
 	// BundleID is the app's bundle ID, bare: without a .push-type.liveactivity suffix,
 	// which APNs refuses (TopicDisallowed). Default: the client's topic (WithTopic, or the
-	// token client's).
+	// token client's), with a .push-type.liveactivity suffix removed.
 	BundleID  string
 	ChannelID string // apns-channel-id; required
-	RequestID string // apns-request-id, a lowercase UUID echoed in the Response's ID; generated when empty
-	Priority  int    // apns-priority: 10 or 5; default 10
+	// RequestID is apns-request-id, a canonical lowercase UUID (else ErrInvalidID), echoed
+	// in the Response's ID; generated when empty.
+	RequestID string
+	Priority  int // apns-priority: 10 or 5; default 10
 	// Expiration is apns-expiration. Zero sends 0: APNs tries once and stores nothing,
 	// which is all a NoMessageStored channel accepts. On a MostRecentMessageStored channel,
 	// a later time keeps the message for offline devices until then (at most
@@ -133,7 +135,9 @@ type BroadcastNotification struct {
 
 // Errors of broadcast push.
 var (
-	ErrInvalidBundleID      = errors.New("apns: bundle ID is empty or holds a character that cannot go in a URL path")
+	// ErrInvalidBundleID means a bundle ID is not reverse-DNS: labels of letters, digits and
+	// hyphens separated by periods, none empty (Apple's rule for App IDs).
+	ErrInvalidBundleID      = errors.New("apns: bundle ID is not reverse-DNS (letters, digits and hyphens in labels separated by periods)")
 	ErrInvalidChannelID     = errors.New("apns: channel ID is empty or not base64")
 	ErrInvalidStoragePolicy = errors.New("apns: message storage policy is neither 0 nor 1")
 	// ErrChannelExpiration means a broadcast with a non-zero expiration was addressed to a
@@ -146,10 +150,14 @@ var (
 )
 
 // WithBroadcastManagementURL sets the channel-management endpoint, "https://host:port" or
-// "host:port" (port 443 by default). Default: for clients of Apple's hosts,
-// BroadcastManagementHost or BroadcastManagementSandboxHost, by the gateway's environment;
-// for other gateways, none (the channel calls return ErrNoChannelManagement). The
-// connection uses the client's TLS configuration and certificate or provider token.
+// "host:port". Without a port, Apple's management hosts take their own (2195 for
+// api-manage-broadcast.sandbox.push.apple.com, 2196 for api-manage-broadcast.push.apple.com),
+// any other host 443. A URL with user info, a path, a query or a fragment makes CreateClient
+// fail. Default: for clients of Apple's hosts, BroadcastManagementHost or
+// BroadcastManagementSandboxHost, by the gateway's environment; for other gateways, none
+// (the channel calls return ErrNoChannelManagement). The connection uses the client's TLS
+// configuration and certificate or provider token, but verifies the management host's own
+// name, not a ServerName set with WithTLSConfig for the gateway.
 func WithBroadcastManagementURL(u string) Option {
 	return func(s *settings) { s.manageURL = u }
 }
@@ -179,19 +187,29 @@ const maxKnownPolicies = 100000
 
 var liveActivityValue = []string{"liveactivity"}
 
-// checkBundleID accepts a bundle ID that can go in a path as it is.
+// checkBundleID accepts a reverse-DNS bundle ID: labels of letters, digits and hyphens,
+// separated by periods, none empty. Such an ID goes in a path as it is.
 func checkBundleID(id string) error {
-	if id == "" {
-		return ErrInvalidBundleID
-	}
+	label := 0 // length of the label so far
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`/?#%\"<>`, c) >= 0 {
+		switch c := id[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-':
+			label++
+		case c == '.' && label > 0:
+			label = 0
+		default:
 			return ErrInvalidBundleID
 		}
 	}
+	if label == 0 { // empty, or ends with a period
+		return ErrInvalidBundleID
+	}
 	return nil
 }
+
+// liveActivityTopicSuffix is the suffix of a Live Activity topic, which the broadcast API's
+// bundle ID must not carry.
+const liveActivityTopicSuffix = ".push-type.liveactivity"
 
 // checkChannelID accepts a channel ID made of base64 characters, standard or URL alphabet.
 func checkChannelID(id string) error {
@@ -210,12 +228,21 @@ func checkChannelID(id string) error {
 // newBroadcastRequest validates a broadcast and builds its request; knownPolicy reports a
 // channel's storage policy when the client knows it.
 func newBroadcastRequest(n *BroadcastNotification, defaultBundle string, knownPolicy func(bundle, channel string) (MessageStoragePolicy, bool)) (*h2Request, error) {
-	bundle := cmp(n.BundleID, defaultBundle)
+	if n == nil {
+		return nil, ErrNilNotification
+	}
+	bundle := n.BundleID
+	if bundle == "" {
+		bundle = strings.TrimSuffix(defaultBundle, liveActivityTopicSuffix)
+	}
 	if err := checkBundleID(bundle); err != nil {
 		return nil, err
 	}
 	if err := checkChannelID(n.ChannelID); err != nil {
 		return nil, err
+	}
+	if n.RequestID != "" && !isUUID(n.RequestID) {
+		return nil, ErrInvalidID
 	}
 	var body []byte
 	switch p := n.Payload.(type) {
@@ -231,7 +258,7 @@ func newBroadcastRequest(n *BroadcastNotification, defaultBundle string, knownPo
 			return nil, fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
 		}
 	}
-	if len(body) == 0 {
+	if len(body) == 0 || isNullPayload(body) {
 		return nil, ErrPayloadEmpty
 	}
 	if len(body) > MaxBroadcastPayloadSize {
@@ -287,7 +314,8 @@ func responseID(h http.Header) string {
 // synchronously, bypassing the queue and the callbacks, and returns APNs' answer, whose ID
 // is the echoed apns-request-id; a refusal is a Response whose Sent is false, not an error.
 // It is retried like Push: after 429, 500, 503 and connections lost before an answer. The
-// error reports bad input (ErrInvalidBundleID, ErrInvalidChannelID, ErrPayloadEmpty,
+// error reports bad input (ErrNilNotification, ErrInvalidBundleID, ErrInvalidChannelID,
+// ErrInvalidID, ErrPayloadEmpty for no payload or one that marshals to null,
 // ErrPayloadMarshal, ErrPayloadTooLarge, ErrInvalidPriority, ErrInvalidExpiry,
 // ErrChannelExpiration), a client that is not started, or a broadcast that got no answer.
 func (c *Client) Broadcast(ctx context.Context, n *BroadcastNotification) (*Response, error) {
@@ -319,9 +347,13 @@ func (c *Client) SendBroadcast(ctx context.Context, n *BroadcastNotification) er
 
 // CreateChannel creates a broadcast channel for the app bundleID with the given storage
 // policy and returns it, with the ID APNs chose. A refusal is a *Rejection (for example
-// ReasonCannotCreateChannelConfig, ReasonFeatureNotEnabled). The channel calls may be made
-// before Start; they are not retried, except once with a new provider token after
-// ExpiredProviderToken.
+// ReasonCannotCreateChannelConfig, ReasonFeatureNotEnabled), whatever its body: one that
+// is not APNs' JSON leaves Reason empty, and its parse error goes to the error handler
+// (WithErrorHandler). The channel calls may be made before Start. They are retried once
+// with a new provider token after ExpiredProviderToken. The reads (Channel, Channels) and
+// DeleteChannel are also retried once on a new connection when a connection that carried
+// earlier calls fails without an answer (the management host, or a NAT, may drop it while
+// idle); CreateChannel never is, since it may have created a channel.
 func (c *Client) CreateChannel(ctx context.Context, bundleID string, policy MessageStoragePolicy) (*Channel, error) {
 	if policy != NoMessageStored && policy != MostRecentMessageStored {
 		return nil, ErrInvalidStoragePolicy
@@ -362,7 +394,9 @@ func (c *Client) Channel(ctx context.Context, bundleID, channelID string) (*Chan
 }
 
 // DeleteChannel deletes one of the app's channels. Its ID is never issued again; messages
-// already stored may still be delivered.
+// already stored may still be delivered. When the call was retried on a new connection (see
+// CreateChannel), a ReasonChannelNotRegistered answer to the retry counts as success: the
+// lost attempt may have deleted the channel.
 func (c *Client) DeleteChannel(ctx context.Context, bundleID, channelID string) error {
 	if err := checkChannelID(channelID); err != nil {
 		return err
@@ -374,7 +408,8 @@ func (c *Client) DeleteChannel(ctx context.Context, bundleID, channelID string) 
 	return nil
 }
 
-// Channels returns the IDs of all the app's channels, in APNs' order.
+// Channels returns the IDs of all the app's channels, in APNs' order. An answer with an
+// entry that is not a channel ID is an error.
 func (c *Client) Channels(ctx context.Context, bundleID string) ([]string, error) {
 	a, err := c.manage(ctx, http.MethodGet, bundleID, "/all-channels", "", nil)
 	if err != nil {
@@ -414,6 +449,11 @@ func parseChannelList(body []byte) ([]string, error) {
 	if ids == nil {
 		ids = []string{}
 	}
+	for i, id := range ids {
+		if checkChannelID(id) != nil {
+			return nil, fmt.Errorf("apns: channel list entry %d, %.100q, is not a channel ID", i, id)
+		}
+	}
 	return ids, nil
 }
 
@@ -445,9 +485,16 @@ func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID
 	defer context.AfterFunc(c.abortCtx, cancel)() // Stop's abort ends the call
 
 	requestID := newUUID()
-	reauthed := false
+	idempotent := method != http.MethodPost // GET and DELETE; POST creates a channel
+	reauthed, retried := false, false
+	var dead *http.ClientConn // the connection that lost the first attempt
 	for {
-		status, header, resBody, used, err := m.roundTrip(ctx, method, managePathPrefix+bundleID+suffix, channelID, requestID, body)
+		status, header, resBody, used, err := m.roundTrip(ctx, method, managePathPrefix+bundleID+suffix, channelID, requestID, body, dead)
+		var lost lostOnReusedConn
+		if errors.As(err, &lost) && idempotent && !retried {
+			retried, dead = true, lost.cc
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -461,8 +508,11 @@ func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID
 				continue
 			}
 		}
-		if perr != nil && resp.Reason == "" {
-			return nil, perr
+		if retried && method == http.MethodDelete && resp.Reason == ReasonChannelNotRegistered {
+			return &manageAnswer{header: header}, nil // the lost attempt deleted it
+		}
+		if perr != nil {
+			c.reportError(perr)
 		}
 		return nil, &Rejection{
 			Code:       uint8(codeOf(resp.StatusCode, resp.Reason)),
@@ -499,30 +549,28 @@ type channelManager struct {
 // gatewayHost; it dials nothing.
 func newChannelManager(c *Client, gatewayHost string, tok *providerToken) (*channelManager, error) {
 	m := &channelManager{c: c, token: tok}
-	host, port := "", "443"
+	var host, port string
 	if u := c.set.manageURL; u != "" {
-		rest := strings.TrimPrefix(u, "https://")
-		rest, _, _ = strings.Cut(rest, "/")
-		addr, _, err := splitAddr(rest, "443")
+		addr, err := parseManagementURL(u)
 		if err != nil {
-			return nil, fmt.Errorf("apns: broadcast management URL %q: %w", u, err)
+			return nil, err
 		}
 		host, port, _ = net.SplitHostPort(addr)
 	} else {
 		switch strings.TrimSuffix(strings.ToLower(gatewayHost), ".") {
 		case "api.push.apple.com":
 			host, port, _ = net.SplitHostPort(BroadcastManagementHost)
-		case "api.sandbox.push.apple.com":
+		case "api.sandbox.push.apple.com", "api.development.push.apple.com":
 			host, port, _ = net.SplitHostPort(BroadcastManagementSandboxHost)
 		default:
 			return m, nil // no endpoint: the calls say so
 		}
 	}
 	m.addr = net.JoinHostPort(host, port)
-	cfg := c.tlsConfig.Clone() // verification as for the gateway: TLS 1.2+, verified unless anyServerCert
-	if c.set.tlsConfig == nil || c.set.tlsConfig.ServerName == "" {
-		cfg.ServerName = host
-	}
+	// Verification as for the gateway (TLS 1.2+, verified unless anyServerCert), but of the
+	// management host's name: a ServerName set for the gateway names another host.
+	cfg := c.tlsConfig.Clone()
+	cfg.ServerName = host
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
 	proxy := c.set.proxy
@@ -540,6 +588,57 @@ func newChannelManager(c *Client, gatewayHost string, tok *providerToken) (*chan
 	return m, nil
 }
 
+// parseManagementURL returns the host:port of a WithBroadcastManagementURL value. Its errors
+// show the URL without user info, query or fragment, which may hold secrets.
+func parseManagementURL(raw string) (string, error) {
+	s := raw
+	if !strings.Contains(s, "://") {
+		if net.ParseIP(s) != nil { // a bare IPv6 (or IPv4) literal
+			addr, _, err := splitAddr(s, "443")
+			return addr, err
+		}
+		s = "https://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) { // ue.Err, without the URL
+			err = ue.Err
+		}
+		return "", fmt.Errorf("apns: broadcast management URL cannot be parsed: %v", err)
+	}
+	shown := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, Opaque: u.Opaque}
+	if u.User != nil {
+		shown.User = url.User("xxxxx")
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		shown.RawQuery = "xxxxx"
+	}
+	if u.Fragment != "" {
+		shown.Fragment = "xxxxx"
+	}
+	switch {
+	case !strings.EqualFold(u.Scheme, "https"):
+		return "", fmt.Errorf("apns: broadcast management URL %s: want https", shown.Redacted())
+	case u.User != nil || u.Opaque != "" || u.Path != "" && u.Path != "/" || shown.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("apns: broadcast management URL %s: want https://host[:port], without user info, path, query or fragment", shown.Redacted())
+	case u.Hostname() == "":
+		return "", fmt.Errorf("apns: broadcast management URL %s has no host", shown.Redacted())
+	}
+	port := u.Port()
+	if port == "" {
+		switch strings.TrimSuffix(strings.ToLower(u.Hostname()), ".") {
+		case "api-manage-broadcast.push.apple.com":
+			_, port, _ = net.SplitHostPort(BroadcastManagementHost)
+		case "api-manage-broadcast.sandbox.push.apple.com":
+			_, port, _ = net.SplitHostPort(BroadcastManagementSandboxHost)
+		default:
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
+}
+
 // enter registers a call, unless Stop has closed the manager.
 func (m *channelManager) enter() error {
 	m.mu.Lock()
@@ -551,14 +650,15 @@ func (m *channelManager) enter() error {
 	return nil
 }
 
-// conn returns the connection, dialing one when there is none or it failed.
-func (m *channelManager) conn(ctx context.Context) (*http.ClientConn, error) {
+// conn returns the connection, dialing one when there is none or it failed; fresh reports
+// that this call dialed it.
+func (m *channelManager) conn(ctx context.Context) (cc *http.ClientConn, fresh bool, err error) {
 	for {
 		m.mu.Lock()
 		if m.cc != nil && m.cc.Err() == nil {
 			cc := m.cc
 			m.mu.Unlock()
-			return cc, nil
+			return cc, false, nil
 		}
 		if wait := m.dialing; wait != nil {
 			m.mu.Unlock()
@@ -566,7 +666,7 @@ func (m *channelManager) conn(ctx context.Context) (*http.ClientConn, error) {
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			}
 		}
 		idle := m.retireLocked(m.cc)
@@ -585,14 +685,14 @@ func (m *channelManager) conn(ctx context.Context) (*http.ClientConn, error) {
 		close(done)
 		if err != nil {
 			m.mu.Unlock()
-			return nil, fmt.Errorf("apns: connecting to %s: %w", m.addr, err)
+			return nil, false, fmt.Errorf("apns: connecting to %s: %w", m.addr, err)
 		}
 		m.cc = cc
 		m.mu.Unlock()
 		if m.token != nil {
 			m.token.freshen() // as for a new push connection
 		}
-		return cc, nil
+		return cc, true, nil
 	}
 }
 
@@ -621,11 +721,30 @@ func closeIdle(conns []*http.ClientConn) {
 	}
 }
 
+// lostOnReusedConn is the error of a request that got no answer on a connection that had
+// carried earlier calls: one the host may have dropped while it was idle, worth one new
+// attempt on a new connection when the call is idempotent.
+type lostOnReusedConn struct {
+	err error
+	cc  *http.ClientConn
+}
+
+func (e lostOnReusedConn) Error() string { return e.err.Error() }
+func (e lostOnReusedConn) Unwrap() error { return e.err }
+
 // roundTrip makes one request and reads its whole answer. used is the authorization sent.
-func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID, requestID string, body []byte) (status int, header http.Header, resBody []byte, used string, err error) {
-	cc, err := m.conn(ctx)
+// A connection that is avoid (one that lost an attempt without noticing it is dead) is
+// replaced first.
+func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID, requestID string, body []byte, avoid *http.ClientConn) (status int, header http.Header, resBody []byte, used string, err error) {
+	cc, fresh, err := m.conn(ctx)
 	if err != nil {
 		return 0, nil, nil, "", err
+	}
+	if cc == avoid {
+		m.replace(cc)
+		if cc, fresh, err = m.conn(ctx); err != nil {
+			return 0, nil, nil, "", err
+		}
 	}
 	h := http.Header{hdrRequestID: {requestID}}
 	if channelID != "" {
@@ -654,10 +773,14 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 	}).WithContext(reqCtx)
 	res, err := cc.RoundTrip(req)
 	if err != nil {
+		err = fmt.Errorf("apns: channel management request: %w", err)
 		if ctx.Err() == nil {
 			m.failed(cc)
+			if !fresh {
+				err = lostOnReusedConn{err, cc}
+			}
 		}
-		return 0, nil, nil, used, fmt.Errorf("apns: channel management request: %w", err)
+		return 0, nil, nil, used, err
 	}
 	defer res.Body.Close()
 	resBody, err = io.ReadAll(io.LimitReader(res.Body, maxManageResponse+1))
@@ -668,6 +791,19 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 		return 0, nil, nil, used, fmt.Errorf("apns: channel management answer is larger than %d bytes", maxManageResponse)
 	}
 	return res.StatusCode, res.Header, resBody, used, nil
+}
+
+// replace retires cc if it is still the connection, whatever its state, so that the next
+// call dials a new one.
+func (m *channelManager) replace(cc *http.ClientConn) {
+	m.mu.Lock()
+	var idle []*http.ClientConn
+	if m.cc == cc {
+		idle = m.retireLocked(cc)
+		m.cc = nil
+	}
+	m.mu.Unlock()
+	closeConns(idle)
 }
 
 // failed retires cc if it takes no more requests.

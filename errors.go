@@ -23,6 +23,15 @@ var (
 	ErrNoWorkers         = errors.New("apns: worker count must be at least 1")
 	ErrFeedbackStopped   = errors.New("apns: feedback client is stopped")
 	ErrMalformedFeedback = errors.New("apns: malformed feedback tuple")
+	// ErrNilNotification is returned by Push, SendNotification, Broadcast and SendBroadcast
+	// when given a nil notification.
+	ErrNilNotification = errors.New("apns: notification is nil")
+	// ErrInvalidID means a Notification.ID or BroadcastNotification.RequestID is not a
+	// canonical lowercase UUID (8-4-4-4-12 hexadecimal digits), the only form APNs takes.
+	ErrInvalidID = errors.New("apns: ID is not a canonical lowercase UUID")
+	// ErrInvalidTopic means a topic (Notification.Topic, or the client's WithTopic) holds a
+	// control character, which cannot go in a header.
+	ErrInvalidTopic = errors.New("apns: topic holds a control character")
 )
 
 // payloadTooLarge is ErrPayloadTooLarge with the payload's size and the limit of the protocol

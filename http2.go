@@ -46,7 +46,7 @@ const PriorityPowerSaving = 1
 
 // Errors of the HTTP/2 API's input.
 var (
-	ErrInvalidCollapseID = errors.New("apns: collapse id is longer than 64 bytes")
+	ErrInvalidCollapseID = errors.New("apns: collapse id is longer than 64 bytes or holds a control character")
 	ErrInvalidPushType   = errors.New("apns: push type is not one APNs knows")
 	ErrNotStarted        = errors.New("apns: client is not started")
 	ErrNotHTTP2          = errors.New("apns: call needs a client of the HTTP/2 provider API")
@@ -57,8 +57,8 @@ var (
 type Notification struct {
 	DeviceToken string    // hexadecimal device token (any even length)
 	Topic       string    // apns-topic; default: the client's topic (WithTopic, or the token client's)
-	ID          string    // apns-id, a lowercase UUID; generated when empty
-	CollapseID  string    // apns-collapse-id, at most 64 bytes
+	ID          string    // apns-id, a canonical lowercase UUID (else ErrInvalidID); generated when empty
+	CollapseID  string    // apns-collapse-id, at most 64 bytes, no control characters
 	PushType    string    // apns-push-type; default: "background" for a content-available-only payload, else "alert"
 	Priority    int       // apns-priority: 10, 5 or 1; default 10. Background pushes go at 5 when 10 (or nothing) is given: APNs refuses them at 10
 	Expiration  time.Time // apns-expiration; zero: header omitted, APNs stores the notification up to 30 days
@@ -94,6 +94,9 @@ type Rejection struct {
 // Error describes the rejection by its HTTP status and reason, or by its binary status.
 func (r *Rejection) Error() string {
 	if r.Message == nil { // a channel-management call (broadcast.go)
+		if r.Reason == "" { // an answer without APNs' JSON body
+			return fmt.Sprintf("apns: channel request rejected: %d (no reason)", r.StatusCode)
+		}
 		return fmt.Sprintf("apns: channel request rejected: %d %s", r.StatusCode, r.Reason)
 	}
 	if r.StatusCode != 0 {
@@ -214,6 +217,12 @@ func init() {
 
 // newH2Request validates a notification and builds its request.
 func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
+	if n == nil {
+		return nil, ErrNilNotification
+	}
+	if err := checkHeaderFields(n.ID, cmp(n.Topic, defaultTopic), n.CollapseID); err != nil {
+		return nil, err
+	}
 	tok := strings.ToLower(n.DeviceToken)
 	if !isHex(tok) {
 		return nil, ErrTokenNotHex
@@ -235,7 +244,7 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 			return nil, fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
 		}
 	}
-	if len(body) == 0 {
+	if len(body) == 0 || isNullPayload(body) {
 		return nil, ErrPayloadEmpty
 	}
 	pushType := n.PushType
@@ -736,8 +745,12 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 	code := uint8(codeOf(resp.StatusCode, resp.Reason))
 	c.stats.reject(code)
 	if c.logging() {
+		to := slog.String("token", abbrev(r.token))
+		if r.channel != "" { // a broadcast: no token
+			to = slog.String("channel", r.channel)
+		}
 		c.log(slog.LevelInfo, "apns: notification rejected", slog.Int("status", resp.StatusCode),
-			slog.String("reason", resp.Reason), slog.String("token", abbrev(r.token)))
+			slog.String("reason", resp.Reason), to)
 	}
 	c.reportRejection(&Rejection{
 		Message:    r.message(),

@@ -68,8 +68,8 @@ const (
 //   - broadcast: apns-push-type present (400 MissingPushType) and liveactivity, in any case
 //     (400 InvalidPushType); apns-channel-id as for read; apns-priority 10 or 5 when present
 //     (400 BadPriority); apns-expiration present and decimal, and 0 on a channel of policy 0
-//     (400 BadExpirationDate); a body (400 PayloadEmpty) of at most 5120 bytes (413
-//     PayloadTooLarge); answer 200.
+//     (400 BadExpirationDate); a body (400 PayloadEmpty; also for the JSON null, the mock's
+//     choice of the nearest reason) of at most 5120 bytes (413 PayloadTooLarge); answer 200.
 //
 // RespondBroadcastFunc comes last. Every answer carries apns-request-id: the request's when
 // it is a canonical lowercase UUID, else a new one. TopicMismatch is not modelled: the mock
@@ -229,6 +229,10 @@ func (s *HTTP2Server) serveBroadcast(hc *h2Conn, w http.ResponseWriter, r *http.
 		c := req
 		c.Payload = slices.Clone(req.Payload)
 		observe(c)
+	}
+	if ans.status >= 300 && s.obsRej != nil {
+		s.obsRej(RejectedRequest{Request: Request{ID: req.RequestID, PushType: req.PushType, Priority: req.Priority,
+			Expiration: req.Expiration, Payload: req.Payload, KeyID: req.KeyID, Conn: req.Conn}, Status: req.Status, Reason: req.Reason})
 	}
 	switch {
 	case ans.status >= 300:
@@ -393,7 +397,7 @@ func (s *HTTP2Server) judgeBroadcast(hc *h2Conn, r *http.Request, req *Broadcast
 			return broadcastAnswer{}, false
 		}
 		switch {
-		case len(body) == 0:
+		case len(body) == 0, isNull(body):
 			return refuse(400, "PayloadEmpty")
 		case len(body) > maxBroadcastPayload:
 			return refuse(413, "PayloadTooLarge")

@@ -52,8 +52,10 @@ import (
 // apns-id (BadMessageId), apns-priority 10, 5 or 1 (BadPriority), apns-expiration decimal
 // digits (BadExpirationDate), apns-collapse-id at most 64 bytes (BadCollapseId),
 // apns-push-type (InvalidPushType), background with priority 10, also by default
-// (BadPriority); the body, non-empty (400 PayloadEmpty) and at most 4096 bytes, 5120 for
-// voip (413 PayloadTooLarge). The body is not parsed as JSON. Then the rules set with
+// (BadPriority); the body, non-empty and not the JSON null (400 PayloadEmpty; for null,
+// the mock's choice of the nearest reason, as Apple documents none) and at most 4096 bytes,
+// 5120 for voip (413 PayloadTooLarge). The body is not otherwise parsed as JSON. Then the
+// rules set with
 // Respond, then RespondFunc; a request none of them rejects is accepted.
 //
 // Paths under /1/ and /4/ are the broadcast API instead, channel management and broadcasts
@@ -108,7 +110,10 @@ type HTTP2Server struct {
 	// whatever refused it (the protocol and authentication checks, Respond or RespondFunc),
 	// from its handler goroutine, possibly concurrently with other calls, just before the
 	// answer is written. The request's Payload is shared with Rejected and must not be modified.
-	// A panic in it is not recovered.
+	// A panic in it is not recovered. Refusals of the broadcast API (BroadcastRequest) are
+	// observed too, though Rejected does not hold them (BroadcastRequests does): their
+	// Request has ID (the apns-request-id), PushType, Priority, Expiration, Payload, KeyID
+	// and Conn set, and Token and Topic empty.
 	ObserveRejected func(RejectedRequest)
 
 	// Now is the clock for the provider-token time rules. Default: time.Now. It is called
@@ -309,8 +314,12 @@ func (s *HTTP2Server) SetMaxConcurrentStreams(n int) {
 // Respond adds a rule for requests to token (hexadecimal, case-insensitive) that pass the
 // protocol checks. Rules for a token form a queue: the first one answers, and one with Times
 // set is dropped once it has answered Times requests. Respond(token, Response{}) removes
-// every rule for token.
+// every rule for token. It panics if token is not hexadecimal (an even number of hex
+// digits), as Server.RejectToken does: a rule that can never match is a mistake in the test.
 func (s *HTTP2Server) Respond(token string, r Response) {
+	if _, err := hex.DecodeString(token); err != nil {
+		panic(fmt.Sprintf("apnstest: Respond: token %q is not hexadecimal: %v", token, err))
+	}
 	key := strings.ToLower(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -797,7 +806,7 @@ func (s *HTTP2Server) judge(hc *h2Conn, r *http.Request, req *Request) (v verdic
 		return verdict{}, false
 	}
 	switch {
-	case len(body) == 0:
+	case len(body) == 0, isNull(body):
 		return reject(400, "PayloadEmpty"), true
 	case len(body) > limit:
 		return reject(413, "PayloadTooLarge"), true
@@ -907,6 +916,11 @@ func isHex(s string) bool {
 }
 
 // isUUID reports whether s is a canonical lowercase UUID, 8-4-4-4-12 hexadecimal digits.
+// isNull reports whether a body is the JSON null, which the mock refuses as PayloadEmpty.
+func isNull(body []byte) bool {
+	return strings.TrimSpace(string(body)) == "null"
+}
+
 func isUUID(s string) bool {
 	if len(s) != 36 {
 		return false
