@@ -803,7 +803,7 @@ func (m *channelManager) replace(cc *http.ClientConn) {
 		m.cc = nil
 	}
 	m.mu.Unlock()
-	closeConns(idle)
+	closeIdle(idle)
 }
 
 // failed retires cc if it takes no more requests.
