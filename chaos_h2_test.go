@@ -112,8 +112,8 @@ func chaosH2Races(t *testing.T, seed uint64, rounds int) {
 				n++
 			}
 		}
-		if st := c.Stats(); st.Accepted != uint64(n) || st.Delivered+st.Rejected+st.Unsent != st.Accepted {
-			t.Errorf("round %d: stats %+v with %d accepted; want Accepted = Delivered+Rejected+Unsent", round, st, n)
+		if st := c.Stats(); st.Accepted != uint64(n) || st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed != st.Accepted {
+			t.Errorf("round %d: stats %+v with %d accepted; want Accepted = Delivered+Rejected+Unsent+Unconfirmed", round, st, n)
 		}
 		if t.Failed() {
 			return

@@ -648,7 +648,7 @@ func (c *Client) report(frame []byte, status Status) {
 	c.push(event{frame: bytes.Clone(frame), status: status})
 }
 
-// reasonUnconfirmed is the Rejection.Reason of a binary notification reported with
+// reasonUnconfirmed is the Rejection.Reason of a notification reported with
 // StatusUnknown that the gateway may have delivered (counted in Stats.Unconfirmed).
 const reasonUnconfirmed = "unknown (possibly delivered)"
 
@@ -824,13 +824,14 @@ type Stats struct {
 	Reconnects uint64 // connections opened after the first of each worker
 	UnknownIDs uint64 // error responses naming no frame in flight
 
-	// Unconfirmed counts binary notifications the client gave up on (Stop with the gateway
-	// unreachable, or Shutdown's deadline) although the gateway may have delivered them: they
-	// were written on a connection lost without an answer, and no later connection confirmed
-	// them. Unsent counts the others, which the gateway never took (never written, or
-	// discarded after a rejection). The callback gets both with StatusUnknown; the rejection
-	// callback (SetRejectionCallback) tells them apart by Reason, "unknown (possibly
-	// delivered)" here, "unknown" for unsent.
+	// Unconfirmed counts notifications the client gave up on (Stop with the gateway
+	// unreachable, or Shutdown's deadline) although the gateway may have delivered them:
+	// binary frames written on a connection lost without an answer that no later connection
+	// confirmed, and HTTP/2 requests sent at least once that never got an answer. Unsent
+	// counts the others, which the gateway never took (never written or sent, or discarded
+	// after a rejection). The callback gets both with StatusUnknown; the rejection callback
+	// (SetRejectionCallback) tells them apart by Reason: "unknown (possibly delivered)" here;
+	// "unknown" (binary) or "no answer" (HTTP/2) for unsent.
 	Unconfirmed uint64
 
 	// RejectedByStatus splits Rejected by status code (HTTP/2: the nearest binary code, as

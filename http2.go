@@ -553,8 +553,9 @@ func (c *batchConn) writeLoop() {
 
 // outcome is how one notification ended.
 type outcome struct {
-	resp *Response
-	err  error // no answer at all (the client gave up)
+	resp  *Response
+	err   error // no answer at all (the client gave up)
+	maybe bool  // with no answer: some attempt was sent and may have reached APNs
 }
 
 // deliver sends r until it gets a final answer, retrying what is worth retrying.
@@ -564,13 +565,15 @@ func (h *h2Transport) deliver(ctx context.Context, s *h2Stream, r *h2Request) ou
 	reauthed := false
 	var last outcome
 	var notSent notSentError
+	maybe := false
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			c.stats.replayed.Add(1)
 		}
 		resp, used, retryAfter, err := h.roundTrip(ctx, s, r)
 		s = nil
-		last = outcome{resp, err}
+		maybe = maybe || err != nil && !errors.As(err, &notSent)
+		last = outcome{resp, err, maybe}
 		var delay time.Duration
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -732,6 +735,10 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 	switch {
 	case o.resp != nil && o.resp.Sent():
 		c.stats.delivered.Add(1)
+		return
+	case o.resp == nil && o.maybe: // sent at least once, never answered
+		c.stats.unconfirmed.Add(1)
+		c.reportRejection(&Rejection{Message: r.message(), Code: uint8(StatusUnknown), Reason: reasonUnconfirmed, ID: r.id(), ChannelID: r.channel})
 		return
 	case o.resp == nil:
 		c.stats.unsent.Add(1)

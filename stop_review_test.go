@@ -773,8 +773,7 @@ func TestAttack3ShutdownDeadlineWithAHeldFeedbackPoll(t *testing.T) {
 // notification in Unconfirmed with Reason "unknown (possibly delivered)". (Argued: Unconfirmed
 // is documented for binary only; the HTTP/2 rejection cannot tell "never sent" from "possibly
 // delivered".)
-func TestAttack3HTTP2AbortedInFlightIsNotUnsent(t *testing.T) {
-	t.Skip("issue 10: after the HTTP/2 pool rewrite lands")
+func TestHTTP2RequestAbortedInFlightIsUnconfirmedNotUnsent(t *testing.T) {
 	received := make(chan struct{}, 1)
 	s := newH2Server(t, nil)
 	s.RespondFunc(func(apnstest.Request) *apnstest.Response {
