@@ -6,6 +6,7 @@ package apns_test
 // diagnosis of each.
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,10 +15,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,5 +402,88 @@ func TestAttack2WrapDuringChunkedReplay(t *testing.T) {
 	st := c.Stats()
 	if st.Accepted != n || st.Accepted != st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed {
 		t.Errorf("stats do not add up: %+v", st)
+	}
+}
+
+// a2FixedPayload returns a payload for notification i whose JSON is exactly size bytes.
+func a2FixedPayload(t *testing.T, i, size int) map[string]interface{} {
+	t.Helper()
+	p := map[string]interface{}{"aps": map[string]interface{}{"alert": "x"}, "n": fmt.Sprintf("%08d", i), "p": ""}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > size {
+		t.Fatalf("payload base %d > %d", len(b), size)
+	}
+	p["p"] = strings.Repeat("z", size-len(b))
+	return p
+}
+
+// TestAttack2ShutdownInterruptingWriteLosesNoFrame: Shutdown's deadline interrupts a write
+// blocked by a gateway that stopped reading; unsendLast then makes pending the newest frames
+// holding the bytes left in the write buffer. But when the blocked flush ran inside
+// bufio.Writer.Write, only the head of the newest frame is in the buffer, and unsendLast
+// subtracts that frame's whole size: the count runs out one frame early, so the oldest frame
+// partly left in the buffer (its head written, its tail not) stays "written", and giveUp
+// counts it delivered. The gateway got half of it. Frames of 565 bytes (16385 = 29 * 565)
+// make this happen at every TLS record boundary.
+func TestAttack2ShutdownInterruptingWriteLosesNoFrame(t *testing.T) {
+	s := newServer(t)
+	s.Script(apnstest.ConnScript{After: 100, Stall: 4 * time.Second})
+	const n = 30000
+	c := newClient(t, s, apns.WithInflightBytes(64<<20), apns.WithQueueSize(n),
+		apns.WithWriteTimeout(time.Minute), apns.WithAssumeSentTimeout(time.Minute))
+	l := newLedger(c)
+	for i := range n { // queued before Start: the worker writes full buffers only
+		if err := c.Send(token(i), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, a2FixedPayload(t, i, 565-61)); err != nil {
+			t.Fatalf("Send(%d): %v", i, err)
+		}
+	}
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	if !s.WaitCount(100, waitGuard) {
+		t.Fatal("the gateway never took 100 frames")
+	}
+	// Let the worker fill the socket buffers and block, then cut it short.
+	var last uint64
+	for k := 0; k < 500; k++ {
+		time.Sleep(20 * time.Millisecond)
+		if w := c.Stats().Written; w == last && w > 100 {
+			break
+		} else {
+			last = w
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	guard(t, "Shutdown", func() { c.Shutdown(ctx) })
+	st := c.Stats()
+	// The gateway reads on after its stall (4 s), up to the connection's end; a correct
+	// client's Delivered is then reached within a few seconds, a broken one's never.
+	deadline := time.Now().Add(10 * time.Second)
+	for uint64(s.Count()) < st.Delivered && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	prev := -1
+	for k := 0; k < 100 && s.Count() != prev; k++ { // until the gateway's count settles
+		prev = s.Count()
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, calls := received(s), l.snapshot()
+	lost, both := []int{}, 0
+	for i := range n {
+		switch k, r := got[token(i)], len(calls[token(i)]); {
+		case k == 0 && r == 0:
+			lost = append(lost, i)
+		case k > 0 && r > 0:
+			both++
+		}
+	}
+	t.Logf("stats %+v; gateway took %d", st, s.Count())
+	if len(lost) > 0 || both > 0 {
+		t.Errorf("%d notifications neither arrived nor were reported (%v), %d arrived and were reported; Delivered %d, gateway took %d",
+			len(lost), lost, both, st.Delivered, s.Count())
 	}
 }
