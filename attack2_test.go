@@ -487,3 +487,26 @@ func TestAttack2ShutdownInterruptingWriteLosesNoFrame(t *testing.T) {
 			len(lost), lost, both, st.Delivered, s.Count())
 	}
 }
+
+// TestAttack2Status255RejectionCountedRejected: APNs's status 255 ("None (unknown)") is a
+// rejection the gateway sends naming a notification it read. report() counts every
+// StatusUnknown as Unsent, so such a rejection shows in Stats.Unsent ("never taken by the
+// gateway") and not in Rejected or RejectedByStatus. (Older than the change under review.)
+func TestAttack2Status255RejectionCountedRejected(t *testing.T) {
+	s := newServer(t)
+	s.RejectToken(token(3), 255)
+	c := newClient(t, s)
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	a2Send(t, c, 0, 10)
+	stop(t, c)
+	if got := l.snapshot()[token(3)]; len(got) != 1 || got[0] != 255 {
+		t.Fatalf("callback for token 3: %v; want [255]", got)
+	}
+	st := c.Stats()
+	if st.Rejected != 1 || st.Unsent != 0 || st.RejectedByStatus[255] != 1 {
+		t.Errorf("a rejection with status 255: stats %+v; want Rejected 1 (RejectedByStatus[255] 1), Unsent 0", st)
+	}
+}
