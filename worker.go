@@ -460,7 +460,9 @@ func (w *worker) fill() (more bool, err error) {
 	}()
 	at := w.now()
 	for written < writeBatch {
-		if w.ring.full() || w.chunkLeft == 0 {
+		if w.ring.full() || w.chunkLeft == 0 || w.sentinel != 0 {
+			// Nothing may follow a sentinel: the gateway discards what follows the frame it
+			// rejects, yet the sentinel's answer would settle it as delivered.
 			return false, nil
 		}
 		if w.ring.pending() > 0 {
@@ -525,12 +527,17 @@ func (w *worker) newID() uint32 {
 }
 
 // sentinelDue reports whether the connection is to end with a sentinel now: when writing in
-// chunks, once its chunk is written, the ring is full, or nothing more is to be written for
-// now; otherwise at Stop, once the queue is closed and every frame held is written.
+// chunks, once its chunk is written or the ring is full, or earlier once nothing more is to
+// be written for now, but only when that settles something worth a new connection: frames
+// replayed after a silent loss (which the gateway may hold already), or the last frames at
+// Stop. Ending a chunk whenever the queue is momentarily empty would cost a TLS connection
+// per notification under light traffic, the rapid reconnecting APNs treats as an attack.
+// Otherwise the sentinel comes at Stop, once the queue is closed and every frame held is
+// written.
 func (w *worker) sentinelDue() bool {
 	if w.chunkLeft >= 0 {
-		return w.ring.inFlight() > 0 &&
-			(w.chunkLeft == 0 || w.ring.full() || w.ring.pending() == 0 && len(w.queue) == 0)
+		idle := w.ring.pending() == 0 && len(w.queue) == 0 && (w.queue == nil || w.ring.ambiguous > 0)
+		return w.ring.inFlight() > 0 && (w.chunkLeft == 0 || w.ring.full() || idle)
 	}
 	return w.queue == nil && w.ring.pending() == 0 && !w.c.set.noSentinel
 }
