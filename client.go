@@ -570,7 +570,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		c.bc.close()
 	} else {
 		for f := range c.queue {
-			c.report(f.b, StatusUnknown)
+			c.reportUnsent(f.b)
 			f.release()
 		}
 	}
@@ -589,20 +589,23 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// report hands a notification that will not be delivered to the callback. It keeps a copy of
-// frame.
-func (c *Client) report(frame []byte, status Status) {
-	if status == StatusUnknown {
-		c.stats.unsent.Add(1)
-	} else {
-		c.stats.reject(uint8(status))
-		if c.logging() {
-			tok := frame[frameHeader+itemHeader:][:TokenSize]
-			c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
-				slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(hex.EncodeToString(tok[:4]))))
-		}
+// reportRejected hands a notification the gateway rejected with status (any status, 255
+// included: the gateway read it and said no) to the callback. It keeps a copy of frame.
+func (c *Client) reportRejected(frame []byte, status Status) {
+	c.stats.reject(uint8(status))
+	if c.logging() {
+		tok := frame[frameHeader+itemHeader:][:TokenSize]
+		c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
+			slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(hex.EncodeToString(tok[:4]))))
 	}
 	c.push(event{frame: bytes.Clone(frame), status: status})
+}
+
+// reportUnsent hands the callback, with StatusUnknown, a notification the client gave up on
+// before the gateway took it (counted in Stats.Unsent). It keeps a copy of frame.
+func (c *Client) reportUnsent(frame []byte) {
+	c.stats.unsent.Add(1)
+	c.push(event{frame: bytes.Clone(frame), status: StatusUnknown})
 }
 
 // reasonUnconfirmed is the Rejection.Reason of a binary notification reported with
@@ -782,7 +785,7 @@ type Stats struct {
 	Accepted   uint64 // notifications Send accepted
 	Written    uint64 // binary frames written, replays included
 	Delivered  uint64 // notifications assumed delivered (binary) or accepted with 200 (HTTP/2)
-	Rejected   uint64 // notifications reported with an APNs status
+	Rejected   uint64 // notifications the gateway rejected, with the status it sent (255 included)
 	Unsent     uint64 // notifications reported with StatusUnknown: the client gave up before the gateway took them
 	Replayed   uint64 // frames written again after a rejection, a shutdown or a lost connection; HTTP/2 retries
 	Duplicates uint64 // resends that the gateway may already have delivered (lost connection, no answer)

@@ -83,6 +83,9 @@ type worker struct {
 	lastWrite    int64          // when the last frame was written, on the ring's clock
 	lastFlush    int64          // when the buffer was last flushed for want of frames
 	bw           *bufio.Writer
+	// short is how many bytes of the frame (or sentinel) whose write into bw failed never
+	// reached bw: with bw.Buffered(), the bytes written on the connection that never left.
+	short int
 }
 
 // newWorker returns a worker; startFailed tells that Start could not open its connection.
@@ -202,7 +205,7 @@ func (w *worker) giveUp() {
 		if w.ring.ambiguous > 0 {
 			w.c.reportUnconfirmed(w.ring.frame(0))
 		} else {
-			w.c.report(w.ring.frame(0), StatusUnknown)
+			w.c.reportUnsent(w.ring.frame(0))
 		}
 		w.ring.drop(1)
 	}
@@ -286,7 +289,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	// settles below what the gateway takes per connection. Chunks go on for chunkedFor after
 	// the last silent loss, so that the frames after the replay are not written in one
 	// stream the next drop makes ambiguous again.
-	w.sentinel, w.confirmed, w.chunkLeft = 0, 0, -1
+	w.sentinel, w.confirmed, w.chunkLeft, w.short = 0, 0, -1, 0
 	chunked := w.ring.ambiguous > 0 || w.now() < w.chunkedUntil
 	chunk := w.chunk
 	stopping := isClosed(w.c.stopping) // the connection is an attempt made while stopping
@@ -302,7 +305,7 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		end = errAborted
 	}
 	if end == errAborted {
-		w.ring.unsendLast(w.bw.Buffered()) // never written: giveUp reports them as unsent
+		w.ring.unsendLast(w.unwritten()) // never written: giveUp reports them as unsent
 	}
 	w.bw.Reset(nil)
 
@@ -514,8 +517,24 @@ func (w *worker) writeNext(at int64) error {
 	if w.chunkLeft > 0 {
 		w.chunkLeft--
 	}
-	_, err := w.bw.Write(w.ring.send(w.newID(), at))
+	f := w.ring.send(w.newID(), at)
+	n, err := w.bw.Write(f)
+	if err != nil {
+		w.short = len(f) - n
+	}
 	return err
+}
+
+// unwritten returns how many bytes of the frames in flight never left for the connection
+// when a write failed: those still in bw, including the head of a frame whose write stopped
+// part way, plus the rest of that frame, which never reached bw. A sentinel is the last thing
+// written on a connection: its bytes among them are not the ring's.
+func (w *worker) unwritten() int {
+	n := w.bw.Buffered() + w.short
+	if w.sentinel != 0 {
+		n = max(n-sentinelSize, 0)
+	}
+	return n
 }
 
 func (w *worker) newID() uint32 {
@@ -550,17 +569,21 @@ func (w *worker) sentinelDue() bool {
 // before it age out as usual.
 func (w *worker) writeSentinel() error {
 	w.sentinel = w.newID()
-	var f [frameHeader + itemHeader + 4]byte
+	var f [sentinelSize]byte
 	f[0] = frameCommand
 	binary.BigEndian.PutUint32(f[1:], itemHeader+4)
 	f[frameHeader] = itemID
 	binary.BigEndian.PutUint16(f[frameHeader+1:], 4)
 	binary.BigEndian.PutUint32(f[frameHeader+itemHeader:], w.sentinel)
-	if _, err := w.bw.Write(f[:]); err != nil {
+	if n, err := w.bw.Write(f[:]); err != nil {
+		w.short = len(f) - n
 		return err
 	}
 	return w.bw.Flush()
 }
+
+// sentinelSize is the length of a sentinel frame.
+const sentinelSize = frameHeader + itemHeader + 4
 
 // progressed notes that the gateway settled k frames on this connection (delivered, assumed
 // delivered or rejected): connection trouble before it is not held against the next attempts.
@@ -605,7 +628,7 @@ func (w *worker) settle(res readResult) {
 		w.settled(i + 1)
 	default: // id is the rejected frame: those before it were delivered
 		w.settled(i)
-		c.report(r.frame(0), res.status)
+		c.reportRejected(r.frame(0), res.status)
 		r.drop(1)
 		w.progressed(1)
 	}
