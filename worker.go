@@ -22,10 +22,12 @@ import (
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 30 * time.Second
-	// stopDialAttempts is how many connection attempts that confirmed nothing a worker makes
-	// once Stop has begun before it reports what it still holds: failed dials, and
-	// connections that confirmed no frame (in chunked replay, only those that carried a chunk
-	// of one frame). A connection that confirms a frame starts the count again.
+	// stopDialAttempts is how many connection attempts in a row that confirmed nothing a
+	// worker makes once Stop has begun before it reports what it still holds: failed dials,
+	// and connections that confirmed no frame, whatever their chunk. A connection that
+	// confirms a frame starts the count again. While stopping, a chunked connection that
+	// confirmed nothing is followed by a probe, a chunk of one frame and its sentinel, so a
+	// gateway that takes two frames per connection keeps resetting the count.
 	stopDialAttempts = 3
 	// Chunked writing after a connection lost without an answer (see serve): the first chunk,
 	// the largest, the factor a chunk shrinks by after a connection that confirmed nothing
@@ -78,6 +80,7 @@ type worker struct {
 	confirmed    int            // frames the gateway settled (delivered or rejected) on this connection
 	chunk        int            // frames a connection carries before its sentinel when writing in chunks
 	chunkLeft    int            // frames this connection may still write before its sentinel; -1: no limit
+	resume       int            // while stopping and probing with a chunk of 1: the chunk to go on with once the probe confirms, or 0
 	chunkedUntil int64          // write in chunks until then, on the ring's clock: a connection was lost silently
 	conns        int            // connections opened
 	lastWrite    int64          // when the last frame was written, on the ring's clock
@@ -343,14 +346,20 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		// failure: the next attempt waits with backoff, so a gateway that keeps ending
 		// connections is not hammered.
 		w.failures++
-		if stopping && (!chunked || chunk == 1) {
+		if stopping {
 			w.stopAttempts++
 		}
 	}
 	switch {
 	case !chunked || local:
+	case w.confirmed == 0 && stopping && chunk > 1:
+		// Stop counts this attempt: probe with one frame next, so that a gateway that takes
+		// anything is not given up on, and go on with the shrunk chunk once it confirms.
+		w.chunk, w.resume = 1, max(chunk/chunkShrink, 1)
 	case w.confirmed == 0:
 		w.chunk = max(chunk/chunkShrink, 1)
+	case w.confirmed >= chunk && w.resume > 0:
+		w.chunk, w.resume = w.resume, 0
 	case w.confirmed >= chunk:
 		w.chunk = min(chunk+max(chunk/8, 1), chunkMax)
 	}
