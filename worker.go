@@ -324,9 +324,11 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		}
 		t.Stop()
 	}
-	if tc, ok := conn.(*tls.Conn); ok && (end == errAborted || !local && end != nil) {
-		// A write failed or was cut short: the gateway is not reading, so the close_notify
-		// alert that tls.Conn.Close writes would wait up to 5 s for room. Close under it.
+	if tc, ok := conn.(*tls.Conn); ok && (end != errDrained && end != errIdle || w.c.abortCtx.Err() != nil) {
+		// A write failed or was cut short, the gateway answered (and stopped reading), or it
+		// left a sentinel unanswered, or Shutdown aborts: the gateway may not be reading, so
+		// the close_notify alert that tls.Conn.Close writes could wait up to 5 s for room,
+		// which Shutdown could not cut. Close under it; the alert is of no use here.
 		tc.NetConn().Close()
 	}
 	conn.Close()
