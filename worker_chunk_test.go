@@ -224,10 +224,11 @@ func sendRange(t *testing.T, c *apns.Client, from, to int) {
 }
 
 // sentinelGateway is a gateway whose first connection takes drop frames and then closes
-// without a word, making every frame in flight ambiguous, so the worker replays in chunks;
-// its second connection takes frames up to the chunk's sentinel, then answers it only once
-// released, like a slow gateway, meanwhile reading on and counting what follows the sentinel
-// (APNs discards it); later connections take frames and answer their sentinel.
+// without a word, making every frame in flight ambiguous, so the worker writes in chunks
+// (for 30 s); its connection number slow takes frames up to the chunk's sentinel, then
+// answers it only once released, like a slow gateway, meanwhile reading on and counting what
+// follows the sentinel (APNs discards it); other connections take frames and answer their
+// sentinel.
 type sentinelGateway struct {
 	*scriptedGateway
 	sawSentinel   chan struct{}
@@ -235,7 +236,7 @@ type sentinelGateway struct {
 	afterSentinel atomic.Int64
 }
 
-func newSentinelGateway(t *testing.T, drop int) *sentinelGateway {
+func newSentinelGateway(t *testing.T, drop, slow int) *sentinelGateway {
 	sg := &sentinelGateway{sawSentinel: make(chan struct{}), release: make(chan struct{})}
 	sg.scriptedGateway = newScriptedGateway(t, func(idx int, g *scriptedGateway, conn *tls.Conn) {
 		switch idx {
@@ -247,7 +248,7 @@ func newSentinelGateway(t *testing.T, drop int) *sentinelGateway {
 				}
 				g.record(f.token)
 			}
-		case 2:
+		case slow:
 			for {
 				f, err := readGatewayFrame(conn)
 				if err != nil {
@@ -288,35 +289,43 @@ func newSentinelGateway(t *testing.T, drop int) *sentinelGateway {
 func TestNoFrameIsWrittenAfterAChunksSentinel(t *testing.T) {
 	cases := []struct {
 		name string
-		// drop: frames the first connection takes; before: notifications queued before
-		// Start; while: sent while the sentinel waits; opts for the client.
-		drop, before, while int
-		opts                []apns.Option
+		// drop: frames the first connection takes; slow: the connection that answers its
+		// sentinel late; send sends the notifications, from 0, and returns how many.
+		drop, slow int
+		opts       []apns.Option
+		send       func(t *testing.T, c *apns.Client, g *sentinelGateway) int
 	}{
-		// The replayed chunk ends with a sentinel once the queue is empty; more arrive.
-		{"queue momentarily empty", 5, 10, 10, nil},
-		// A small ring fills with the replayed chunk: the sentinel follows with the queue
-		// still full; the ring empties as its frames age out.
-		{"ring full", 1, 200, 0, []apns.Option{apns.WithInflightBytes(4096)}},
+		// The replayed chunk ends with a sentinel once the queue is empty; more come.
+		{"queue momentarily empty", 5, 2, nil, func(t *testing.T, c *apns.Client, g *sentinelGateway) int {
+			sendRange(t, c, 0, 10)
+			g.awaitSentinel(t)
+			sendRange(t, c, 10, 20)
+			return 20
+		}},
+		// After the replay, a chunk on a small ring fills it with notifications sent at a
+		// steady pace: the sentinel follows with more to come, and the ring has room again
+		// as its oldest frames age out, one by one, while the sentinel waits.
+		{"ring full", 1, 3, []apns.Option{apns.WithInflightBytes(4096)}, func(t *testing.T, c *apns.Client, g *sentinelGateway) int {
+			const n = 100 // the ring holds about 45
+			for i := range n {
+				sendRange(t, c, i, i+1)
+				time.Sleep(20 * time.Millisecond)
+			}
+			g.awaitSentinel(t)
+			return n
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			g := newSentinelGateway(t, tc.drop)
+			g := newSentinelGateway(t, tc.drop, tc.slow)
 			c := scriptedClient(t, g.ln.Addr().String(), append(tc.opts, apns.WithAssumeSentTimeout(2*time.Second))...)
 			l := newLedger(c)
-			sendRange(t, c, 0, tc.before)
 			if err := c.Start(1); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case <-g.sawSentinel:
-			case <-time.After(waitGuard):
-				t.Fatal("the chunk's sentinel never came")
-			}
-			total := tc.before + tc.while
-			sendRange(t, c, tc.before, total)
+			total := tc.send(t, c, g)
 			// A correct worker writes nothing after the sentinel; give a broken one the time
-			// to (the frames before the sentinel age out after 2 s).
+			// to (the frames before the sentinel age out 2 s after they were written).
 			deadline := time.Now().Add(4 * time.Second)
 			for g.afterSentinel.Load() == 0 && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
@@ -342,6 +351,16 @@ func TestNoFrameIsWrittenAfterAChunksSentinel(t *testing.T) {
 				t.Errorf("stats do not add up: %+v", st)
 			}
 		})
+	}
+}
+
+// awaitSentinel waits for the slow connection's sentinel.
+func (g *sentinelGateway) awaitSentinel(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.sawSentinel:
+	case <-time.After(waitGuard):
+		t.Fatal("the chunk's sentinel never came")
 	}
 }
 
