@@ -499,10 +499,15 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // frame before it, wait until every frame in flight is confirmed, reported or assumed
 // delivered (up to the assume-sent timeout when the gateway does not answer the sentinel),
 // close their connections and exit, feedback polling stops, and the callbacks already due
-// run. If the gateway cannot be reached while stopping (three connection attempts in a row
-// per worker confirm nothing; one that confirms frames starts the count again), what the
-// worker still holds is reported with StatusUnknown (Stats.Unsent, or Stats.Unconfirmed
-// for notifications that may have arrived). A feedback poll in progress gets
+// run. If the gateway cannot be reached while stopping, a worker gives up after exactly three
+// connection attempts in a row made after Stop began that confirm nothing (failed dials, and
+// connections that confirmed no notification; one that confirms any starts the count
+// again); after a connection that confirmed nothing the next carries a single notification
+// and its sentinel, so a gateway that takes two frames per connection is never given up on.
+// What the worker still holds is then reported with StatusUnknown (Stats.Unsent, or
+// Stats.Unconfirmed for notifications that may have arrived). Each attempt takes at most the
+// dial timeout, or, when a write blocks, the write timeout plus 2 s for an error response,
+// plus up to 1 s of backoff before the next; Shutdown bounds it all. A feedback poll in progress gets
 // FeedbackStopGrace to finish. Stop is idempotent; later calls wait for the first to finish.
 // It returns nil.
 //
