@@ -123,8 +123,9 @@ func (w *worker) now() int64 { return int64(time.Since(w.epoch)) - w.blocked }
 func (w *worker) run(conn net.Conn) {
 	defer w.c.workers.Done()
 	for {
+		stopping := false // the connection is an attempt made after Stop began
 		if conn == nil {
-			if conn = w.connect(); conn == nil {
+			if conn, stopping = w.connect(); conn == nil {
 				w.giveUp()
 				return
 			}
@@ -133,7 +134,7 @@ func (w *worker) run(conn net.Conn) {
 		if w.conns > 1 {
 			w.c.stats.reconnects.Add(1)
 		}
-		if done := w.serve(conn); done {
+		if done := w.serve(conn, stopping); done {
 			return
 		}
 		conn = nil
@@ -143,20 +144,22 @@ func (w *worker) run(conn net.Conn) {
 // connect dials until it succeeds, pausing with backoff after failures. It returns nil when
 // Shutdown aborts, or when Stop has begun and the worker has made stopDialAttempts attempts
 // that confirmed nothing since Stop began or the gateway last settled a frame: a gateway that
-// accepts connections and drops them must not keep Stop waiting.
-func (w *worker) connect() net.Conn {
+// accepts connections and drops them must not keep Stop waiting. stopping tells that the
+// connection is an attempt made after Stop began.
+func (w *worker) connect() (net.Conn, bool) {
 	c := w.c
 	for {
 		stopping := isClosed(c.stopping)
 		if stopping && w.stopAttempts >= stopDialAttempts {
-			return nil
+			return nil, false
 		}
 		if w.failures > 0 && !w.pause(backoff(w.failures), stopping) {
-			return nil
+			return nil, false
 		}
+		stopping = isClosed(c.stopping) // Stop may have cut the pause short
 		conn, err := c.dial()
 		if err == nil {
-			return conn
+			return conn, stopping
 		}
 		w.failures++
 		if stopping {
@@ -277,7 +280,7 @@ var (
 
 // serve runs one connection until it ends and settles its ring. It returns true when the
 // worker is done: the queue is closed and drained, or Shutdown aborted.
-func (w *worker) serve(conn net.Conn) (done bool) {
+func (w *worker) serve(conn net.Conn, stopping bool) (done bool) {
 	results := make(chan readResult, 1)
 	go readErrorResponse(conn, results)
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
@@ -295,16 +298,16 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	w.sentinel, w.confirmed, w.chunkLeft, w.short = 0, 0, -1, 0
 	chunked := w.ring.ambiguous > 0 || w.now() < w.chunkedUntil
 	chunk := w.chunk
-	stopping := isClosed(w.c.stopping) // the connection is an attempt made while stopping
 	if chunked {
 		w.chunkLeft = chunk
 	}
 	w.c.stats.conns.Add(1)
 	w.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", w.c.addr), slog.Int("replay", w.ring.pending()))
 	res, end := w.loop(results)
-	if end != nil && w.c.abortCtx.Err() != nil {
-		// Shutdown's deadline interrupted a blocked write: what was written counts as
-		// Shutdown's doc says (delivered), not as a lost connection's frames.
+	received := end == nil // res holds the reader's result
+	if w.c.abortCtx.Err() != nil && (end != nil || res.err != nil) {
+		// Shutdown's deadline interrupted a blocked write, or the reader: what was written
+		// counts as Shutdown's doc says (delivered), not as a lost connection's frames.
 		end = errAborted
 	}
 	if end == errAborted {
@@ -313,7 +316,6 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	w.bw.Reset(nil)
 
 	local := end == errDrained || end == errIdle || end == errAborted || end == errUnanswered
-	received := end == nil
 	if !received && !local { // a write failed: the server may have said why before closing
 		t := time.NewTimer(errorResponseGrace)
 		select {
