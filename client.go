@@ -514,13 +514,18 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // run. The feedback polls in progress get FeedbackStopGrace, together, to finish. Stop is
 // idempotent; later calls wait for the first to finish. It returns nil.
 //
-// Stop is bounded when the gateway is unreachable, on both protocols: once Stop has begun,
-// each connection (binary worker, HTTP/2 connection) makes at most 3 more connection attempts
-// in a row that get nothing confirmed or answered (one that confirms frames starts the count
-// again), each within the dial timeout and at most a second apart; then the notifications it
-// still holds are reported with StatusUnknown: counted in Stats.Unsent if they were never
-// written, in Stats.Unconfirmed if they may have arrived. On HTTP/2 a notification that was
-// sent and got no answer is retried as WithMaxAttempts allows, within that bound.
+// Stop is bounded when the gateway is unreachable, on both protocols. A binary worker gives
+// up after exactly three connection attempts in a row made after Stop began that confirm
+// nothing (failed dials, and connections that confirmed no notification; one that confirms
+// any starts the count again); after a connection that confirmed nothing the next carries a
+// single notification and its sentinel, so a gateway that takes two frames per connection is
+// never given up on. Each attempt takes at most the dial timeout, or, when a write blocks,
+// the write timeout plus 2 s for an error response, plus up to 1 s of backoff before the
+// next. An HTTP/2 connection makes at most 3 more connection attempts without an answer,
+// each within the dial timeout and at most a second apart; a notification that was sent and
+// got no answer is retried as WithMaxAttempts allows, within that bound. What is then still
+// held is reported with StatusUnknown: counted in Stats.Unsent if it was never written or
+// sent, in Stats.Unconfirmed if it may have arrived. Shutdown bounds it all.
 //
 // Stop and Shutdown must not be called from the callbacks (SetCallback, SetRejectionCallback)
 // or the error handler (WithErrorHandler, feedback poll errors included): they wait for those
@@ -588,7 +593,7 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		c.bc.close()
 	} else {
 		for f := range c.queue {
-			c.report(f.b, StatusUnknown)
+			c.reportUnsent(f.b)
 			f.release()
 		}
 	}
@@ -632,20 +637,23 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// report hands a notification that will not be delivered to the callback. It keeps a copy of
-// frame.
-func (c *Client) report(frame []byte, status Status) {
-	if status == StatusUnknown {
-		c.stats.unsent.Add(1)
-	} else {
-		c.stats.reject(uint8(status))
-		if c.logging() {
-			tok := frame[frameHeader+itemHeader:][:TokenSize]
-			c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
-				slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(hex.EncodeToString(tok[:4]))))
-		}
+// reportRejected hands a notification the gateway rejected with status (any status, 255
+// included: the gateway read it and said no) to the callback. It keeps a copy of frame.
+func (c *Client) reportRejected(frame []byte, status Status) {
+	c.stats.reject(uint8(status))
+	if c.logging() {
+		tok := frame[frameHeader+itemHeader:][:TokenSize]
+		c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
+			slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(hex.EncodeToString(tok[:4]))))
 	}
 	c.push(event{frame: bytes.Clone(frame), status: status})
+}
+
+// reportUnsent hands the callback, with StatusUnknown, a notification the client gave up on
+// before the gateway took it (counted in Stats.Unsent). It keeps a copy of frame.
+func (c *Client) reportUnsent(frame []byte) {
+	c.stats.unsent.Add(1)
+	c.push(event{frame: bytes.Clone(frame), status: StatusUnknown})
 }
 
 // reasonUnconfirmed is the Rejection.Reason of a notification reported with
@@ -816,7 +824,7 @@ type Stats struct {
 	Accepted   uint64 // notifications Send accepted
 	Written    uint64 // binary frames written, replays included
 	Delivered  uint64 // notifications assumed delivered (binary) or accepted with 200 (HTTP/2)
-	Rejected   uint64 // notifications reported with an APNs status
+	Rejected   uint64 // notifications the gateway rejected, with the status it sent (255 included)
 	Unsent     uint64 // notifications reported with StatusUnknown: the client gave up before the gateway took them
 	Replayed   uint64 // frames written again after a rejection, a shutdown or a lost connection; HTTP/2 retries
 	Duplicates uint64 // resends that the gateway may already have delivered (lost connection, no answer)

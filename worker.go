@@ -22,10 +22,12 @@ import (
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 30 * time.Second
-	// stopDialAttempts is how many connection attempts that confirmed nothing a worker makes
-	// once Stop has begun before it reports what it still holds: failed dials, and
-	// connections that confirmed no frame (in chunked replay, only those that carried a chunk
-	// of one frame). A connection that confirms a frame starts the count again.
+	// stopDialAttempts is how many connection attempts in a row that confirmed nothing a
+	// worker makes once Stop has begun before it reports what it still holds: failed dials,
+	// and connections that confirmed no frame, whatever their chunk. A connection that
+	// confirms a frame starts the count again. While stopping, a chunked connection that
+	// confirmed nothing is followed by a probe, a chunk of one frame and its sentinel, so a
+	// gateway that takes two frames per connection keeps resetting the count.
 	stopDialAttempts = 3
 	// Chunked writing after a connection lost without an answer (see serve): the first chunk,
 	// the largest, the factor a chunk shrinks by after a connection that confirmed nothing
@@ -78,11 +80,15 @@ type worker struct {
 	confirmed    int            // frames the gateway settled (delivered or rejected) on this connection
 	chunk        int            // frames a connection carries before its sentinel when writing in chunks
 	chunkLeft    int            // frames this connection may still write before its sentinel; -1: no limit
+	resume       int            // while stopping and probing with a chunk of 1: the chunk to go on with once the probe confirms, or 0
 	chunkedUntil int64          // write in chunks until then, on the ring's clock: a connection was lost silently
 	conns        int            // connections opened
 	lastWrite    int64          // when the last frame was written, on the ring's clock
 	lastFlush    int64          // when the buffer was last flushed for want of frames
 	bw           *bufio.Writer
+	// short is how many bytes of the frame (or sentinel) whose write into bw failed never
+	// reached bw: with bw.Buffered(), the bytes written on the connection that never left.
+	short int
 }
 
 // newWorker returns a worker; startFailed tells that Start could not open its connection.
@@ -117,8 +123,9 @@ func (w *worker) now() int64 { return int64(time.Since(w.epoch)) - w.blocked }
 func (w *worker) run(conn net.Conn) {
 	defer w.c.workers.Done()
 	for {
+		stopping := false // the connection is an attempt made after Stop began
 		if conn == nil {
-			if conn = w.connect(); conn == nil {
+			if conn, stopping = w.connect(); conn == nil {
 				w.giveUp()
 				return
 			}
@@ -127,7 +134,7 @@ func (w *worker) run(conn net.Conn) {
 		if w.conns > 1 {
 			w.c.stats.reconnects.Add(1)
 		}
-		if done := w.serve(conn); done {
+		if done := w.serve(conn, stopping); done {
 			return
 		}
 		conn = nil
@@ -137,20 +144,22 @@ func (w *worker) run(conn net.Conn) {
 // connect dials until it succeeds, pausing with backoff after failures. It returns nil when
 // Shutdown aborts, or when Stop has begun and the worker has made stopDialAttempts attempts
 // that confirmed nothing since Stop began or the gateway last settled a frame: a gateway that
-// accepts connections and drops them must not keep Stop waiting.
-func (w *worker) connect() net.Conn {
+// accepts connections and drops them must not keep Stop waiting. stopping tells that the
+// connection is an attempt made after Stop began.
+func (w *worker) connect() (net.Conn, bool) {
 	c := w.c
 	for {
 		stopping := isClosed(c.stopping)
 		if stopping && w.stopAttempts >= stopDialAttempts {
-			return nil
+			return nil, false
 		}
 		if w.failures > 0 && !w.pause(backoff(w.failures), stopping) {
-			return nil
+			return nil, false
 		}
+		stopping = isClosed(c.stopping) // Stop may have cut the pause short
 		conn, err := c.dial()
 		if err == nil {
-			return conn
+			return conn, stopping
 		}
 		w.failures++
 		if stopping {
@@ -202,7 +211,7 @@ func (w *worker) giveUp() {
 		if w.ring.ambiguous > 0 {
 			w.c.reportUnconfirmed(w.ring.frame(0))
 		} else {
-			w.c.report(w.ring.frame(0), StatusUnknown)
+			w.c.reportUnsent(w.ring.frame(0))
 		}
 		w.ring.drop(1)
 	}
@@ -271,7 +280,7 @@ var (
 
 // serve runs one connection until it ends and settles its ring. It returns true when the
 // worker is done: the queue is closed and drained, or Shutdown aborted.
-func (w *worker) serve(conn net.Conn) (done bool) {
+func (w *worker) serve(conn net.Conn, stopping bool) (done bool) {
 	results := make(chan readResult, 1)
 	go readErrorResponse(conn, results)
 	// Shutdown's deadline interrupts a write blocked by a server that stopped reading.
@@ -286,28 +295,27 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 	// settles below what the gateway takes per connection. Chunks go on for chunkedFor after
 	// the last silent loss, so that the frames after the replay are not written in one
 	// stream the next drop makes ambiguous again.
-	w.sentinel, w.confirmed, w.chunkLeft = 0, 0, -1
+	w.sentinel, w.confirmed, w.chunkLeft, w.short = 0, 0, -1, 0
 	chunked := w.ring.ambiguous > 0 || w.now() < w.chunkedUntil
 	chunk := w.chunk
-	stopping := isClosed(w.c.stopping) // the connection is an attempt made while stopping
 	if chunked {
 		w.chunkLeft = chunk
 	}
 	w.c.stats.conns.Add(1)
 	w.c.log(slog.LevelDebug, "apns: connected", slog.String("addr", w.c.addr), slog.Int("replay", w.ring.pending()))
 	res, end := w.loop(results)
-	if end != nil && w.c.abortCtx.Err() != nil {
-		// Shutdown's deadline interrupted a blocked write: what was written counts as
-		// Shutdown's doc says (delivered), not as a lost connection's frames.
+	received := end == nil // res holds the reader's result
+	if w.c.abortCtx.Err() != nil && (end != nil || res.err != nil) {
+		// Shutdown's deadline interrupted a blocked write, or the reader: what was written
+		// counts as Shutdown's doc says (delivered), not as a lost connection's frames.
 		end = errAborted
 	}
 	if end == errAborted {
-		w.ring.unsendLast(w.bw.Buffered()) // never written: giveUp reports them as unsent
+		w.ring.unsendLast(w.unwritten()) // never written: giveUp reports them as unsent
 	}
 	w.bw.Reset(nil)
 
 	local := end == errDrained || end == errIdle || end == errAborted || end == errUnanswered
-	received := end == nil
 	if !received && !local { // a write failed: the server may have said why before closing
 		t := time.NewTimer(errorResponseGrace)
 		select {
@@ -318,9 +326,11 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		}
 		t.Stop()
 	}
-	if tc, ok := conn.(*tls.Conn); ok && (end == errAborted || !local && end != nil) {
-		// A write failed or was cut short: the gateway is not reading, so the close_notify
-		// alert that tls.Conn.Close writes would wait up to 5 s for room. Close under it.
+	if tc, ok := conn.(*tls.Conn); ok && (end != errDrained && end != errIdle || w.c.abortCtx.Err() != nil) {
+		// A write failed or was cut short, the gateway answered (and stopped reading), or it
+		// left a sentinel unanswered, or Shutdown aborts: the gateway may not be reading, so
+		// the close_notify alert that tls.Conn.Close writes could wait up to 5 s for room,
+		// which Shutdown could not cut. Close under it; the alert is of no use here.
 		tc.NetConn().Close()
 	}
 	conn.Close()
@@ -340,14 +350,20 @@ func (w *worker) serve(conn net.Conn) (done bool) {
 		// failure: the next attempt waits with backoff, so a gateway that keeps ending
 		// connections is not hammered.
 		w.failures++
-		if stopping && (!chunked || chunk == 1) {
+		if stopping {
 			w.stopAttempts++
 		}
 	}
 	switch {
 	case !chunked || local:
+	case w.confirmed == 0 && stopping && chunk > 1:
+		// Stop counts this attempt: probe with one frame next, so that a gateway that takes
+		// anything is not given up on, and go on with the shrunk chunk once it confirms.
+		w.chunk, w.resume = 1, max(chunk/chunkShrink, 1)
 	case w.confirmed == 0:
 		w.chunk = max(chunk/chunkShrink, 1)
+	case w.confirmed >= chunk && w.resume > 0:
+		w.chunk, w.resume = w.resume, 0
 	case w.confirmed >= chunk:
 		w.chunk = min(chunk+max(chunk/8, 1), chunkMax)
 	}
@@ -460,7 +476,9 @@ func (w *worker) fill() (more bool, err error) {
 	}()
 	at := w.now()
 	for written < writeBatch {
-		if w.ring.full() || w.chunkLeft == 0 {
+		if w.ring.full() || w.chunkLeft == 0 || w.sentinel != 0 {
+			// Nothing may follow a sentinel: the gateway discards what follows the frame it
+			// rejects, yet the sentinel's answer would settle it as delivered.
 			return false, nil
 		}
 		if w.ring.pending() > 0 {
@@ -512,8 +530,24 @@ func (w *worker) writeNext(at int64) error {
 	if w.chunkLeft > 0 {
 		w.chunkLeft--
 	}
-	_, err := w.bw.Write(w.ring.send(w.newID(), at))
+	f := w.ring.send(w.newID(), at)
+	n, err := w.bw.Write(f)
+	if err != nil {
+		w.short = len(f) - n
+	}
 	return err
+}
+
+// unwritten returns how many bytes of the frames in flight never left for the connection
+// when a write failed: those still in bw, including the head of a frame whose write stopped
+// part way, plus the rest of that frame, which never reached bw. A sentinel is the last thing
+// written on a connection: its bytes among them are not the ring's.
+func (w *worker) unwritten() int {
+	n := w.bw.Buffered() + w.short
+	if w.sentinel != 0 {
+		n = max(n-sentinelSize, 0)
+	}
+	return n
 }
 
 func (w *worker) newID() uint32 {
@@ -525,12 +559,17 @@ func (w *worker) newID() uint32 {
 }
 
 // sentinelDue reports whether the connection is to end with a sentinel now: when writing in
-// chunks, once its chunk is written, the ring is full, or nothing more is to be written for
-// now; otherwise at Stop, once the queue is closed and every frame held is written.
+// chunks, once its chunk is written or the ring is full, or earlier once nothing more is to
+// be written for now, but only when that settles something worth a new connection: frames
+// replayed after a silent loss (which the gateway may hold already), or the last frames at
+// Stop. Ending a chunk whenever the queue is momentarily empty would cost a TLS connection
+// per notification under light traffic, the rapid reconnecting APNs treats as an attack.
+// Otherwise the sentinel comes at Stop, once the queue is closed and every frame held is
+// written.
 func (w *worker) sentinelDue() bool {
 	if w.chunkLeft >= 0 {
-		return w.ring.inFlight() > 0 &&
-			(w.chunkLeft == 0 || w.ring.full() || w.ring.pending() == 0 && len(w.queue) == 0)
+		idle := w.ring.pending() == 0 && len(w.queue) == 0 && (w.queue == nil || w.ring.ambiguous > 0)
+		return w.ring.inFlight() > 0 && (w.chunkLeft == 0 || w.ring.full() || idle)
 	}
 	return w.queue == nil && w.ring.pending() == 0 && !w.c.set.noSentinel
 }
@@ -543,17 +582,21 @@ func (w *worker) sentinelDue() bool {
 // before it age out as usual.
 func (w *worker) writeSentinel() error {
 	w.sentinel = w.newID()
-	var f [frameHeader + itemHeader + 4]byte
+	var f [sentinelSize]byte
 	f[0] = frameCommand
 	binary.BigEndian.PutUint32(f[1:], itemHeader+4)
 	f[frameHeader] = itemID
 	binary.BigEndian.PutUint16(f[frameHeader+1:], 4)
 	binary.BigEndian.PutUint32(f[frameHeader+itemHeader:], w.sentinel)
-	if _, err := w.bw.Write(f[:]); err != nil {
+	if n, err := w.bw.Write(f[:]); err != nil {
+		w.short = len(f) - n
 		return err
 	}
 	return w.bw.Flush()
 }
+
+// sentinelSize is the length of a sentinel frame.
+const sentinelSize = frameHeader + itemHeader + 4
 
 // progressed notes that the gateway settled k frames on this connection (delivered, assumed
 // delivered or rejected): connection trouble before it is not held against the next attempts.
@@ -598,7 +641,7 @@ func (w *worker) settle(res readResult) {
 		w.settled(i + 1)
 	default: // id is the rejected frame: those before it were delivered
 		w.settled(i)
-		c.report(r.frame(0), res.status)
+		c.reportRejected(r.frame(0), res.status)
 		r.drop(1)
 		w.progressed(1)
 	}
