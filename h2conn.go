@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -305,12 +306,13 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	failures := k.failures
 	h.mu.Unlock()
 	var cc *http.ClientConn
+	var dialed atomic.Pointer[batchConn]
 	err := c.abortCtx.Err()
 	if err == nil && failures > 0 && !h.pause(backoff(failures)) {
 		err = c.abortCtx.Err()
 	}
 	if err == nil {
-		ctx, cancel := context.WithTimeout(c.abortCtx, c.set.dial())
+		ctx, cancel := context.WithTimeout(context.WithValue(c.abortCtx, dialedKey{}, &dialed), c.set.dial())
 		cc, err = h.tr.NewClientConn(ctx, "https", h.addr)
 		cancel()
 	}
@@ -346,6 +348,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		c.stats.reconnects.Add(1)
 	}
 	h.mu.Unlock()
+	h.watch(cc, dialed.Load())
 	cc.SetStateHook(func(*http.ClientConn) { h.signal() })
 	c.log(slog.LevelDebug, "apns: connected", slog.String("addr", h.addr)) // not under h.mu: the handler is the user's code
 	h.signal()
@@ -547,6 +550,7 @@ func (h *h2Transport) startLocked(conns []*h2Conn) {
 	h.lastGrow = time.Now() // the first connection for load comes no sooner than the interval after Start's
 	h.maxConns = max(h.maxConns, len(conns))
 	h.mu.Unlock()
+	h.startSilenceDetector()
 	h.c.workers.Add(1)
 	go h.schedule()
 }
@@ -640,5 +644,6 @@ func (h *h2Transport) close() {
 	for _, k := range conns {
 		k.close()
 	}
+	h.stopSilenceDetector()
 	h.deadlines.stop()
 }

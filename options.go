@@ -32,9 +32,11 @@ type settings struct {
 	maxConns          int
 	maxAttempts       int
 	clock             func() time.Time
-	noSentinel        bool   // tests and benchmarks: Stop waits out the assume-sent timeout
-	firstID           uint32 // tests: the first identifier each binary worker gives
-	startClaimed      func() // tests: run by Start once it has claimed the start, before it starts the transport
+	noSentinel        bool          // tests and benchmarks: Stop waits out the assume-sent timeout
+	firstID           uint32        // tests: the first identifier each binary worker gives
+	startClaimed      func()        // tests: run by Start once it has claimed the start, before it starts the transport
+	silenceAfter      time.Duration // tests: silenceAfter instead of the constant (silence.go)
+	silenceTimeout    time.Duration // tests: silenceTimeout instead of the constant
 	logger            *slog.Logger
 	manageURL         string // broadcast channel management endpoint (broadcast.go)
 }
