@@ -478,6 +478,7 @@ type batchConn struct {
 	// whether a PING probe waits for a place between two frames, and the reads made.
 	preface, hn, left int
 	hdr               [frameHeaderLen]byte
+	framed            bool // a frame followed the preface: the preface's SETTINGS
 	inBlock, pingDue  bool
 	reads             atomic.Uint64
 }

@@ -178,7 +178,7 @@ func (c *batchConn) track(p []byte) {
 			if c.hn < frameHeaderLen {
 				return
 			}
-			c.hn = 0
+			c.hn, c.framed = 0, true
 			c.left = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
 			switch c.hdr[3] {
 			case frameHeaders, framePushPromise, frameContinuation:
@@ -190,9 +190,9 @@ func (c *batchConn) track(p []byte) {
 }
 
 // between reports whether the bytes written so far end with a whole frame, outside a header
-// block: where a PING may go. The caller holds c.mu.
+// block and past the preface's SETTINGS: where a PING may go. The caller holds c.mu.
 func (c *batchConn) between() bool {
-	return c.preface == 0 && c.hn == 0 && c.left == 0 && !c.inBlock
+	return c.framed && c.hn == 0 && c.left == 0 && !c.inBlock
 }
 
 // probe has a PING written at the next place between two frames: now, or after the frame
