@@ -796,9 +796,10 @@ type Stats struct {
 	Reconnects uint64 // connections opened after the first of each worker
 	UnknownIDs uint64 // error responses naming no frame in flight
 
-	// SilentConns counts HTTP/2 connections closed because they went silent with requests
-	// in flight: nothing read for a few seconds, and no answer to a PING either. Their
-	// requests went to another connection, counted in Duplicates and Drops.
+	// SilentConns counts HTTP/2 connections closed as silent: they read nothing for a few
+	// seconds while requests were in flight on them (or while another connection was found
+	// silent), and did not answer a PING either. Their requests went to another connection,
+	// counted in Duplicates and Drops.
 	SilentConns uint64
 
 	// Unconfirmed counts binary notifications the client gave up on (Stop with the gateway

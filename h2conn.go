@@ -44,6 +44,7 @@ type h2Conn struct {
 	extra bool // opened because of load, beyond Start's count: closed after the idle timeout
 
 	cc           *http.ClientConn   // nil before the first dial and after a failure
+	bc           *batchConn         // cc's connection, for the silence detector; nil through an http proxy
 	cold         bool               // cc's first request has not ended: cc takes one stream
 	firstOut     bool               // cc's first request has its stream
 	answered     bool               // a request on cc got an answer
@@ -151,7 +152,7 @@ func (h *h2Transport) stream(ctx context.Context, s *h2Stream) (*h2Stream, error
 // freeLocked returns how many streams k can take now.
 func (h *h2Transport) freeLocked(k *h2Conn) int {
 	cc := k.cc
-	if cc == nil {
+	if cc == nil || k.suspectLocked() {
 		return 0
 	}
 	if k.cold {
@@ -341,6 +342,8 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		h.lastGrow = time.Now() // the interval runs from the opening too, however long the dial took
 	}
 	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed = cc, true, false, false, time.Now()
+	bc := dialed.Load()
+	k.bc = bc
 	if h.token != nil {
 		h.token.freshen() // a new connection may take a new token: start it young
 	}
@@ -348,7 +351,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		c.stats.reconnects.Add(1)
 	}
 	h.mu.Unlock()
-	h.watch(cc, dialed.Load())
+	h.watch(cc, bc)
 	cc.SetStateHook(func(*http.ClientConn) { h.signal() })
 	c.log(slog.LevelDebug, "apns: connected", slog.String("addr", h.addr)) // not under h.mu: the handler is the user's code
 	h.signal()

@@ -481,6 +481,7 @@ type batchConn struct {
 	framed            bool // a frame followed the preface: the preface's SETTINGS
 	inBlock, pingDue  bool
 	reads             atomic.Uint64
+	suspect           atomic.Bool // probed, no answer yet: the pool gives it no new request
 }
 
 // batchLimit is how many bytes may wait for the writer before Write blocks.

@@ -27,7 +27,7 @@ const (
 	silenceAfter = 3 * time.Second
 	// silenceTimeout is how long the probe's answer may take before the connection is
 	// closed as silent.
-	silenceTimeout = 3 * time.Second
+	silenceTimeout = 2 * time.Second
 	// silenceTick is how often the detector looks at the connections.
 	silenceTick = 250 * time.Millisecond
 )
@@ -35,12 +35,13 @@ const (
 // h2Watch is what the detector knows of one connection; its fields belong to the detector's
 // goroutine, apart from cc and bc.
 type h2Watch struct {
-	cc     *http.ClientConn
-	bc     *batchConn
-	reads  uint64    // bc's read count at the last look
-	heard  time.Time // when bytes were last seen read, or the connection last turned busy
-	busy   bool      // requests were in flight at the last look
-	probed time.Time // when the unanswered probe was sent; zero when none is
+	cc       *http.ClientConn
+	bc       *batchConn
+	reads    uint64    // bc's read count at the last look
+	lastRead time.Time // when bc's reads were last seen to grow (at first: when it opened)
+	heard    time.Time // lastRead, or when the connection last turned busy if later
+	busy     bool      // requests were in flight at the last look
+	probed   time.Time // when the unanswered probe was sent; zero when none is
 }
 
 // watch adds a new connection to those the detector looks at. bc is nil for a connection
@@ -49,15 +50,20 @@ func (h *h2Transport) watch(cc *http.ClientConn, bc *batchConn) {
 	if bc == nil {
 		return
 	}
+	now := time.Now()
 	h.watchMu.Lock()
-	h.watched = append(h.watched, &h2Watch{cc: cc, bc: bc, reads: bc.reads.Load(), heard: time.Now()})
+	h.watched = append(h.watched, &h2Watch{cc: cc, bc: bc, reads: bc.reads.Load(), lastRead: now, heard: now})
 	h.watchMu.Unlock()
 }
 
 // detectSilence is the silence detector: until quit is closed it looks at every connection
-// each silenceTick, probes the ones that are silent with requests in flight and closes those
-// whose probe gets no answer. Closing the connection ends its requests with an error; each is
-// retried on another connection and counted as a possible duplicate (deliver).
+// each silenceTick and probes the ones that have requests in flight and have read nothing for
+// the silence time (since the work began). A probed connection takes no new request until it
+// answers; one that does not answer within the timeout is closed, which ends its requests
+// with an error: each is retried on another connection and counted as a possible duplicate
+// (deliver). What silences one connection (a NAT, a load balancer) has often silenced the
+// others too, idle ones included, where the retries would go: when one is closed, every
+// other that has read nothing for the silence time is probed too, busy or idle.
 func (h *h2Transport) detectSilence(quit <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	after, timeout := h.silenceAfter, h.silenceTimeout
@@ -71,6 +77,7 @@ func (h *h2Transport) detectSilence(quit <-chan struct{}, done chan<- struct{}) 
 		}
 		now := time.Now()
 		var probe, dead []*h2Watch
+		cleared := false
 		h.watchMu.Lock()
 		keep := h.watched[:0]
 		for _, w := range h.watched {
@@ -78,19 +85,21 @@ func (h *h2Transport) detectSilence(quit <-chan struct{}, done chan<- struct{}) 
 				continue
 			}
 			if r := w.bc.reads.Load(); r != w.reads {
-				w.reads, w.heard, w.probed = r, now, time.Time{}
+				if !w.probed.IsZero() {
+					w.bc.suspect.Store(false) // answered: takes requests again
+					cleared = true
+				}
+				w.reads, w.lastRead, w.heard, w.probed = r, now, now, time.Time{}
 			}
-			if w.cc.InFlight() == 0 {
-				w.busy, w.probed = false, time.Time{} // idle: net/http's health check
-				keep = append(keep, w)
-				continue
+			busy := w.cc.InFlight() > 0
+			if busy && !w.busy { // silence counts from when the work began
+				w.heard = now
 			}
-			if !w.busy { // silence counts from when the work began
-				w.busy, w.heard = true, now
-			}
+			w.busy = busy
 			switch {
-			case w.probed.IsZero() && now.Sub(w.heard) >= after:
+			case w.probed.IsZero() && busy && now.Sub(w.heard) >= after:
 				w.probed = now
+				w.bc.suspect.Store(true) // no new request until it answers
 				probe = append(probe, w)
 			case !w.probed.IsZero() && now.Sub(w.probed) >= timeout:
 				dead = append(dead, w) // no longer watched: closed once
@@ -98,24 +107,40 @@ func (h *h2Transport) detectSilence(quit <-chan struct{}, done chan<- struct{}) 
 			}
 			keep = append(keep, w)
 		}
+		if len(dead) > 0 {
+			for _, w := range keep {
+				if w.probed.IsZero() && now.Sub(w.lastRead) >= after {
+					w.probed = now
+					w.bc.suspect.Store(true)
+					probe = append(probe, w)
+				}
+			}
+		}
 		clear(h.watched[len(keep):])
 		h.watched = keep
 		h.watchMu.Unlock()
 
+		if cleared {
+			h.signal() // streams may be free again
+		}
 		for _, w := range probe {
 			w.bc.probe()
-			h.c.log(slog.LevelDebug, "apns: connection silent with requests in flight, probing",
-				slog.String("addr", h.addr), slog.Duration("silent", now.Sub(w.heard)), slog.Int("in_flight", w.cc.InFlight()))
+			h.c.log(slog.LevelDebug, "apns: connection silent, probing with a PING", slog.String("addr", h.addr),
+				slog.Duration("silent", now.Sub(w.lastRead)), slog.Int("in_flight", w.cc.InFlight()))
 		}
 		for _, w := range dead {
 			n := w.cc.InFlight()
 			w.bc.abandon()
 			h.c.stats.silentConns.Add(1)
-			h.c.log(slog.LevelWarn, "apns: connection closed as silent: requests in flight, nothing read and no answer to a PING",
-				slog.String("addr", h.addr), slog.Duration("silent", now.Sub(w.heard)), slog.Int("in_flight", n))
+			h.c.log(slog.LevelWarn, "apns: connection closed as silent: nothing read, no answer to a PING",
+				slog.String("addr", h.addr), slog.Duration("silent", now.Sub(w.lastRead)), slog.Int("in_flight", n))
 		}
 	}
 }
+
+// suspectLocked reports whether k's connection is probed as silent and takes no new request
+// until it answers: the requests of another silent connection must not go there.
+func (k *h2Conn) suspectLocked() bool { return k.bc != nil && k.bc.suspect.Load() }
 
 // startSilenceDetector starts the detector; stopSilenceDetector stops it and waits for it.
 func (h *h2Transport) startSilenceDetector() {
