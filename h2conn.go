@@ -44,7 +44,7 @@ type h2Conn struct {
 	extra bool // opened because of load, beyond Start's count: closed after the idle timeout
 
 	cc           *http.ClientConn   // nil before the first dial and after a failure
-	bc           *batchConn         // cc's connection, for the silence detector; nil through an http proxy
+	bc           *batchConn         // cc's connection, for the silence detector; nil through a proxy
 	cold         bool               // cc's first request has not ended: cc takes one stream
 	firstOut     bool               // cc's first request has its stream
 	answered     bool               // a request on cc got an answer

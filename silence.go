@@ -45,7 +45,7 @@ type h2Watch struct {
 }
 
 // watch adds a new connection to those the detector looks at. bc is nil for a connection
-// through an http proxy, whose TLS net/http does itself: that one is not watched.
+// through a proxy, whose TLS to the gateway net/http does itself: that one is not watched.
 func (h *h2Transport) watch(cc *http.ClientConn, bc *batchConn) {
 	if bc == nil {
 		return
