@@ -155,12 +155,11 @@ func (h *h2Transport) startSilenceDetector() {
 }
 
 func (h *h2Transport) stopSilenceDetector() {
-	if h.silenceQuit == nil {
-		return
+	if h.silenceQuit != nil {
+		close(h.silenceQuit)
+		<-h.silenceDone
+		h.silenceQuit = nil
 	}
-	close(h.silenceQuit)
-	<-h.silenceDone
-	h.silenceQuit = nil
 	h.watchMu.Lock()
 	h.watched = nil
 	h.watchMu.Unlock()
