@@ -20,7 +20,7 @@ import (
 // above what the mock needs to answer a PING on a busy machine.
 const (
 	testSilenceAfter   = 300 * time.Millisecond
-	testSilenceTimeout = 500 * time.Millisecond
+	testSilenceTimeout = time.Second
 )
 
 // silenceServer returns a started mock that answers after latency and, through arrived,
@@ -167,7 +167,7 @@ func TestStopDuringSilenceIsBoundedAndLosesNothing(t *testing.T) {
 // but whose connection is alive, answers the probe's PING: its connection is not closed, and
 // nothing is sent twice.
 func TestSlowServerAnswersTheProbeAndKeepsItsConnection(t *testing.T) {
-	s, _ := silenceServer(t, 3*(testSilenceAfter+testSilenceTimeout))
+	s, _ := silenceServer(t, 2*(testSilenceAfter+testSilenceTimeout))
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := newH2Client(t, s, apns.WithLogger(logger), apns.WithSilenceTimes(testSilenceAfter, testSilenceTimeout))
