@@ -43,8 +43,10 @@
 // Start runs one goroutine per connection that owns the connection's writer and ring, one
 // short-lived reader per connection that waits for the error response, and one dispatcher
 // goroutine that calls the callbacks one at a time, in the order the rejections were
-// learned, without holding any lock. SetupFeedbackClient runs one polling goroutine. Stop
-// waits for all of them to exit.
+// learned, without holding any lock. On HTTP/2, Start runs instead one scheduler goroutine,
+// one goroutine per request in flight, and one silence detector that probes and closes
+// connections that go silent with requests in flight. SetupFeedbackClient runs one polling
+// goroutine. Stop waits for all of them to exit.
 //
 // Since Stop and Shutdown wait for the callbacks and the error handler, those must never call
 // Stop or Shutdown themselves: the call would wait for itself. Stop the client from a callback

@@ -154,6 +154,7 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		tries:   orDefault(set.maxAttempts, DefaultMaxAttempts),
 	}
 	c.h2.maxConns = set.maxConns
+	c.h2.silenceAfter, c.h2.silenceTimeout = set.silenceAfter, set.silenceTimeout
 	if c.bc, err = newChannelManager(c, host, tok); err != nil {
 		return nil, err
 	}
@@ -832,6 +833,12 @@ type Stats struct {
 	Reconnects uint64 // connections opened after the first of each worker
 	UnknownIDs uint64 // error responses naming no frame in flight
 
+	// SilentConns counts HTTP/2 connections closed as silent: they read nothing for a few
+	// seconds while requests were in flight on them (or while another connection was found
+	// silent), and did not answer a PING either. Their requests went to another connection,
+	// counted in Duplicates and Drops.
+	SilentConns uint64
+
 	// Unconfirmed counts notifications the client gave up on (Stop with the gateway
 	// unreachable, or Shutdown's deadline) although the gateway may have delivered them:
 	// binary frames written on a connection lost without an answer that no later connection
@@ -854,7 +861,7 @@ type Stats struct {
 
 type counters struct {
 	accepted, written, delivered, rejected, unsent, unconfirmed, replayed, duplicates, drops,
-	reconnects, unknownIDs atomic.Uint64
+	reconnects, unknownIDs, silentConns atomic.Uint64
 	byStatus [256]atomic.Uint64
 	conns    atomic.Int64
 }
@@ -881,6 +888,7 @@ func (c *Client) Stats() Stats {
 		Drops:       s.drops.Load(),
 		Reconnects:  s.reconnects.Load(),
 		UnknownIDs:  s.unknownIDs.Load(),
+		SilentConns: s.silentConns.Load(),
 		Connections: uint64(max(s.conns.Load(), 0)),
 	}
 	if c.h2 != nil {

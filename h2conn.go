@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,6 +44,7 @@ type h2Conn struct {
 	extra bool // opened because of load, beyond Start's count: closed after the idle timeout
 
 	cc           *http.ClientConn   // nil before the first dial and after a failure
+	bc           *batchConn         // cc's connection, for the silence detector; nil through a proxy
 	cold         bool               // cc's first request has not ended: cc takes one stream
 	firstOut     bool               // cc's first request has its stream
 	answered     bool               // a request on cc got an answer
@@ -150,7 +152,7 @@ func (h *h2Transport) stream(ctx context.Context, s *h2Stream) (*h2Stream, error
 // freeLocked returns how many streams k can take now.
 func (h *h2Transport) freeLocked(k *h2Conn) int {
 	cc := k.cc
-	if cc == nil {
+	if cc == nil || k.suspectLocked() {
 		return 0
 	}
 	if k.cold {
@@ -305,12 +307,13 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	failures := k.failures
 	h.mu.Unlock()
 	var cc *http.ClientConn
+	var dialed atomic.Pointer[batchConn]
 	err := c.abortCtx.Err()
 	if err == nil && failures > 0 && !h.pause(backoff(failures)) {
 		err = c.abortCtx.Err()
 	}
 	if err == nil {
-		ctx, cancel := context.WithTimeout(c.abortCtx, c.set.dial())
+		ctx, cancel := context.WithTimeout(context.WithValue(c.abortCtx, dialedKey{}, &dialed), c.set.dial())
 		cc, err = h.tr.NewClientConn(ctx, "https", h.addr)
 		cancel()
 	}
@@ -339,6 +342,8 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		h.lastGrow = time.Now() // the interval runs from the opening too, however long the dial took
 	}
 	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed = cc, true, false, false, time.Now()
+	bc := dialed.Load()
+	k.bc = bc
 	if h.token != nil {
 		h.token.freshen() // a new connection may take a new token: start it young
 	}
@@ -346,6 +351,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		c.stats.reconnects.Add(1)
 	}
 	h.mu.Unlock()
+	h.watch(cc, bc)
 	cc.SetStateHook(func(*http.ClientConn) { h.signal() })
 	c.log(slog.LevelDebug, "apns: connected", slog.String("addr", h.addr)) // not under h.mu: the handler is the user's code
 	h.signal()
@@ -547,6 +553,7 @@ func (h *h2Transport) startLocked(conns []*h2Conn) {
 	h.lastGrow = time.Now() // the first connection for load comes no sooner than the interval after Start's
 	h.maxConns = max(h.maxConns, len(conns))
 	h.mu.Unlock()
+	h.startSilenceDetector()
 	h.c.workers.Add(1)
 	go h.schedule()
 }
@@ -640,5 +647,6 @@ func (h *h2Transport) close() {
 	for _, k := range conns {
 		k.close()
 	}
+	h.stopSilenceDetector()
 	h.deadlines.stop()
 }

@@ -418,6 +418,12 @@ type h2Transport struct {
 	stopAbort func() bool
 	abortDone chan struct{} // closed when the abort hook of startLocked has run
 
+	// The silence detector (silence.go).
+	silenceAfter, silenceTimeout time.Duration
+	silenceQuit, silenceDone     chan struct{}
+	watchMu                      sync.Mutex // guards watched; held for nothing else
+	watched                      []*h2Watch
+
 	sigMu   sync.Mutex    // guards the fields below; held for nothing else
 	changed chan struct{} // closed and replaced when room may have come, while waiting > 0
 	waiting int           // callers waiting for room
@@ -445,8 +451,15 @@ func (h *h2Transport) dialTLS(ctx context.Context, network, addr string) (net.Co
 		tc.Close()
 		return nil, fmt.Errorf("apns: %s did not negotiate HTTP/2 (ALPN %q)", addr, p)
 	}
-	return newBatchConn(tc), nil
+	bc := newBatchConn(tc)
+	if slot, ok := ctx.Value(dialedKey{}).(*atomic.Pointer[batchConn]); ok {
+		slot.Store(bc) // for connect, which has the silence detector watch it
+	}
+	return bc, nil
 }
+
+// dialedKey is the context key under which connect asks dialTLS for the connection it opens.
+type dialedKey struct{}
 
 // batchConn is an HTTP/2 connection's TLS connection with its writes gathered. net/http's
 // HTTP/2 client flushes after each frame it writes, a request's HEADERS and then its DATA,
@@ -469,6 +482,15 @@ type batchConn struct {
 	spare []byte    // the writer's previous batch, for reuse
 	err   error     // the first write error, or net.ErrClosed after Close
 	done  chan struct{}
+
+	// The silence detector's (silence.go): where the bytes written stand in the frames,
+	// whether a PING probe waits for a place between two frames, and the reads made.
+	preface, hn, left int
+	hdr               [frameHeaderLen]byte
+	framed            bool // a frame followed the preface: the preface's SETTINGS
+	inBlock, pingDue  bool
+	reads             atomic.Uint64
+	suspect           atomic.Bool // probed, no answer yet: the pool gives it no new request
 }
 
 // batchLimit is how many bytes may wait for the writer before Write blocks.
@@ -478,7 +500,7 @@ const batchLimit = 256 << 10
 const batchYield = 16 << 10
 
 func newBatchConn(tc *tls.Conn) *batchConn {
-	c := &batchConn{Conn: tc, done: make(chan struct{})}
+	c := &batchConn{Conn: tc, done: make(chan struct{}), preface: clientPrefaceLen}
 	c.ready.L, c.room.L = &c.mu, &c.mu
 	go c.writeLoop()
 	return c
@@ -497,6 +519,8 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		c.ready.Signal()
 	}
 	c.buf = append(c.buf, p...)
+	c.track(p)
+	c.sendDueLocked()
 	return len(p), nil
 }
 

@@ -32,9 +32,11 @@ type settings struct {
 	maxConns          int
 	maxAttempts       int
 	clock             func() time.Time
-	noSentinel        bool   // tests and benchmarks: Stop waits out the assume-sent timeout
-	firstID           uint32 // tests: the first identifier each binary worker gives
-	startClaimed      func() // tests: run by Start once it has claimed the start, before it starts the transport
+	noSentinel        bool          // tests and benchmarks: Stop waits out the assume-sent timeout
+	firstID           uint32        // tests: the first identifier each binary worker gives
+	startClaimed      func()        // tests: run by Start once it has claimed the start, before it starts the transport
+	silenceAfter      time.Duration // tests: silenceAfter instead of the constant (silence.go)
+	silenceTimeout    time.Duration // tests: silenceTimeout instead of the constant
 	logger            *slog.Logger
 	manageURL         string // broadcast channel management endpoint (broadcast.go)
 }
@@ -139,6 +141,15 @@ func WithDialTimeout(d time.Duration) Option {
 // for its answer (default DefaultWriteTimeout). A binary write that times out counts as a lost
 // connection: its frames in flight are replayed. An HTTP/2 request that times out is retried
 // like one whose connection was lost.
+//
+// On the binary protocol it is what bounds a gateway that goes silent: a gateway that stops
+// reading fills the TCP window, and the write that blocks then fails after this timeout.
+// Until then, frames the kernel accepted are assumed delivered after the assume-sent timeout
+// like any other, since the protocol answers only rejections: a silent connection cannot be
+// told from a working one. At Stop, the unanswered sentinel makes Stop wait out the
+// assume-sent timeout. On HTTP/2, a silent connection is found much sooner: one with requests
+// in flight that reads nothing for 3 s is probed with a PING and closed 2 s later if that
+// gets no answer either; its requests go to another connection (Stats.SilentConns).
 func WithWriteTimeout(d time.Duration) Option {
 	return func(s *settings) { s.writeTimeout = d }
 }

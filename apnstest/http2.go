@@ -297,6 +297,54 @@ func (s *HTTP2Server) GoAway() {
 	wg.Wait()
 }
 
+// SilenceClientConnections makes every open client connection go silent, as one whose flow a
+// NAT or load balancer has forgotten: from now on the server reads and discards whatever the
+// client sends on it and sends nothing, no answer, PING acknowledgement or GOAWAY, yet keeps
+// it open until the client closes it or Close is called. Requests judged before are counted
+// (Count, Requests) although their answers are lost; requests sent after are never seen. New
+// connections are unaffected. It returns how many connections it silenced. GoAway must not be
+// called while a silenced connection is open: it would wait for that connection to close.
+func (s *HTTP2Server) SilenceClientConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for hc := range s.live {
+		if !hc.quiet.silent.Swap(true) {
+			n++
+		}
+	}
+	return n
+}
+
+// silencer is a server connection's TCP connection, which SilenceClientConnections can make
+// swallow all traffic both ways while it stays open.
+type silencer struct {
+	net.Conn
+	silent atomic.Bool
+}
+
+// Read returns what the client sent until the connection goes silent; from then on it discards
+// everything and returns only the connection's end.
+func (c *silencer) Read(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		switch {
+		case !c.silent.Load():
+			return n, err
+		case err != nil:
+			return 0, err
+		}
+	}
+}
+
+// Write sends p until the connection goes silent; from then on it discards it.
+func (c *silencer) Write(p []byte) (int, error) {
+	if c.silent.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
 // SetMaxConcurrentStreams sets the SETTINGS_MAX_CONCURRENT_STREAMS value for connections
 // accepted from now on; open connections keep theirs (the standard library cannot change it
 // mid-connection). n <= 0 means the default, 1000. Called before Start, it is overridden by a
@@ -396,6 +444,7 @@ type h2Conn struct {
 	tc     *trackedConn
 	srv    *http.Server
 	ln     *oneConnListener
+	quiet  *silencer     // the TCP connection, which SilenceClientConnections silences
 	closed chan struct{} // closed when srv has finished with the connection
 
 	mu       sync.Mutex // guards the fields below
@@ -409,7 +458,8 @@ type h2Conn struct {
 // serveConn runs one connection; the netServer closes it afterwards.
 func (s *HTTP2Server) serveConn(c *trackedConn, maxStreams int) {
 	c.setState("in the TLS handshake")
-	tc := tls.Server(c.raw, s.tlsConf)
+	quiet := &silencer{Conn: c.raw}
+	tc := tls.Server(quiet, s.tlsConf)
 	if err := tc.Handshake(); err != nil {
 		return
 	}
@@ -418,7 +468,7 @@ func (s *HTTP2Server) serveConn(c *trackedConn, maxStreams int) {
 		return
 	}
 
-	hc := &h2Conn{s: s, tc: c, closed: make(chan struct{})}
+	hc := &h2Conn{s: s, tc: c, quiet: quiet, closed: make(chan struct{})}
 	hc.idle = sync.NewCond(&hc.mu)
 	hc.ln = &oneConnListener{conn: tc, served: make(chan struct{}), stop: make(chan struct{}), done: hc.closed}
 	var protos http.Protocols
