@@ -255,7 +255,8 @@ func (b *broadcastFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.timestamp, "timestamp", "", "-channel: aps.timestamp, UNIX seconds or RFC 3339 `time` (default now)")
 }
 
-// used reports whether any Live Activity flag was given without -channel.
+// liveActivityFlag returns the first broadcast-only flag given, or "": push refuses them
+// without -channel.
 func (b *broadcastFlags) liveActivityFlag() string {
 	switch {
 	case b.bundle != "":

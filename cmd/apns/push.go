@@ -22,6 +22,10 @@ production or -sandbox. Tokens come from -token (repeatable) and -tokens FILE (o
 "-" for stdin; blank lines and #comments are skipped); a bulk send shows progress on stderr.
 Exit status 1 means some notifications were rejected or could not be sent.
 
+With -channel ID it sends one broadcast instead: a Live Activity update (-event, -content-state,
+-timestamp) to every device subscribed to the channel (see "apns channel"), -priority 10 or 5,
+-expiry only for a channel of policy 1.
+
 Against "apns mock": -gateway ADDR -ca DIR/ca.pem, with -cert DIR/client.pem -key
 DIR/client-key.pem or the -p8 key it prints.
 `
