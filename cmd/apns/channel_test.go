@@ -288,3 +288,30 @@ func TestBroadcastPayloadMergesTheLiveActivityFlags(t *testing.T) {
 		}
 	}
 }
+
+// The management refusals a command can provoke are printed with their reason and exit 1:
+// one channel more than the app may have (CannotCreateChannelConfig), an app without the
+// Broadcast capability (FeatureNotEnabled), on stderr and, with -json, on stdout.
+func TestChannelRefusalsArePrintedWithTheirReason(t *testing.T) {
+	s := apnstest.NewUnstartedHTTP2Server()
+	s.RequireClientCert = true
+	s.Start()
+	defer s.Close()
+	s.SetChannelLimit(1)
+	s.EnableBroadcast("com.example.app")
+	ca, cert, key := pki(t)
+	auth := []string{"-gateway", s.URL, "-ca", ca, "-cert", cert, "-key", key}
+	if code, out, stderr := runCmd(t, "", append([]string{"channel", "create", "-bundle", "com.example.app"}, auth...)...); code != 0 {
+		t.Fatalf("first create: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	code, out, stderr := runCmd(t, "", append([]string{"channel", "create", "-bundle", "com.example.app"}, auth...)...)
+	if code != 1 || out != "" || !strings.Contains(stderr, "apns channel: create refused: 400 CannotCreateChannelConfig") {
+		t.Errorf("second create: exit %d, stdout %q, stderr %q; want 1 and CannotCreateChannelConfig", code, out, stderr)
+	}
+	var ref refusalResult
+	stderr = runJSON(t, 1, &ref, append([]string{"channel", "list", "-bundle", "com.example.other", "-json"}, auth...)...)
+	if ref.Op != "list" || ref.Bundle != "com.example.other" || ref.StatusCode != 400 || ref.Reason != "FeatureNotEnabled" ||
+		ref.RequestID == "" || !strings.Contains(stderr, "list refused: 400 FeatureNotEnabled") {
+		t.Errorf("list of an app without the capability: %+v, stderr %q; want 400 FeatureNotEnabled", ref, stderr)
+	}
+}
