@@ -6,6 +6,8 @@
 //	apns demo      [-n count] [-workers n] [-protocol binary|http2] [-json]
 //	apns push      (-cert FILE -key FILE | -p8 FILE -key-id ID -team-id ID) -topic T
 //	               (-token HEX | -tokens FILE|-) (-payload JSON | -alert TEXT ...) [flags]
+//	apns push      ... -channel ID [-bundle ID] [-event update|end] [-content-state JSON] [-timestamp T]
+//	apns channel   create|get|delete|list (-cert FILE -key FILE | -p8 FILE ...) [-bundle ID] [-policy 0|1] [-id ID] [-json]
 //	apns feedback  -cert FILE -key FILE [-sandbox | -gateway ADDR] [-watch] [-json]
 //	apns mock      [-gateway-addr A] [-feedback-addr A] [-http2-addr A] [-dir D] [-reject TOKEN[:status]]
 //	apns bench     [-n count] [-workers 1,2,4] [-payload-size B] [-protocol binary|http2] [-svg FILE]
@@ -14,7 +16,7 @@
 // were rejected (or could not be sent), 2 for a usage or setup error.
 //
 // This file holds the command dispatch and what the subcommands share; each subcommand has a
-// file of its own (demo.go, push.go, feedback.go, mock.go, bench.go), with conn.go for the
+// file of its own (demo.go, push.go, channel.go, feedback.go, mock.go, bench.go), with conn.go for the
 // connection flags, payload.go for the payload flags, progress.go for the progress display
 // and svg.go for bench's chart.
 package main
@@ -54,6 +56,7 @@ running in this process, and reports what happened.
 commands:
   demo      send a batch to an in-process mock gateway, with progress and a summary
   push      send notifications to APNs (or to a mock) with a certificate or a token key
+  channel   create, read, delete or list broadcast channels (Live Activities); push -channel sends
   feedback  read the bad device tokens from the (binary) feedback service
   mock      run mock APNs gateways on loopback ports until interrupted
   bench     measure throughput, Send latency and allocations against a mock gateway
@@ -89,6 +92,7 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		"demo":     demo,
 		"push":     push,
 		"feedback": feedback,
+		"channel":  channel,
 		"mock":     mock,
 		"bench":    bench,
 	}

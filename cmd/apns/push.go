@@ -22,6 +22,10 @@ production or -sandbox. Tokens come from -token (repeatable) and -tokens FILE (o
 "-" for stdin; blank lines and #comments are skipped); a bulk send shows progress on stderr.
 Exit status 1 means some notifications were rejected or could not be sent.
 
+With -channel ID it sends one broadcast instead: a Live Activity update (-event, -content-state,
+-timestamp) to every device subscribed to the channel (see "apns channel"), -priority 10 or 5,
+-expiry only for a channel of policy 1.
+
 Against "apns mock": -gateway ADDR -ca DIR/ca.pem, with -cert DIR/client.pem -key
 DIR/client-key.pem or the -p8 key it prints.
 `
@@ -65,6 +69,8 @@ func push(env *cmdEnv, args []string) int {
 	conn.register(fs, withToken|withProtocol|withSandbox)
 	var pf payloadFlags
 	pf.register(fs)
+	var bf broadcastFlags
+	bf.register(fs)
 	var tokenArgs stringList
 	fs.Var(&tokenArgs, "token", "device `token` in hex (repeatable)")
 	tokensFile := fs.String("tokens", "", "read device tokens from `FILE`, one per line; - for stdin")
@@ -96,6 +102,18 @@ func push(env *cmdEnv, args []string) int {
 		return usageError(env, "push", "-timeout is %v; want a positive duration", *timeout)
 	case *priority != 0 && *priority != 10 && *priority != 5 && *priority != 1:
 		return usageError(env, "push", "-priority is %d; want 10, 5 or (HTTP/2 only) 1", *priority)
+	}
+	if bf.channel != "" {
+		switch {
+		case len(tokenArgs) > 0 || *tokensFile != "":
+			return usageError(env, "push", "-channel sends a broadcast to a channel's subscribers; give no -token or -tokens with it")
+		case *pushType != "" || *collapseID != "":
+			return usageError(env, "push", "-push-type and -collapse-id do not go with -channel (a broadcast is always liveactivity)")
+		}
+		return pushBroadcast(env, &conn, &pf, &bf, broadcastSettings{priority: *priority, expiry: *expiry, timeout: *timeout, jsonOut: *jsonOut})
+	}
+	if f := bf.liveActivityFlag(); f != "" {
+		return usageError(env, "push", "%s goes with -channel (a broadcast); for a device's Live Activity use -payload", f)
 	}
 	payload, err := buildPayload(&pf)
 	if err != nil {
