@@ -269,14 +269,18 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 }
 
 // growLocked opens one more connection when the pool may grow: every connection is open,
-// past its first request and without a free stream (the caller found none), and the last
+// past its first request, not being probed for silence, and without a free stream (the
+// caller found none), and the last
 // connection opened for load is connectionGrowthInterval old.
 func (h *h2Transport) growLocked() {
 	if len(h.conns) >= h.maxConns || time.Since(h.lastGrow) < connectionGrowthInterval {
 		return
 	}
 	for _, k := range h.conns {
-		if k.cold || k.dialing {
+		// A connection being probed (silence.go) is not full: it takes requests again as
+		// soon as it answers the PING, and growing for it would open a connection for a
+		// gateway that is merely slow.
+		if k.cold || k.dialing || k.suspectLocked() {
 			return
 		}
 	}
