@@ -1,0 +1,289 @@
+package apns_test
+
+// Adversarial tests of the HTTP/2 connection pool (h2conn.go) and the parts of http2.go that
+// call into it: GOAWAY re-sends, Stop's bound, gauges and goroutines after Stop.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+// a4Server is a plain net/http HTTP/2 server over TLS with the given stream limit; handler
+// answers. It counts the connections it accepted.
+type a4Server struct {
+	*httptest.Server
+	conns atomic.Int64
+}
+
+func newA4Server(t *testing.T, streams uint32, handler http.HandlerFunc) *a4Server {
+	t.Helper()
+	s := &a4Server{}
+	s.Server = httptest.NewUnstartedServer(handler)
+	s.EnableHTTP2 = true
+	s.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: int(streams)}
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// client returns a certificate client of s (s does not check the certificate).
+func (s *a4Server) client(t *testing.T, opts ...apns.Option) *apns.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(s.Certificate())
+	cert, key := apnstest.ClientCertPEM()
+	opts = append([]apns.Option{apns.WithTLSConfig(&tls.Config{RootCAs: pool}), apns.WithErrorHandler(func(error) {})}, opts...)
+	c, err := apns.CreateClient(s.URL, cert, key, false, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tokenOf returns the hex token of a request's path /3/device/<token>.
+func tokenOf(r *http.Request) string { return strings.TrimPrefix(r.URL.Path, "/3/device/") }
+
+// A stream reset (RST_STREAM) of one request on a connection whose streams are all busy is
+// not a GOAWAY: the connection is healthy and keeps its other requests. The pool must neither
+// retire it (a new connection per reset) nor send the request again outside the retry policy
+// (WithMaxAttempts(1): one try each).
+func TestAttack4StreamResetOnAFullConnectionIsNotAGoAway(t *testing.T) {
+	var mu sync.Mutex
+	arrivals := map[string]int{}
+	s := newA4Server(t, 4, func(w http.ResponseWriter, r *http.Request) {
+		tok := tokenOf(r)
+		mu.Lock()
+		arrivals[tok]++
+		mu.Unlock()
+		b, _ := hex.DecodeString(tok)
+		if b[len(b)-1]%3 == 0 {
+			time.Sleep(20 * time.Millisecond)
+			panic(http.ErrAbortHandler) // RST_STREAM INTERNAL_ERROR, no answer
+		}
+		time.Sleep(100 * time.Millisecond)
+		w.Header().Set("apns-id", r.Header.Get("apns-id"))
+		w.WriteHeader(http.StatusOK)
+	})
+	c := s.client(t, apns.WithMaxAttempts(1))
+	t.Cleanup(func() { stop(t, c); checkNoGoroutines(t) })
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 120
+	sendH2(t, c, 0, n)
+	stop(t, c)
+	mu.Lock()
+	defer mu.Unlock()
+	calls := l.snapshot()
+	resent := 0
+	for i := 0; i < n; i++ {
+		tok := token(i)
+		if arrivals[tok] > 1 {
+			resent++
+			if resent <= 5 {
+				t.Errorf("token %d sent %d times with WithMaxAttempts(1)", i, arrivals[tok])
+			}
+		}
+		reset := i%3 == 0 // token(i)'s last byte is i's
+		if codes := calls[tok]; reset && (len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown)) || !reset && len(codes) != 0 {
+			t.Errorf("token %d (reset %v): callbacks %v", i, reset, codes)
+		}
+	}
+	st := c.Stats()
+	if resent > 0 || st.Reconnects > 0 || s.conns.Load() != 1 {
+		t.Errorf("%d of %d notifications sent more than once; %d connections at the server, stats %+v; want 1 each, 1 connection, 0 reconnects",
+			resent, n, s.conns.Load(), st)
+	}
+}
+
+// Issue 10 item 4, README: once Stop has begun, each connection makes at most 3 more attempts
+// without an answer and what is left is reported with 255. A notification whose request was
+// in flight when the gateway went away keeps retrying through the whole retry policy
+// (WithMaxAttempts), sleeping its backoff each time, although every reservation after the
+// third failed attempt answers errGaveUp.
+func TestAttack4StopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
+	var judged atomic.Int64
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = time.Hour // answers never come before the gateway goes
+		s.RespondFunc(func(apnstest.Request) *apnstest.Response { judged.Add(1); return nil })
+	})
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()),
+		apns.WithErrorHandler(func(error) {}), apns.WithMaxAttempts(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.Shutdown(ctx)
+		checkNoGoroutines(t)
+	})
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	sendH2(t, c, 0, n)
+	waitFor(t, "the mock to hold every request", func() bool { return judged.Load() == n })
+	s.Close() // the gateway is gone with every notification in flight
+	begin := time.Now()
+	stop(t, c)
+	t.Logf("Stop took %v", time.Since(begin))
+	calls := l.snapshot()
+	for i := 0; i < n; i++ {
+		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d reported %v; want once with 255", i, codes)
+		}
+	}
+}
+
+// A gateway that completes TLS and SETTINGS and then never answers a request: each request
+// ends by the write timeout, which is not counted against the connection (failed ignores
+// context errors), so the connection is never retired, Stop's 3 attempts per connection never
+// run out, and every notification goes through the whole retry policy on it.
+func TestAttack4StopWithAGatewayThatNeverAnswersIsBounded(t *testing.T) {
+	var mu sync.Mutex
+	arrivals := map[string]int{}
+	quit := make(chan struct{})
+	s := newA4Server(t, 100, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrivals[tokenOf(r)]++
+		mu.Unlock()
+		select {
+		case <-r.Context().Done():
+		case <-quit:
+		}
+	})
+	t.Cleanup(func() { close(quit) }) // before s.Close (cleanups run last-in first-out)
+	c := s.client(t, apns.WithWriteTimeout(time.Second), apns.WithMaxAttempts(12))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.Shutdown(ctx)
+		checkNoGoroutines(t)
+	})
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	sendH2(t, c, 0, n)
+	begin := time.Now()
+	stop(t, c)
+	t.Logf("Stop took %v", time.Since(begin))
+	mu.Lock()
+	defer mu.Unlock()
+	calls := l.snapshot()
+	for i := 0; i < n; i++ {
+		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d reported %v; want once with 255", i, codes)
+		}
+		if a := arrivals[token(i)]; a > 4 {
+			t.Errorf("token %d sent %d times to a gateway that never answers, during Stop; want at most 1+3", i, a)
+		}
+	}
+	t.Logf("connections at the server: %d, stats %+v", s.conns.Load(), c.Stats())
+}
+
+// Thousands in flight at 1000 streams when Stop begins: everything is delivered once, the
+// gauges read 0 afterwards and no goroutine of the package is left.
+func TestAttack4StopWithThousandsInFlight(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = 300 * time.Millisecond
+		s.LatencyJitter = 100 * time.Millisecond
+	})
+	c := newH2Client(t, s, apns.WithMaxConnections(3), apns.WithIdleTimeout(200*time.Millisecond))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4000
+	sendH2(t, c, 0, n)
+	stop(t, c)
+	checkNoGoroutines(t)
+	st := c.Stats()
+	if st.Delivered != n || st.InFlight != 0 || st.Connections != 0 || st.Queued != 0 {
+		t.Errorf("stats after Stop %+v; want %d delivered, gauges 0", st, n)
+	}
+	if calls := l.snapshot(); len(calls) != 0 {
+		t.Errorf("%d callbacks for delivered notifications", len(calls))
+	}
+	got := h2Received(s)
+	dups := 0
+	for i := 0; i < n; i++ {
+		if got[token(i)] != 1 {
+			dups++
+		}
+	}
+	if dups != 0 {
+		t.Errorf("%d tokens not received exactly once", dups)
+	}
+}
+
+// GOAWAY, again and again, while a thousand requests are in flight: every notification ends
+// exactly once (delivered, no callback), every arrival beyond the first at the mock is counted
+// as a duplicate, and the gauges read 0 after Stop.
+func TestAttack4RepeatedGoAwayUnderLoad(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = 200 * time.Millisecond
+		s.MaxConcurrentStreams = 300
+	})
+	c := newH2Client(t, s, apns.WithMaxConnections(3))
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 4; i++ {
+			time.Sleep(150 * time.Millisecond)
+			s.GoAway()
+		}
+	}()
+	sendH2(t, c, 0, n)
+	receive(t, "the GOAWAYs", done)
+	stop(t, c)
+	st := c.Stats()
+	if st.Delivered != n || st.InFlight != 0 || st.Connections != 0 {
+		t.Errorf("stats after Stop %+v; want %d delivered, gauges 0", st, n)
+	}
+	if calls := l.snapshot(); len(calls) != 0 {
+		t.Errorf("%d tokens reported to the callback", len(calls))
+	}
+	got := h2Received(s)
+	extra, missing := 0, 0
+	for i := 0; i < n; i++ {
+		switch k := got[token(i)]; {
+		case k == 0:
+			missing++
+		case k > 1:
+			extra += k - 1
+		}
+	}
+	if missing > 0 || uint64(extra) > st.Duplicates {
+		t.Errorf("%d never reached the mock, %d arrivals beyond the first, %d counted as duplicates", missing, extra, st.Duplicates)
+	}
+	t.Logf("stats %+v, extra arrivals %d", st, extra)
+}
