@@ -123,7 +123,7 @@ func TestAttack4StreamResetOnAFullConnectionIsNotAGoAway(t *testing.T) {
 func TestAttack4StopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
 	var judged atomic.Int64
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
-		s.Latency = time.Hour // answers never come before the gateway goes
+		s.Latency = 5 * time.Second // answers do not come before the gateway goes
 		s.RespondFunc(func(apnstest.Request) *apnstest.Response { judged.Add(1); return nil })
 	})
 	cert, key := apnstest.ClientCertPEM()
@@ -175,7 +175,8 @@ func TestAttack4StopWithAGatewayThatNeverAnswersIsBounded(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { close(quit) }) // before s.Close (cleanups run last-in first-out)
-	c := s.client(t, apns.WithWriteTimeout(time.Second), apns.WithMaxAttempts(12))
+	// 6 tries, so that the retry policy's backoff (0.1+0.2+0.4+0.8+1.6 s) stays short.
+	c := s.client(t, apns.WithWriteTimeout(time.Second), apns.WithMaxAttempts(6))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
