@@ -288,3 +288,51 @@ func TestAttack4RepeatedGoAwayUnderLoad(t *testing.T) {
 	}
 	t.Logf("stats %+v, extra arrivals %d", st, extra)
 }
+
+// Issue 11 item 4: Apple must never see a burst of connections; the pool opens connections
+// for load one at a time, at most one a second. After a GOAWAY on a pool grown to its cap,
+// every slot (Start's and the ones opened for load) is reopened at once.
+func TestAttack4GoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &acceptTimes{Listener: ln}
+	s := apnstest.NewUnstartedHTTP2Server()
+	s.Listener = log
+	s.Latency = 100 * time.Millisecond
+	s.MaxConcurrentStreams = 10
+	s.DiscardNotifications = true
+	s.Start()
+	t.Cleanup(s.Close)
+	c := newH2Client(t, s, apns.WithMaxConnections(4))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	sent := make(chan struct{})
+	go func() { defer close(sent); sendH2(t, c, 0, n) }()
+	waitFor(t, "the pool to grow to 4", func() bool { return c.Stats().Connections == 4 })
+	before := len(log.accepted())
+	s.GoAway()
+	receive(t, "the sends", sent)
+	stop(t, c)
+	times := log.accepted()[before:]
+	burst := 0
+	for i := 1; i < len(times); i++ {
+		if times[i].Sub(times[i-1]) < time.Second {
+			burst++
+		}
+	}
+	if burst > 0 {
+		var gaps []time.Duration
+		for i := 1; i < len(times); i++ {
+			gaps = append(gaps, times[i].Sub(times[i-1]))
+		}
+		t.Errorf("after GOAWAY the pool opened %d connections with gaps %v; want no two within a second", len(times), gaps)
+	}
+	if st := c.Stats(); st.Delivered != n || len(l.snapshot()) != 0 {
+		t.Errorf("stats %+v, %d reported; want %d delivered", st, len(l.snapshot()), n)
+	}
+}
