@@ -336,3 +336,122 @@ func TestAttack4GoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
 		t.Errorf("stats %+v, %d reported; want %d delivered", st, len(l.snapshot()), n)
 	}
 }
+
+// The first request on each new connection is reset by the server without an answer: the
+// warm gate (first request alone) must open all the same, and the connection then carries
+// requests side by side.
+func TestAttack4FirstRequestResetOpensTheWarmGate(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{} // remote address -> first request seen
+	now, most := 0, 0
+	s := newA4Server(t, 50, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		first := !seen[r.RemoteAddr]
+		seen[r.RemoteAddr] = true
+		now++
+		most = max(most, now)
+		mu.Unlock()
+		defer func() { mu.Lock(); now--; mu.Unlock() }()
+		if first {
+			panic(http.ErrAbortHandler)
+		}
+		time.Sleep(50 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+	})
+	c := s.client(t)
+	t.Cleanup(func() { stop(t, c); checkNoGoroutines(t) })
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	sendH2(t, c, 0, n)
+	stop(t, c)
+	mu.Lock()
+	defer mu.Unlock()
+	if st := c.Stats(); st.Delivered != n || len(l.snapshot()) != 0 || most < 10 {
+		t.Errorf("stats %+v, %d reported, most in flight at the server %d; want %d delivered, requests side by side", st, len(l.snapshot()), most, n)
+	}
+}
+
+// A gateway that accepts TCP and never completes the TLS handshake once Stop has begun: Stop
+// reports what is queued after 3 attempts per connection, each within the dial timeout.
+func TestAttack4StopWithAGatewayThatNeverCompletesTLS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hole := &blackHole{Listener: ln}
+	s := apnstest.NewUnstartedHTTP2Server()
+	s.Listener = hole
+	s.Start()
+	t.Cleanup(s.Close)
+	t.Cleanup(hole.release)
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()),
+		apns.WithErrorHandler(func(error) {}), apns.WithDialTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.Shutdown(ctx)
+		checkNoGoroutines(t)
+	})
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	sendH2(t, c, 0, 10)
+	waitFor(t, "10 delivered", func() bool { return c.Stats().Delivered == 10 })
+	hole.on.Store(true)
+	s.CloseClientConnections()
+	sendH2(t, c, 10, 50)
+	begin := time.Now()
+	stop(t, c)
+	t.Logf("Stop took %v; %d connections held without TLS", time.Since(begin), hole.count())
+	calls := l.snapshot()
+	for i := 10; i < 60; i++ {
+		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d reported %v; want once with 255", i, codes)
+		}
+	}
+}
+
+// blackHole is a listener that, once on, accepts connections and holds them without passing
+// them on: the client's TCP connect succeeds and its TLS handshake never completes.
+type blackHole struct {
+	net.Listener
+	on    atomic.Bool
+	mu    sync.Mutex
+	held  []net.Conn
+	ended bool
+}
+
+func (l *blackHole) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || !l.on.Load() {
+			return c, err
+		}
+		l.mu.Lock()
+		if l.ended {
+			c.Close()
+		} else {
+			l.held = append(l.held, c)
+		}
+		l.mu.Unlock()
+	}
+}
+
+func (l *blackHole) count() int { l.mu.Lock(); defer l.mu.Unlock(); return len(l.held) }
+
+func (l *blackHole) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ended = true
+	for _, c := range l.held {
+		c.Close()
+	}
+}
