@@ -455,3 +455,60 @@ func (l *blackHole) release() {
 		c.Close()
 	}
 }
+
+// GOAWAY on every connection, again and again, while Stop drains the queue: Stop returns,
+// every notification ends once (delivered, or reported), and arrivals beyond the first are
+// counted as duplicates.
+func TestAttack4GoAwayStormDuringStop(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = 50 * time.Millisecond
+		s.MaxConcurrentStreams = 20
+	})
+	c := newH2Client(t, s, apns.WithMaxConnections(3), apns.WithErrorHandler(func(error) {}))
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	sendH2(t, c, 0, n)
+	quit, storm := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(storm)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			s.GoAway()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	stop(t, c)
+	close(quit)
+	receive(t, "the storm's end", storm)
+	st := c.Stats()
+	calls := l.snapshot()
+	got := h2Received(s)
+	extra, lost, both := 0, 0, 0
+	for i := 0; i < n; i++ {
+		tok := token(i)
+		k, codes := got[tok], calls[tok]
+		if k > 1 {
+			extra += k - 1
+		}
+		if k > 0 && len(codes) > 0 {
+			both++ // accepted by the mock and reported: an answer lost with its connection
+		}
+		if len(codes) > 1 || k == 0 && len(codes) == 0 {
+			lost++
+			if lost < 5 {
+				t.Errorf("token %d: %d arrivals, callbacks %v", i, k, codes)
+			}
+		}
+	}
+	if st.Delivered+st.Unsent+st.Rejected != n || st.InFlight != 0 || st.Connections != 0 || uint64(extra) > st.Duplicates {
+		t.Errorf("stats %+v; %d arrivals beyond the first", st, extra)
+	}
+	t.Logf("stats %+v; extra arrivals %d; accepted by the mock and reported %d; connections at the server %d", st, extra, both, s.Conns())
+}
