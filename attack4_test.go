@@ -512,3 +512,105 @@ func TestAttack4GoAwayStormDuringStop(t *testing.T) {
 	}
 	t.Logf("stats %+v; extra arrivals %d; accepted by the mock and reported %d; connections at the server %d", st, extra, both, s.Conns())
 }
+
+// Stats.Connections is "connections open". After the gateway sends GOAWAY and closes the
+// connections of an idle client, the gauge must come down (the connections are gone at both
+// ends), not wait for the next notification.
+func TestAttack4ConnectionsGaugeAfterGoAwayWhileIdle(t *testing.T) {
+	s := newH2Server(t, nil)
+	c := newH2Client(t, s)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	sendH2(t, c, 0, 10)
+	waitFor(t, "10 delivered", func() bool { return c.Stats().Delivered == 10 })
+	s.GoAway() // returns once every connection is closed
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().Connections != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := c.Stats().Connections; got != 0 {
+		t.Errorf("Stats().Connections = %d five seconds after the server closed every connection (server accepted %d in all); want 0", got, s.Conns())
+	}
+}
+
+// Push callers while the gateway goes away and Stop begins: Push returns within Stop's bound
+// (3 attempts per connection), and so does Stop, which waits for Push calls.
+func TestAttack4PushDuringStopWithTheGatewayGone(t *testing.T) {
+	var judged atomic.Int64
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = 5 * time.Second
+		s.RespondFunc(func(apnstest.Request) *apnstest.Response { judged.Add(1); return nil })
+	})
+	cert, key := apnstest.ClientCertPEM()
+	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()),
+		apns.WithErrorHandler(func(error) {}), apns.WithMaxAttempts(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.Shutdown(ctx)
+		checkNoGoroutines(t)
+	})
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(i), Payload: []byte(`{"aps":{}}`)})
+			errs <- err
+		}()
+	}
+	waitFor(t, "the mock to hold every push", func() bool { return judged.Load() == n })
+	s.Close()
+	begin := time.Now()
+	stopped := stopAsync(c)
+	for i := 0; i < n; i++ {
+		receive(t, "Push", errs) // the first may have its answer: it went alone, before the others
+	}
+	t.Logf("the Push calls returned %v after Stop began", time.Since(begin))
+	if err := receive(t, "Stop", stopped); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+}
+
+// Stop drains: it waits for the Push calls in progress (h2Transport.close says so). A Push whose
+// request is in flight on a healthy gateway when Stop is called gets its answer, instead of
+// having its connection closed under it (the gateway may deliver it all the same).
+func TestAttack4StopLetsAPushInFlightFinish(t *testing.T) {
+	var judged atomic.Int64
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = time.Second
+		s.RespondFunc(func(apnstest.Request) *apnstest.Response { judged.Add(1); return nil })
+	})
+	c := newH2Client(t, s)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	pl := []byte(`{"aps":{"alert":"x"}}`)
+	if _, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(0), Payload: pl}); err != nil {
+		t.Fatal(err) // the connection's first request, alone
+	}
+	type result struct {
+		resp *apns.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(1), Payload: pl})
+		done <- result{resp, err}
+	}()
+	waitFor(t, "the mock to hold the push", func() bool { return judged.Load() == 2 })
+	stopped := stopAsync(c)
+	r := receive(t, "Push", done)
+	if err := receive(t, "Stop", stopped); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if r.err != nil || !r.resp.Sent() {
+		t.Errorf("Push in flight when Stop was called: %+v, %v; want its answer, 200 (the mock got it: %d requests)", r.resp, r.err, s.Count())
+	}
+}
