@@ -614,3 +614,75 @@ func TestAttack4StopLetsAPushInFlightFinish(t *testing.T) {
 		t.Errorf("Push in flight when Stop was called: %+v, %v; want its answer, 200 (the mock got it: %d requests)", r.resp, r.err, s.Count())
 	}
 }
+
+// One stream per connection (the server's limit and WithStreams(1)), GOAWAY twice under load:
+// every notification is delivered, none reported, arrivals beyond the first are counted.
+func TestAttack4OneStreamGoAwayLedger(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = 20 * time.Millisecond
+		s.MaxConcurrentStreams = 1
+	})
+	c := newH2Client(t, s, apns.WithStreams(1))
+	l := newLedger(c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2 {
+			time.Sleep(300 * time.Millisecond)
+			s.GoAway()
+		}
+	}()
+	sendH2(t, c, 0, n)
+	receive(t, "the GOAWAYs", done)
+	stop(t, c)
+	st := c.Stats()
+	got := h2Received(s)
+	extra := 0
+	for i := 0; i < n; i++ {
+		if k := got[token(i)]; k == 0 {
+			t.Errorf("token %d never arrived", i)
+		} else {
+			extra += k - 1
+		}
+	}
+	if st.Delivered != n || len(l.snapshot()) != 0 || uint64(extra) > st.Duplicates || st.Connections != 0 {
+		t.Errorf("stats %+v, %d reported, %d extra arrivals", st, len(l.snapshot()), extra)
+	}
+}
+
+// Two thousand Push calls at once on one connection of 1000 streams: all answered, nothing
+// left behind after Stop.
+func TestAttack4ThousandsOfPushes(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Latency = 100 * time.Millisecond
+		s.DiscardNotifications = true
+	})
+	c := newH2Client(t, s)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := 0; i < n; i++ {
+		wg.Go(func() {
+			r, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(i), Payload: []byte(`{"aps":{"alert":"x"}}`)})
+			if err != nil || !r.Sent() {
+				failed.Add(1)
+			}
+		})
+	}
+	guard(t, "the pushes", wg.Wait)
+	stop(t, c)
+	checkNoGoroutines(t)
+	if failed.Load() != 0 || s.Count() != n {
+		t.Errorf("%d pushes failed, mock counted %d of %d", failed.Load(), s.Count(), n)
+	}
+	if st := c.Stats(); st.Connections != 0 || st.InFlight != 0 {
+		t.Errorf("gauges after Stop %+v", st)
+	}
+}
