@@ -151,9 +151,13 @@ func TestAttack4StopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
 	t.Logf("Stop took %v", time.Since(begin))
 	calls := l.snapshot()
 	for i := 0; i < n; i++ {
-		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) {
-			t.Errorf("token %d reported %v; want once with 255", i, codes)
+		// The first request of each connection went alone and may have had its answer.
+		if codes := calls[token(i)]; len(codes) > 1 || len(codes) == 1 && codes[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d reported %v; want at most once, with 255", i, codes)
 		}
+	}
+	if st := c.Stats(); st.Delivered+st.Unsent != n || st.Delivered > 2 {
+		t.Errorf("stats %+v; want %d delivered or unsent, at most 2 delivered", st, n)
 	}
 }
 
