@@ -460,9 +460,11 @@ func (l *blackHole) release() {
 	}
 }
 
-// GOAWAY on every connection, again and again, while Stop drains the queue: Stop returns,
-// every notification ends once (delivered, or reported), and arrivals beyond the first are
-// counted as duplicates.
+// GOAWAY on every connection, again and again, for 3 seconds while Stop drains the queue:
+// Stop returns, every notification ends once (delivered, or reported), arrivals beyond the
+// first are counted as duplicates, and the client does not answer the storm with a storm of
+// connections (Apple must never see a burst): each connection answers its first request and
+// so resets the backoff, and the client reconnects at once, dozens of times a second.
 func TestAttack4GoAwayStormDuringStop(t *testing.T) {
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 50 * time.Millisecond
@@ -475,22 +477,22 @@ func TestAttack4GoAwayStormDuringStop(t *testing.T) {
 	}
 	const n = 1000
 	sendH2(t, c, 0, n)
-	quit, storm := make(chan struct{}), make(chan struct{})
+	const storm = 3 * time.Second
+	before := s.Conns()
+	stormDone := make(chan int)
 	go func() {
-		defer close(storm)
-		for {
-			select {
-			case <-quit:
-				return
-			default:
-			}
+		end := time.Now().Add(storm)
+		for time.Now().Before(end) {
 			s.GoAway()
 			time.Sleep(5 * time.Millisecond)
 		}
+		stormDone <- s.Conns()
 	}()
-	stop(t, c)
-	close(quit)
-	receive(t, "the storm's end", storm)
+	stopped := stopAsync(c)
+	during := receive(t, "the storm's end", stormDone) - before
+	if err := receive(t, "Stop", stopped); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
 	st := c.Stats()
 	calls := l.snapshot()
 	got := h2Received(s)
@@ -514,7 +516,10 @@ func TestAttack4GoAwayStormDuringStop(t *testing.T) {
 	if st.Delivered+st.Unsent+st.Rejected != n || st.InFlight != 0 || st.Connections != 0 || uint64(extra) > st.Duplicates {
 		t.Errorf("stats %+v; %d arrivals beyond the first", st, extra)
 	}
-	t.Logf("stats %+v; extra arrivals %d; accepted by the mock and reported %d; connections at the server %d", st, extra, both, s.Conns())
+	t.Logf("stats %+v; extra arrivals %d; accepted by the mock and reported %d", st, extra, both)
+	if limit := int(storm/time.Second) + 3; during > limit {
+		t.Errorf("the client opened %d connections during a %v GOAWAY storm; want at most %d (one a second, plus the pool's 3)", during, storm, limit)
+	}
 }
 
 // Stats.Connections is "connections open". After the gateway sends GOAWAY and closes the
