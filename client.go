@@ -582,7 +582,22 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		c.abort()
 		<-workersDone
 	}
+	var pushesDone <-chan struct{}
+	if c.h2 != nil {
+		// The Push calls in progress get their answers before the abort, within ctx.
+		pushesDone = c.h2.refusePushes()
+		if err == nil {
+			select {
+			case <-pushesDone:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+	}
 	c.abort()
+	if pushesDone != nil {
+		<-pushesDone // the abort ends them
+	}
 
 	// Whatever is left in the queue was never written: no worker ran, or all gave up.
 	if c.h2 != nil {

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -95,7 +96,7 @@ func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		res, err := s.cc.RoundTrip(req)
 		s.answered = err == nil
 		if err == nil || resend == goAwayResends || ctx.Err() != nil || req.Context().Err() != nil ||
-			s.cc.Err() != nil || s.cc.Available() > 0 {
+			!notSentByNetHTTP(err) {
 			return res, err
 		}
 		h := s.k.h
@@ -111,6 +112,24 @@ func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		h.c.stats.duplicates.Add(1)
 		h.c.stats.drops.Add(1)
 	}
+}
+
+// notSentByNetHTTP tells whether err is net/http's word that the request was not sent on the
+// connection, so that sending it on another is no second try. net/http's HTTP/2 client says
+// so with two unexported errors, the ones its own retry (canRetryError in h2_bundle.go)
+// resends: the connection received the server's graceful GOAWAY before the request's stream
+// was taken ("Transport received Server's graceful shutdown GOAWAY"), or it no longer takes
+// requests ("client conn not usable"). They can be told only by their text:
+// TestNotSentByNetHTTPMatchesGoAway pins it against a real GOAWAY from net/http's server,
+// so a Go release that changes it fails loudly. A stream reset is no such word: the server
+// may have processed the request.
+func notSentByNetHTTP(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "http2: Transport received Server's graceful shutdown GOAWAY") ||
+		strings.Contains(msg, "http2: client conn not usable")
 }
 
 // failed tells that the request got no answer because of err (see h2Conn.failed).
@@ -408,12 +427,14 @@ func (h *h2Transport) signal() {
 // retired, replaced at the next reservation and closed once its other requests are done:
 // after a GOAWAY it takes none but finishes the ones it has.
 func (k *h2Conn) failed(cc *http.ClientConn, err error) {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return
 	}
 	h := k.h
 	h.mu.Lock()
-	retire := k.cc == cc && (cc.Err() != nil || cc.Available() == 0)
+	// The request's own deadline (the write timeout; the caller's end is not reported here)
+	// retires cc: a server that takes requests and never answers them is no connection.
+	retire := k.cc == cc && (cc.Err() != nil || notSentByNetHTTP(err) || errors.Is(err, context.DeadlineExceeded))
 	var idle []*http.ClientConn
 	if retire {
 		k.retireLocked()
@@ -621,6 +642,17 @@ func (h *h2Transport) shrink(quit <-chan struct{}, done chan<- struct{}) {
 		}
 		closeConns(h.c, idle)
 	}
+}
+
+// refusePushes refuses new Push calls and returns a channel closed once the Push calls in
+// progress have returned: Shutdown lets them finish before it aborts.
+func (h *h2Transport) refusePushes() <-chan struct{} {
+	h.mu.Lock()
+	h.noPush = true
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.pushes.Wait(); close(done) }()
+	return done
 }
 
 // close refuses new connections and Push calls, waits for the Push calls in progress and the

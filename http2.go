@@ -415,6 +415,7 @@ type h2Transport struct {
 	dialFails uint64     // failed connection attempts
 	dialErr   error      // the last one's error
 	closed    bool       // set by close: no new connection, no new Push
+	noPush    bool       // set by refusePushes: no new Push
 	stopAbort func() bool
 	abortDone chan struct{} // closed when the abort hook of startLocked has run
 
@@ -636,7 +637,8 @@ func (e notSentError) Unwrap() error { return e.err }
 func (h *h2Transport) roundTrip(ctx context.Context, s *h2Stream, r *h2Request) (*Response, string, time.Duration, error) {
 	s, err := h.stream(ctx, s)
 	if err != nil {
-		return nil, "", 0, notSentError{err: err}
+		// Given up (Stop and no gateway) or stopped: a retry would get no stream either.
+		return nil, "", 0, notSentError{err: err, final: errors.Is(err, errGaveUp) || errors.Is(err, ErrStopped)}
 	}
 	defer s.end()
 	var reqCtx context.Context // ends when a server that never answers has had its time
@@ -776,7 +778,7 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error) {
 	h.mu.Lock()
 	switch {
-	case h.closed:
+	case h.closed || h.noPush:
 		h.mu.Unlock()
 		return nil, ErrStopped
 	case len(h.conns) == 0:
