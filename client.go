@@ -147,6 +147,7 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		url:     "https://" + addr,
 		addr:    addr,
 		queue:   make(chan *h2Request, set.queue()),
+		reap:    make(chan struct{}, 1),
 		token:   tok,
 		topic:   set.topic,
 		proxy:   proxy,

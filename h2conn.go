@@ -30,6 +30,10 @@ const (
 	// connectionGrowthInterval is the least time between two connections opened because
 	// the load needs more (WithMaxConnections): one at a time, at most one a second.
 	connectionGrowthInterval = time.Second
+
+	// connectionProvenAfter is how long a connection lives before the answer to its first
+	// request resets its slot's backoff; sooner, only an answer to another request does.
+	connectionProvenAfter = time.Second
 )
 
 // errGaveUp tells that Stop has begun and no connection could be opened in
@@ -46,7 +50,8 @@ type h2Conn struct {
 	cc           *http.ClientConn   // nil before the first dial and after a failure
 	cold         bool               // cc's first request has not ended: cc takes one stream
 	firstOut     bool               // cc's first request has its stream
-	answered     bool               // a request on cc got an answer
+	answered     bool               // cc proved itself: answered a request besides its first, or one a second after it opened
+	opened       time.Time          // when cc opened
 	retired      []*http.ClientConn // replaced connections, closed once idle
 	dialing      bool               // a connection attempt is in progress
 	failures     int                // failed attempts and connections ended without an answer, in a row
@@ -59,9 +64,10 @@ type h2Conn struct {
 type h2Stream struct {
 	k        *h2Conn
 	cc       *http.ClientConn
-	first    bool // cc's first request: cc takes no other until it ends
-	sent     bool // RoundTrip was called, which took the reservation
-	answered bool // RoundTrip returned an answer
+	first    bool      // cc's first request: cc takes no other until it ends
+	opened   time.Time // when cc opened
+	sent     bool      // RoundTrip was called, which took the reservation
+	answered bool      // RoundTrip returned an answer
 }
 
 // resendable returns req with a body of its own, read from the start: net/http may still hold
@@ -141,17 +147,24 @@ func (s *h2Stream) end() {
 		s.cc.Release()
 	}
 	k, h := s.k, s.k.h
+	// The answer to a connection's first request alone does not reset the backoff: a gateway
+	// that sends GOAWAY on every connection right after its first answer is met with backoff,
+	// not with a new connection each time.
+	proven := s.answered && (!s.first || time.Since(s.opened) >= connectionProvenAfter)
 	h.mu.Lock()
 	if k.cc == s.cc {
 		if s.first {
 			k.cold = false // the server's SETTINGS are known by now
 		}
-		if s.answered {
+		if proven {
 			k.answered = true
 		}
 	}
 	if s.answered {
-		k.failures, k.stopAttempts = 0, 0
+		k.stopAttempts = 0
+	}
+	if proven {
+		k.failures = 0
 	}
 	h.mu.Unlock()
 	h.signal()
@@ -209,7 +222,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 		}
 		var idle []*http.ClientConn
 		var best *h2Conn
-		bestFree, live, dialing, spent := 0, 0, 0, 0
+		bestFree, live, dialing, spent, dormant := 0, 0, 0, 0, 0
 		for _, k := range h.conns {
 			// Closed, or GOAWAY received and its requests done. InFlight first: no request
 			// can start meanwhile (reservations are made under h.mu), and one that ends
@@ -224,6 +237,10 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				live++
 			case k.dialing:
 				dialing++
+			case k.extra:
+				// Opened for load: growLocked reopens it at its rate, never at once (a GOAWAY
+				// on a grown pool is no burst of connections).
+				dormant++
 			case stopping && k.stopAttempts >= stopDialAttempts:
 				spent++
 			default:
@@ -244,7 +261,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				h.mu.Unlock()
 				h.unawait()
 				closeConns(h.c, idle)
-				return &h2Stream{k: best, cc: cc, first: best.cold}, nil
+				return &h2Stream{k: best, cc: cc, first: best.cold, opened: best.opened}, nil
 			}
 			// The connection changed since it was looked at (SETTINGS, GOAWAY): again.
 			h.mu.Unlock()
@@ -252,7 +269,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 			closeConns(h.c, idle)
 			continue
 		}
-		if live == 0 && dialing == 0 && spent == len(h.conns) && stopping {
+		if live == 0 && dialing == 0 && spent+dormant == len(h.conns) && stopping {
 			h.mu.Unlock()
 			h.unawait()
 			closeConns(h.c, idle)
@@ -265,7 +282,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 			closeConns(h.c, idle)
 			return nil, err
 		}
-		if live == len(h.conns) && !stopping {
+		if live+dormant == len(h.conns) && !stopping {
 			h.growLocked()
 		}
 		h.mu.Unlock()
@@ -285,21 +302,32 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 	}
 }
 
-// growLocked opens one more connection when the pool may grow: every connection is open,
-// past its first request and without a free stream (the caller found none), and the last
-// connection opened for load is connectionGrowthInterval old.
+// growLocked opens one more connection when the pool may grow: every connection is open
+// (but the dormant ones opened for load, whose connection ended), past its first request and
+// without a free stream (the caller found none), and the last connection opened is
+// connectionGrowthInterval old. It reopens a dormant slot before it adds one.
 func (h *h2Transport) growLocked() {
-	if len(h.conns) >= h.maxConns || time.Since(h.lastGrow) < connectionGrowthInterval {
+	if time.Since(h.lastGrow) < connectionGrowthInterval {
 		return
 	}
+	var dormant *h2Conn
 	for _, k := range h.conns {
-		if k.cold || k.dialing {
+		if k.cc != nil && k.cold || k.dialing {
 			return
 		}
+		if k.cc == nil && dormant == nil {
+			dormant = k
+		}
+	}
+	k := dormant
+	if k == nil {
+		if len(h.conns) >= h.maxConns {
+			return
+		}
+		k = &h2Conn{h: h, extra: true}
+		h.conns = append(h.conns, k)
 	}
 	h.lastGrow = time.Now()
-	k := &h2Conn{h: h, extra: true}
-	h.conns = append(h.conns, k)
 	h.connectLocked(k, false)
 }
 
@@ -354,10 +382,8 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		return ErrStopped
 	}
 	c.stats.conns.Add(1)
-	if k.extra {
-		h.lastGrow = time.Now() // the interval runs from the opening too, however long the dial took
-	}
-	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed = cc, true, false, false, time.Now()
+	h.lastGrow = time.Now() // the growth interval runs from every opening, however long the dial took
+	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed, k.opened = cc, true, false, false, time.Now(), time.Now()
 	if h.token != nil {
 		h.token.freshen() // a new connection may take a new token: start it young
 	}
@@ -365,7 +391,12 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		c.stats.reconnects.Add(1)
 	}
 	h.mu.Unlock()
-	cc.SetStateHook(func(*http.ClientConn) { h.signal() })
+	cc.SetStateHook(func(cc *http.ClientConn) {
+		if cc.Err() != nil {
+			h.reapSoon() // the hook may run under h.mu: the reaper closes it
+		}
+		h.signal()
+	})
 	c.log(slog.LevelDebug, "apns: connected", slog.String("addr", h.addr)) // not under h.mu: the handler is the user's code
 	h.signal()
 	return nil
@@ -449,8 +480,9 @@ func (k *h2Conn) failed(cc *http.ClientConn, err error) {
 	}
 }
 
-// retireLocked moves k's connection to the retired ones. A connection that ended without a
-// single answer counts as a failed attempt: the next one waits with backoff.
+// retireLocked moves k's connection to the retired ones. A connection that ended without
+// proving itself (an answer besides its first, or its first a second after it opened) counts
+// as a failed attempt: the next one waits with backoff.
 func (k *h2Conn) retireLocked() {
 	if k.cc == nil {
 		return
@@ -579,6 +611,11 @@ func (h *h2Transport) startLocked(conns []*h2Conn) {
 // load once they have been idle for the idle timeout.
 func (h *h2Transport) schedule() {
 	defer h.c.workers.Done()
+	{
+		quit, done := make(chan struct{}), make(chan struct{})
+		go h.reaper(quit, done)
+		defer func() { close(quit); <-done }()
+	}
 	if h.maxConns > h.base {
 		quit, done := make(chan struct{}), make(chan struct{})
 		go h.shrink(quit, done)
@@ -600,6 +637,39 @@ func (h *h2Transport) schedule() {
 func (h *h2Transport) send(r *h2Request, s *h2Stream) {
 	defer h.c.workers.Done()
 	h.settle(r, h.deliver(h.c.abortCtx, s, r))
+}
+
+// reapSoon asks the reaper to close the connections that have ended. It takes no lock.
+func (h *h2Transport) reapSoon() {
+	select {
+	case h.reap <- struct{}{}:
+	default:
+	}
+}
+
+// reaper closes, until quit is closed, the connections that have ended (the server closed
+// them, or they failed) as soon as their state hook tells, so that an idle client's
+// Stats.Connections counts the open ones without waiting for the next request.
+func (h *h2Transport) reaper(quit <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-quit:
+			return
+		case <-h.reap:
+		}
+		var idle []*http.ClientConn
+		h.mu.Lock()
+		for _, k := range h.conns {
+			if k.cc != nil && k.cc.Err() != nil {
+				k.retireLocked()
+			}
+			idle = append(idle, k.sweepLocked()...)
+		}
+		h.mu.Unlock()
+		closeConns(h.c, idle)
+		h.signal()
+	}
 }
 
 // shrink closes, until quit is closed, the connections opened for load that have carried no

@@ -408,14 +408,15 @@ type h2Transport struct {
 	dialers   sync.WaitGroup // connection attempts in progress
 	deadlines sharedDeadlines
 
-	mu        sync.Mutex // guards the fields below, and the fields of the h2Conns
-	conns     []*h2Conn  // Start's connections, then those opened for load
-	base      int        // Start's count
-	lastGrow  time.Time  // when the last connection was opened for load
-	dialFails uint64     // failed connection attempts
-	dialErr   error      // the last one's error
-	closed    bool       // set by close: no new connection, no new Push
-	noPush    bool       // set by refusePushes: no new Push
+	mu        sync.Mutex    // guards the fields below, and the fields of the h2Conns
+	conns     []*h2Conn     // Start's connections, then those opened for load
+	base      int           // Start's count
+	lastGrow  time.Time     // when the last connection was opened for load
+	dialFails uint64        // failed connection attempts
+	dialErr   error         // the last one's error
+	closed    bool          // set by close: no new connection, no new Push
+	noPush    bool          // set by refusePushes: no new Push
+	reap      chan struct{} // a connection has ended: the reaper closes it (capacity 1)
 	stopAbort func() bool
 	abortDone chan struct{} // closed when the abort hook of startLocked has run
 
