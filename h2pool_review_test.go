@@ -1,6 +1,6 @@
 package apns_test
 
-// Adversarial tests of the HTTP/2 connection pool (h2conn.go) and the parts of http2.go that
+// Review tests of the HTTP/2 connection pool (h2conn.go) and the parts of http2.go that
 // call into it: GOAWAY re-sends, Stop's bound, gauges and goroutines after Stop.
 
 import (
@@ -21,16 +21,16 @@ import (
 	"github.com/Kwik-messenger/apns-go/apnstest"
 )
 
-// a4Server is a plain net/http HTTP/2 server over TLS with the given stream limit; handler
+// poolServer is a plain net/http HTTP/2 server over TLS with the given stream limit; handler
 // answers. It counts the connections it accepted.
-type a4Server struct {
+type poolServer struct {
 	*httptest.Server
 	conns atomic.Int64
 }
 
-func newA4Server(t *testing.T, streams uint32, handler http.HandlerFunc) *a4Server {
+func newPoolServer(t *testing.T, streams uint32, handler http.HandlerFunc) *poolServer {
 	t.Helper()
-	s := &a4Server{}
+	s := &poolServer{}
 	s.Server = httptest.NewUnstartedServer(handler)
 	s.EnableHTTP2 = true
 	s.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: int(streams)}
@@ -45,7 +45,7 @@ func newA4Server(t *testing.T, streams uint32, handler http.HandlerFunc) *a4Serv
 }
 
 // client returns a certificate client of s (s does not check the certificate).
-func (s *a4Server) client(t *testing.T, opts ...apns.Option) *apns.Client {
+func (s *poolServer) client(t *testing.T, opts ...apns.Option) *apns.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(s.Certificate())
@@ -65,10 +65,10 @@ func tokenOf(r *http.Request) string { return strings.TrimPrefix(r.URL.Path, "/3
 // not a GOAWAY: the connection is healthy and keeps its other requests. The pool must neither
 // retire it (a new connection per reset) nor send the request again outside the retry policy
 // (WithMaxAttempts(1): one try each).
-func TestAttack4StreamResetOnAFullConnectionIsNotAGoAway(t *testing.T) {
+func TestPoolStreamResetOnAFullConnectionIsNotAGoAway(t *testing.T) {
 	var mu sync.Mutex
 	arrivals := map[string]int{}
-	s := newA4Server(t, 4, func(w http.ResponseWriter, r *http.Request) {
+	s := newPoolServer(t, 4, func(w http.ResponseWriter, r *http.Request) {
 		tok := tokenOf(r)
 		mu.Lock()
 		arrivals[tok]++
@@ -120,7 +120,7 @@ func TestAttack4StreamResetOnAFullConnectionIsNotAGoAway(t *testing.T) {
 // in flight when the gateway went away keeps retrying through the whole retry policy
 // (WithMaxAttempts), sleeping its backoff each time, although every reservation after the
 // third failed attempt answers errGaveUp.
-func TestAttack4StopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
+func TestPoolStopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
 	var judged atomic.Int64
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 5 * time.Second // answers do not come before the gateway goes
@@ -165,11 +165,11 @@ func TestAttack4StopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
 // ends by the write timeout, which is not counted against the connection (failed ignores
 // context errors), so the connection is never retired, Stop's 3 attempts per connection never
 // run out, and every notification goes through the whole retry policy on it.
-func TestAttack4StopWithAGatewayThatNeverAnswersIsBounded(t *testing.T) {
+func TestPoolStopWithAGatewayThatNeverAnswersIsBounded(t *testing.T) {
 	var mu sync.Mutex
 	arrivals := map[string]int{}
 	quit := make(chan struct{})
-	s := newA4Server(t, 100, func(w http.ResponseWriter, r *http.Request) {
+	s := newPoolServer(t, 100, func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		arrivals[tokenOf(r)]++
 		mu.Unlock()
@@ -212,7 +212,7 @@ func TestAttack4StopWithAGatewayThatNeverAnswersIsBounded(t *testing.T) {
 
 // Thousands in flight at 1000 streams when Stop begins: everything is delivered once, the
 // gauges read 0 afterwards and no goroutine of the package is left.
-func TestAttack4StopWithThousandsInFlight(t *testing.T) {
+func TestPoolStopWithThousandsInFlight(t *testing.T) {
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 300 * time.Millisecond
 		s.LatencyJitter = 100 * time.Millisecond
@@ -248,7 +248,7 @@ func TestAttack4StopWithThousandsInFlight(t *testing.T) {
 // GOAWAY, again and again, while a thousand requests are in flight: every notification ends
 // exactly once (delivered, no callback), every arrival beyond the first at the mock is counted
 // as a duplicate, and the gauges read 0 after Stop.
-func TestAttack4RepeatedGoAwayUnderLoad(t *testing.T) {
+func TestPoolRepeatedGoAwayUnderLoad(t *testing.T) {
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 200 * time.Millisecond
 		s.MaxConcurrentStreams = 300
@@ -296,7 +296,7 @@ func TestAttack4RepeatedGoAwayUnderLoad(t *testing.T) {
 // Issue 11 item 4: Apple must never see a burst of connections; the pool opens connections
 // for load one at a time, at most one a second. After a GOAWAY on a pool grown to its cap,
 // every slot (Start's and the ones opened for load) is reopened at once.
-func TestAttack4GoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
+func TestPoolGoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -344,11 +344,11 @@ func TestAttack4GoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
 // The first request on each new connection is reset by the server without an answer: the
 // warm gate (first request alone) must open all the same, and the connection then carries
 // requests side by side.
-func TestAttack4FirstRequestResetOpensTheWarmGate(t *testing.T) {
+func TestPoolFirstRequestResetOpensTheWarmGate(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]bool{} // remote address -> first request seen
 	now, most := 0, 0
-	s := newA4Server(t, 50, func(w http.ResponseWriter, r *http.Request) {
+	s := newPoolServer(t, 50, func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		first := !seen[r.RemoteAddr]
 		seen[r.RemoteAddr] = true
@@ -380,7 +380,7 @@ func TestAttack4FirstRequestResetOpensTheWarmGate(t *testing.T) {
 
 // A gateway that accepts TCP and never completes the TLS handshake once Stop has begun: Stop
 // reports what is queued after 3 attempts per connection, each within the dial timeout.
-func TestAttack4StopWithAGatewayThatNeverCompletesTLS(t *testing.T) {
+func TestPoolStopWithAGatewayThatNeverCompletesTLS(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -465,7 +465,7 @@ func (l *blackHole) release() {
 // first are counted as duplicates, and the client does not answer the storm with a storm of
 // connections (Apple must never see a burst): the answer to a connection's first request
 // must not reset the backoff, or the client reconnects at once, dozens of times a second.
-func TestAttack4GoAwayStormDuringStop(t *testing.T) {
+func TestPoolGoAwayStormDuringStop(t *testing.T) {
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 50 * time.Millisecond
 		s.MaxConcurrentStreams = 20
@@ -529,7 +529,7 @@ func TestAttack4GoAwayStormDuringStop(t *testing.T) {
 // Stats.Connections is "connections open". After the gateway sends GOAWAY and closes the
 // connections of an idle client, the gauge must come down (the connections are gone at both
 // ends), not wait for the next notification.
-func TestAttack4ConnectionsGaugeAfterGoAwayWhileIdle(t *testing.T) {
+func TestPoolConnectionsGaugeAfterGoAwayWhileIdle(t *testing.T) {
 	s := newH2Server(t, nil)
 	c := newH2Client(t, s)
 	if err := c.Start(2); err != nil {
@@ -549,7 +549,7 @@ func TestAttack4ConnectionsGaugeAfterGoAwayWhileIdle(t *testing.T) {
 
 // Push callers while the gateway goes away and Stop begins: Push returns within Stop's bound
 // (3 attempts per connection), and so does Stop, which waits for Push calls.
-func TestAttack4PushDuringStopWithTheGatewayGone(t *testing.T) {
+func TestPoolPushDuringStopWithTheGatewayGone(t *testing.T) {
 	var judged atomic.Int64
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 5 * time.Second
@@ -594,7 +594,7 @@ func TestAttack4PushDuringStopWithTheGatewayGone(t *testing.T) {
 // Stop drains: it waits for the Push calls in progress (h2Transport.close says so). A Push whose
 // request is in flight on a healthy gateway when Stop is called gets its answer, instead of
 // having its connection closed under it (the gateway may deliver it all the same).
-func TestAttack4StopLetsAPushInFlightFinish(t *testing.T) {
+func TestPoolStopLetsAPushInFlightFinish(t *testing.T) {
 	var judged atomic.Int64
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = time.Second
@@ -630,7 +630,7 @@ func TestAttack4StopLetsAPushInFlightFinish(t *testing.T) {
 
 // One stream per connection (the server's limit and WithStreams(1)), GOAWAY twice under load:
 // every notification is delivered, none reported, arrivals beyond the first are counted.
-func TestAttack4OneStreamGoAwayLedger(t *testing.T) {
+func TestPoolOneStreamGoAwayLedger(t *testing.T) {
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 20 * time.Millisecond
 		s.MaxConcurrentStreams = 1
@@ -669,7 +669,7 @@ func TestAttack4OneStreamGoAwayLedger(t *testing.T) {
 
 // Two thousand Push calls at once on one connection of 1000 streams: all answered, nothing
 // left behind after Stop.
-func TestAttack4ThousandsOfPushes(t *testing.T) {
+func TestPoolThousandsOfPushes(t *testing.T) {
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 100 * time.Millisecond
 		s.DiscardNotifications = true
