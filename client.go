@@ -523,7 +523,9 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // never given up on. Each attempt takes at most the dial timeout, or, when a write blocks,
 // the write timeout plus 2 s for an error response, plus up to 1 s of backoff before the
 // next. An HTTP/2 connection makes at most 3 more connection attempts without an answer,
-// each within the dial timeout and at most a second apart; a notification that was sent and
+// each within the dial timeout (or the write timeout, when the connection opens and its
+// requests get no answer) and at most a second apart; a Push in progress when Stop is called
+// gets its answer first; a notification that was sent and
 // got no answer is retried as WithMaxAttempts allows, within that bound. What is then still
 // held is reported with StatusUnknown: counted in Stats.Unsent if it was never written or
 // sent, in Stats.Unconfirmed if it may have arrived. Shutdown bounds it all.
