@@ -88,9 +88,9 @@ func resendable(req *http.Request) *http.Request {
 // requests (GOAWAY) is sent again on another stream before the failure counts as a try.
 const goAwayResends = 3
 
-// roundTrip sends req on the stream. When the request fails because the connection has
-// stopped taking new requests without closing (the server sent GOAWAY: streams it had not
-// taken fail, the others are answered), the stream is returned, the connection retired and
+// roundTrip sends req on the stream. When net/http says the request was not sent because the
+// connection stopped taking new requests (the server sent GOAWAY: streams it had not taken
+// fail, the others are answered; see notSentByNetHTTP), the stream is returned, the connection retired and
 // req sent again on a stream of another connection, up to goAwayResends times, before the
 // failure is the caller's: with a thousand streams a connection may have many requests
 // written after the server's GOAWAY and before the client read it, and these are not tries
@@ -453,10 +453,11 @@ func (h *h2Transport) signal() {
 	h.sigMu.Unlock()
 }
 
-// failed tells that a request on cc got no answer because of err. Unless the request's own
-// context ended it, or cc still takes requests (the error concerned that stream only), cc is
-// retired, replaced at the next reservation and closed once its other requests are done:
-// after a GOAWAY it takes none but finishes the ones it has.
+// failed tells that a request on cc got no answer because of err. When cc has failed, has
+// received a GOAWAY (net/http's not-sent errors) or left the request unanswered for its whole
+// deadline, cc is retired, replaced at the next reservation and closed once its other
+// requests are done: after a GOAWAY it takes none but finishes the ones it has. A stream
+// reset or a cancellation concerns that request only: cc stays.
 func (k *h2Conn) failed(cc *http.ClientConn, err error) {
 	if errors.Is(err, context.Canceled) {
 		return
