@@ -147,6 +147,7 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		url:     "https://" + addr,
 		addr:    addr,
 		queue:   make(chan *h2Request, set.queue()),
+		reap:    make(chan struct{}, 1),
 		token:   tok,
 		topic:   set.topic,
 		proxy:   proxy,
@@ -523,7 +524,9 @@ func enqueue[T any](ctx context.Context, c *Client, queue chan T, v T) error {
 // never given up on. Each attempt takes at most the dial timeout, or, when a write blocks,
 // the write timeout plus 2 s for an error response, plus up to 1 s of backoff before the
 // next. An HTTP/2 connection makes at most 3 more connection attempts without an answer,
-// each within the dial timeout and at most a second apart; a notification that was sent and
+// each within the dial timeout (or the write timeout, when the connection opens and its
+// requests get no answer) and at most a second apart; a Push in progress when Stop is called
+// gets its answer first; a notification that was sent and
 // got no answer is retried as WithMaxAttempts allows, within that bound. What is then still
 // held is reported with StatusUnknown: counted in Stats.Unsent if it was never written or
 // sent, in Stats.Unconfirmed if it may have arrived. Shutdown bounds it all.
@@ -583,7 +586,22 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		c.abort()
 		<-workersDone
 	}
+	var pushesDone <-chan struct{}
+	if c.h2 != nil {
+		// The Push calls in progress get their answers before the abort, within ctx.
+		pushesDone = c.h2.refusePushes()
+		if err == nil {
+			select {
+			case <-pushesDone:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+	}
 	c.abort()
+	if pushesDone != nil {
+		<-pushesDone // the abort ends them
+	}
 
 	// Whatever is left in the queue was never written: no worker ran, or all gave up.
 	if c.h2 != nil {

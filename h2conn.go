@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,10 @@ const (
 	// connectionGrowthInterval is the least time between two connections opened because
 	// the load needs more (WithMaxConnections): one at a time, at most one a second.
 	connectionGrowthInterval = time.Second
+
+	// connectionProvenAfter is how long a connection lives before the answer to its first
+	// request resets its slot's backoff; sooner, only an answer to another request does.
+	connectionProvenAfter = time.Second
 )
 
 // errGaveUp tells that Stop has begun and no connection could be opened in
@@ -47,7 +52,8 @@ type h2Conn struct {
 	bc           *batchConn         // cc's connection, for the silence detector; nil through a proxy
 	cold         bool               // cc's first request has not ended: cc takes one stream
 	firstOut     bool               // cc's first request has its stream
-	answered     bool               // a request on cc got an answer
+	answered     bool               // cc proved itself: answered a request besides its first, or one a second after it opened
+	opened       time.Time          // when cc opened
 	retired      []*http.ClientConn // replaced connections, closed once idle
 	dialing      bool               // a connection attempt is in progress
 	failures     int                // failed attempts and connections ended without an answer, in a row
@@ -60,9 +66,10 @@ type h2Conn struct {
 type h2Stream struct {
 	k        *h2Conn
 	cc       *http.ClientConn
-	first    bool // cc's first request: cc takes no other until it ends
-	sent     bool // RoundTrip was called, which took the reservation
-	answered bool // RoundTrip returned an answer
+	first    bool      // cc's first request: cc takes no other until it ends
+	opened   time.Time // when cc opened
+	sent     bool      // RoundTrip was called, which took the reservation
+	answered bool      // RoundTrip returned an answer
 }
 
 // resendable returns req with a body of its own, read from the start: net/http may still hold
@@ -83,9 +90,9 @@ func resendable(req *http.Request) *http.Request {
 // requests (GOAWAY) is sent again on another stream before the failure counts as a try.
 const goAwayResends = 3
 
-// roundTrip sends req on the stream. When the request fails because the connection has
-// stopped taking new requests without closing (the server sent GOAWAY: streams it had not
-// taken fail, the others are answered), the stream is returned, the connection retired and
+// roundTrip sends req on the stream. When net/http says the request was not sent because the
+// connection stopped taking new requests (the server sent GOAWAY: streams it had not taken
+// fail, the others are answered; see notSentByNetHTTP), the stream is returned, the connection retired and
 // req sent again on a stream of another connection, up to goAwayResends times, before the
 // failure is the caller's: with a thousand streams a connection may have many requests
 // written after the server's GOAWAY and before the client read it, and these are not tries
@@ -97,7 +104,7 @@ func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		res, err := s.cc.RoundTrip(req)
 		s.answered = err == nil
 		if err == nil || resend == goAwayResends || ctx.Err() != nil || req.Context().Err() != nil ||
-			s.cc.Err() != nil || s.cc.Available() > 0 {
+			!notSentByNetHTTP(err) {
 			return res, err
 		}
 		h := s.k.h
@@ -115,6 +122,24 @@ func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	}
 }
 
+// notSentByNetHTTP tells whether err is net/http's word that the request was not sent on the
+// connection, so that sending it on another is no second try. net/http's HTTP/2 client says
+// so with two unexported errors, the ones its own retry (canRetryError in h2_bundle.go)
+// resends: the connection received the server's graceful GOAWAY before the request's stream
+// was taken ("Transport received Server's graceful shutdown GOAWAY"), or it no longer takes
+// requests ("client conn not usable"). They can be told only by their text:
+// TestNotSentByNetHTTPMatchesGoAway pins it against a real GOAWAY from net/http's server,
+// so a Go release that changes it fails loudly. A stream reset is no such word: the server
+// may have processed the request.
+func notSentByNetHTTP(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "http2: Transport received Server's graceful shutdown GOAWAY") ||
+		strings.Contains(msg, "http2: client conn not usable")
+}
+
 // failed tells that the request got no answer because of err (see h2Conn.failed).
 func (s *h2Stream) failed(err error) { s.k.failed(s.cc, err) }
 
@@ -124,17 +149,24 @@ func (s *h2Stream) end() {
 		s.cc.Release()
 	}
 	k, h := s.k, s.k.h
+	// The answer to a connection's first request alone does not reset the backoff: a gateway
+	// that sends GOAWAY on every connection right after its first answer is met with backoff,
+	// not with a new connection each time.
+	proven := s.answered && (!s.first || time.Since(s.opened) >= connectionProvenAfter)
 	h.mu.Lock()
 	if k.cc == s.cc {
 		if s.first {
 			k.cold = false // the server's SETTINGS are known by now
 		}
-		if s.answered {
+		if proven {
 			k.answered = true
 		}
 	}
 	if s.answered {
-		k.failures, k.stopAttempts = 0, 0
+		k.stopAttempts = 0
+	}
+	if proven {
+		k.failures = 0
 	}
 	h.mu.Unlock()
 	h.signal()
@@ -192,7 +224,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 		}
 		var idle []*http.ClientConn
 		var best *h2Conn
-		bestFree, live, dialing, spent := 0, 0, 0, 0
+		bestFree, live, dialing, spent, dormant := 0, 0, 0, 0, 0
 		for _, k := range h.conns {
 			// Closed, or GOAWAY received and its requests done. InFlight first: no request
 			// can start meanwhile (reservations are made under h.mu), and one that ends
@@ -207,6 +239,10 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				live++
 			case k.dialing:
 				dialing++
+			case k.extra:
+				// Opened for load: growLocked reopens it at its rate, never at once (a GOAWAY
+				// on a grown pool is no burst of connections).
+				dormant++
 			case stopping && k.stopAttempts >= stopDialAttempts:
 				spent++
 			default:
@@ -227,7 +263,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				h.mu.Unlock()
 				h.unawait()
 				closeConns(h.c, idle)
-				return &h2Stream{k: best, cc: cc, first: best.cold}, nil
+				return &h2Stream{k: best, cc: cc, first: best.cold, opened: best.opened}, nil
 			}
 			// The connection changed since it was looked at (SETTINGS, GOAWAY): again.
 			h.mu.Unlock()
@@ -235,7 +271,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 			closeConns(h.c, idle)
 			continue
 		}
-		if live == 0 && dialing == 0 && spent == len(h.conns) && stopping {
+		if live == 0 && dialing == 0 && spent+dormant == len(h.conns) && stopping {
 			h.mu.Unlock()
 			h.unawait()
 			closeConns(h.c, idle)
@@ -248,7 +284,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 			closeConns(h.c, idle)
 			return nil, err
 		}
-		if live == len(h.conns) && !stopping {
+		if live+dormant == len(h.conns) && !stopping {
 			h.growLocked()
 		}
 		h.mu.Unlock()
@@ -268,25 +304,36 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 	}
 }
 
-// growLocked opens one more connection when the pool may grow: every connection is open,
-// past its first request, not being probed for silence, and without a free stream (the
-// caller found none), and the last
-// connection opened for load is connectionGrowthInterval old.
+// growLocked opens one more connection when the pool may grow: every connection is open
+// (but the dormant ones opened for load, whose connection ended), past its first request, not
+// being probed for silence, and without a free stream (the caller found none), and the last
+// connection opened is connectionGrowthInterval old. It reopens a dormant slot before it adds
+// one.
 func (h *h2Transport) growLocked() {
-	if len(h.conns) >= h.maxConns || time.Since(h.lastGrow) < connectionGrowthInterval {
+	if time.Since(h.lastGrow) < connectionGrowthInterval {
 		return
 	}
+	var dormant *h2Conn
 	for _, k := range h.conns {
 		// A connection being probed (silence.go) is not full: it takes requests again as
 		// soon as it answers the PING, and growing for it would open a connection for a
 		// gateway that is merely slow.
-		if k.cold || k.dialing || k.suspectLocked() {
+		if k.cc != nil && k.cold || k.dialing || k.suspectLocked() {
 			return
 		}
+		if k.cc == nil && dormant == nil {
+			dormant = k
+		}
+	}
+	k := dormant
+	if k == nil {
+		if len(h.conns) >= h.maxConns {
+			return
+		}
+		k = &h2Conn{h: h, extra: true}
+		h.conns = append(h.conns, k)
 	}
 	h.lastGrow = time.Now()
-	k := &h2Conn{h: h, extra: true}
-	h.conns = append(h.conns, k)
 	h.connectLocked(k, false)
 }
 
@@ -342,10 +389,8 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		return ErrStopped
 	}
 	c.stats.conns.Add(1)
-	if k.extra {
-		h.lastGrow = time.Now() // the interval runs from the opening too, however long the dial took
-	}
-	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed = cc, true, false, false, time.Now()
+	h.lastGrow = time.Now() // the growth interval runs from every opening, however long the dial took
+	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed, k.opened = cc, true, false, false, time.Now(), time.Now()
 	bc := dialed.Load()
 	k.bc = bc
 	if h.token != nil {
@@ -356,7 +401,12 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	}
 	h.mu.Unlock()
 	h.watch(cc, bc)
-	cc.SetStateHook(func(*http.ClientConn) { h.signal() })
+	cc.SetStateHook(func(cc *http.ClientConn) {
+		if cc.Err() != nil {
+			h.reapSoon() // the hook may run under h.mu: the reaper closes it
+		}
+		h.signal()
+	})
 	c.log(slog.LevelDebug, "apns: connected", slog.String("addr", h.addr)) // not under h.mu: the handler is the user's code
 	h.signal()
 	return nil
@@ -413,17 +463,20 @@ func (h *h2Transport) signal() {
 	h.sigMu.Unlock()
 }
 
-// failed tells that a request on cc got no answer because of err. Unless the request's own
-// context ended it, or cc still takes requests (the error concerned that stream only), cc is
-// retired, replaced at the next reservation and closed once its other requests are done:
-// after a GOAWAY it takes none but finishes the ones it has.
+// failed tells that a request on cc got no answer because of err. When cc has failed, has
+// received a GOAWAY (net/http's not-sent errors) or left the request unanswered for its whole
+// deadline, cc is retired, replaced at the next reservation and closed once its other
+// requests are done: after a GOAWAY it takes none but finishes the ones it has. A stream
+// reset or a cancellation concerns that request only: cc stays.
 func (k *h2Conn) failed(cc *http.ClientConn, err error) {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return
 	}
 	h := k.h
 	h.mu.Lock()
-	retire := k.cc == cc && (cc.Err() != nil || cc.Available() == 0)
+	// The request's own deadline (the write timeout; the caller's end is not reported here)
+	// retires cc: a server that takes requests and never answers them is no connection.
+	retire := k.cc == cc && (cc.Err() != nil || notSentByNetHTTP(err) || errors.Is(err, context.DeadlineExceeded))
 	var idle []*http.ClientConn
 	if retire {
 		k.retireLocked()
@@ -438,8 +491,9 @@ func (k *h2Conn) failed(cc *http.ClientConn, err error) {
 	}
 }
 
-// retireLocked moves k's connection to the retired ones. A connection that ended without a
-// single answer counts as a failed attempt: the next one waits with backoff.
+// retireLocked moves k's connection to the retired ones. A connection that ended without
+// proving itself (an answer besides its first, or its first a second after it opened) counts
+// as a failed attempt: the next one waits with backoff.
 func (k *h2Conn) retireLocked() {
 	if k.cc == nil {
 		return
@@ -569,6 +623,11 @@ func (h *h2Transport) startLocked(conns []*h2Conn) {
 // load once they have been idle for the idle timeout.
 func (h *h2Transport) schedule() {
 	defer h.c.workers.Done()
+	{
+		quit, done := make(chan struct{}), make(chan struct{})
+		go h.reaper(quit, done)
+		defer func() { close(quit); <-done }()
+	}
 	if h.maxConns > h.base {
 		quit, done := make(chan struct{}), make(chan struct{})
 		go h.shrink(quit, done)
@@ -590,6 +649,39 @@ func (h *h2Transport) schedule() {
 func (h *h2Transport) send(r *h2Request, s *h2Stream) {
 	defer h.c.workers.Done()
 	h.settle(r, h.deliver(h.c.abortCtx, s, r))
+}
+
+// reapSoon asks the reaper to close the connections that have ended. It takes no lock.
+func (h *h2Transport) reapSoon() {
+	select {
+	case h.reap <- struct{}{}:
+	default:
+	}
+}
+
+// reaper closes, until quit is closed, the connections that have ended (the server closed
+// them, or they failed) as soon as their state hook tells, so that an idle client's
+// Stats.Connections counts the open ones without waiting for the next request.
+func (h *h2Transport) reaper(quit <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-quit:
+			return
+		case <-h.reap:
+		}
+		var idle []*http.ClientConn
+		h.mu.Lock()
+		for _, k := range h.conns {
+			if k.cc != nil && k.cc.Err() != nil {
+				k.retireLocked()
+			}
+			idle = append(idle, k.sweepLocked()...)
+		}
+		h.mu.Unlock()
+		closeConns(h.c, idle)
+		h.signal()
+	}
 }
 
 // shrink closes, until quit is closed, the connections opened for load that have carried no
@@ -632,6 +724,17 @@ func (h *h2Transport) shrink(quit <-chan struct{}, done chan<- struct{}) {
 		}
 		closeConns(h.c, idle)
 	}
+}
+
+// refusePushes refuses new Push calls and returns a channel closed once the Push calls in
+// progress have returned: Shutdown lets them finish before it aborts.
+func (h *h2Transport) refusePushes() <-chan struct{} {
+	h.mu.Lock()
+	h.noPush = true
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.pushes.Wait(); close(done) }()
+	return done
 }
 
 // close refuses new connections and Push calls, waits for the Push calls in progress and the

@@ -408,13 +408,15 @@ type h2Transport struct {
 	dialers   sync.WaitGroup // connection attempts in progress
 	deadlines sharedDeadlines
 
-	mu        sync.Mutex // guards the fields below, and the fields of the h2Conns
-	conns     []*h2Conn  // Start's connections, then those opened for load
-	base      int        // Start's count
-	lastGrow  time.Time  // when the last connection was opened for load
-	dialFails uint64     // failed connection attempts
-	dialErr   error      // the last one's error
-	closed    bool       // set by close: no new connection, no new Push
+	mu        sync.Mutex    // guards the fields below, and the fields of the h2Conns
+	conns     []*h2Conn     // Start's connections, then those opened for load
+	base      int           // Start's count
+	lastGrow  time.Time     // when the last connection was opened for load
+	dialFails uint64        // failed connection attempts
+	dialErr   error         // the last one's error
+	closed    bool          // set by close: no new connection, no new Push
+	noPush    bool          // set by refusePushes: no new Push
+	reap      chan struct{} // a connection has ended: the reaper closes it (capacity 1)
 	stopAbort func() bool
 	abortDone chan struct{} // closed when the abort hook of startLocked has run
 
@@ -660,7 +662,8 @@ func (e notSentError) Unwrap() error { return e.err }
 func (h *h2Transport) roundTrip(ctx context.Context, s *h2Stream, r *h2Request) (*Response, string, time.Duration, error) {
 	s, err := h.stream(ctx, s)
 	if err != nil {
-		return nil, "", 0, notSentError{err: err}
+		// Given up (Stop and no gateway) or stopped: a retry would get no stream either.
+		return nil, "", 0, notSentError{err: err, final: errors.Is(err, errGaveUp) || errors.Is(err, ErrStopped)}
 	}
 	defer s.end()
 	var reqCtx context.Context // ends when a server that never answers has had its time
@@ -800,7 +803,7 @@ func (h *h2Transport) settle(r *h2Request, o outcome) {
 func (h *h2Transport) push(ctx context.Context, r *h2Request) (*Response, error) {
 	h.mu.Lock()
 	switch {
-	case h.closed:
+	case h.closed || h.noPush:
 		h.mu.Unlock()
 		return nil, ErrStopped
 	case len(h.conns) == 0:
