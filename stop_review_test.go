@@ -40,7 +40,7 @@ func rawClient(t *testing.T, s *apnstest.Server, opts ...apns.Option) *apns.Clie
 // already running: the outer Stop waits for the feedback poller, which runs the handler; the
 // handler's Stop, on its own goroutine, waits for the outer one. Both return. The handler's
 // Shutdown has a context the test cancels, so that a deadlock can be unwound once detected.
-func TestAttack3FeedbackErrorHandlerStopWhileStopRuns(t *testing.T) {
+func TestStopReviewFeedbackErrorHandlerStopWhileStopRuns(t *testing.T) {
 	s := newServer(t)
 	fs := apnstest.NewFeedbackServer()
 	fbAddr := fs.Addr
@@ -110,7 +110,7 @@ func TestAttack3FeedbackErrorHandlerStopWhileStopRuns(t *testing.T) {
 // still returns only after the callbacks due have run (Stop's doc: "Stop returns after every
 // callback already due has run"): an application that does `defer c.Stop()` and then closes
 // what the callback uses must not race with the callback.
-func TestAttack3NoCallbackRunsAfterAnOuterStopReturned(t *testing.T) {
+func TestStopReviewNoCallbackRunsAfterAnOuterStopReturned(t *testing.T) {
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
 	s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
@@ -148,7 +148,7 @@ func TestAttack3NoCallbackRunsAfterAnOuterStopReturned(t *testing.T) {
 
 // A Stop on a goroutine started by a callback waits for every callback due, the current one
 // included.
-func TestAttack3StopFromAGoroutineOfTheCallbackWaits(t *testing.T) {
+func TestStopReviewStopFromAGoroutineOfTheCallbackWaits(t *testing.T) {
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
 	c := newH2Client(t, s)
@@ -173,7 +173,7 @@ func TestAttack3StopFromAGoroutineOfTheCallbackWaits(t *testing.T) {
 
 // go c.Stop() from the rejection callback (SetRejectionCallback) of a client that was never
 // started: the callbacks then run on the first Stop's goroutine.
-func TestAttack3StopFromRejectionCallbackNeverStarted(t *testing.T) {
+func TestStopReviewStopFromRejectionCallbackNeverStarted(t *testing.T) {
 	s := newH2Server(t, nil)
 	c := newH2Client(t, s)
 	var calls atomic.Int32
@@ -196,7 +196,7 @@ func TestAttack3StopFromRejectionCallbackNeverStarted(t *testing.T) {
 
 // Two callbacks each start a Stop (go c.Stop()), and an outer Stop runs too; every call
 // returns and the ledger adds up.
-func TestAttack3TwoStopsFromTwoCallbacks(t *testing.T) {
+func TestStopReviewTwoStopsFromTwoCallbacks(t *testing.T) {
 	s := newH2Server(t, nil)
 	for i := 0; i < 20; i += 3 {
 		s.Respond(token(i), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
@@ -238,7 +238,7 @@ func TestAttack3TwoStopsFromTwoCallbacks(t *testing.T) {
 
 // A 200 whose body is reset is delivered: once to the server, Delivered in Stats, no drop, no
 // duplicate, no replay, no callback.
-func TestAttack3ResetAfter200Stats(t *testing.T) {
+func TestStopReviewResetAfter200Stats(t *testing.T) {
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 200, ResetStream: true})
 	s.Respond(token(2), apnstest.Response{Status: 410, ResetStream: true})
@@ -261,7 +261,7 @@ func TestAttack3ResetAfter200Stats(t *testing.T) {
 }
 
 // A background push at priority 10 goes at 5 through Push as well as the queue.
-func TestAttack3BackgroundPriorityThroughPush(t *testing.T) {
+func TestStopReviewBackgroundPriorityThroughPush(t *testing.T) {
 	s := newH2Server(t, nil)
 	c := newH2Client(t, s)
 	start(t, c, 1)
@@ -292,7 +292,7 @@ func TestAttack3BackgroundPriorityThroughPush(t *testing.T) {
 // Two feedback clients whose error handlers both stop the client (go c.Shutdown): each Stop,
 // on its own goroutine, waits for both pollers, which return once their handler has; both
 // Stops return.
-func TestAttack3TwoFeedbackErrorHandlersStop(t *testing.T) {
+func TestStopReviewTwoFeedbackErrorHandlersStop(t *testing.T) {
 	s := newServer(t)
 	fs := apnstest.NewFeedbackServer()
 	fbAddr := fs.Addr
@@ -348,7 +348,7 @@ func TestAttack3TwoFeedbackErrorHandlersStop(t *testing.T) {
 // Shutdown's deadline bounds the wait for a blocked callback (issue 10 review): Shutdown
 // returns ctx's error while the callback still runs; a later Stop waits for it and for the
 // callback due after it; the dispatcher goroutine exits once they have returned.
-func TestAttack3ShutdownDeadlineWithABlockedCallback(t *testing.T) {
+func TestStopReviewShutdownDeadlineWithABlockedCallback(t *testing.T) {
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
 	s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
@@ -411,7 +411,7 @@ func TestAttack3ShutdownDeadlineWithABlockedCallback(t *testing.T) {
 
 // Two consumers call GetBadTokens in loops while 410s arrive and Stop runs: every token
 // answered 410 reaches exactly one of them, once, and both end with ErrFeedbackStopped.
-func TestAttack3ConcurrentGetBadTokensAcrossStop(t *testing.T) {
+func TestStopReviewConcurrentGetBadTokensAcrossStop(t *testing.T) {
 	const n = 60
 	s := newH2Server(t, nil)
 	for i := 0; i < n; i++ {
@@ -489,7 +489,7 @@ func closedAddr(t *testing.T) string {
 // the error handler still runs for the failed attempts, a Stop must not run the callbacks of
 // the queued notifications on its own goroutine at the same time: the failed Start keeps its
 // dispatcher, and Stop's callbacks queue behind the handler on it.
-func TestAttack3CallbackConcurrentWithErrorHandlerAfterFailedStart(t *testing.T) {
+func TestStopReviewCallbackConcurrentWithErrorHandlerAfterFailedStart(t *testing.T) {
 	addr := closedAddr(t)
 	var inHandler atomic.Bool
 	var overlap atomic.Int32
@@ -545,7 +545,7 @@ func TestAttack3CallbackConcurrentWithErrorHandlerAfterFailedStart(t *testing.T)
 const startDialAttemptsSeen = 3
 
 // go c.Stop() from the error handler while Start is still dialing an unreachable gateway.
-func TestAttack3StopFromErrorHandlerDuringStartDial(t *testing.T) {
+func TestStopReviewStopFromErrorHandlerDuringStartDial(t *testing.T) {
 	addr := closedAddr(t)
 	var c *apns.Client
 	var once sync.Once
@@ -585,7 +585,7 @@ func TestAttack3StopFromErrorHandlerDuringStartDial(t *testing.T) {
 
 // A provider token that cannot be signed once, then can: the one notification is reported
 // unsent (nothing sent, no drop), the later ones and a Push go through, and the ledger adds up.
-func TestAttack3ProviderTokenFailsOnceThenWorks(t *testing.T) {
+func TestStopReviewProviderTokenFailsOnceThenWorks(t *testing.T) {
 	key, p8 := apns.NewTestAuthKey(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Keys = map[string]*ecdsa.PublicKey{"KEY1234567": &key.PublicKey}
@@ -636,7 +636,7 @@ func TestAttack3ProviderTokenFailsOnceThenWorks(t *testing.T) {
 // PROTOCOL.md §1.4 (binary frame, item 5): "Using 10 for a push whose only key is
 // content-available is an error." Send writes such a push at 5 over the binary protocol too,
 // as over HTTP/2 (issue 10 item 8); a payload with anything else in aps keeps its priority.
-func TestAttack3BinaryBackgroundPushAtPriority10(t *testing.T) {
+func TestStopReviewBinaryBackgroundPushAtPriority10(t *testing.T) {
 	s := newServer(t)
 	c := newClient(t, s)
 	for i, tc := range []struct {
@@ -667,7 +667,7 @@ func TestAttack3BinaryBackgroundPushAtPriority10(t *testing.T) {
 
 // Two consumers wait in GetBadTokens while Stop ends a held poll: the poll's tuples reach
 // exactly one of them, once; both then get ErrFeedbackStopped; nothing is left behind.
-func TestAttack3TwoConsumersAcrossStopDuringAPoll(t *testing.T) {
+func TestStopReviewTwoConsumersAcrossStopDuringAPoll(t *testing.T) {
 	fs, tlsConf := newHoldingFeedback(t, feedbackTuples(1, 2, 3))
 	gw := newServer(t)
 	cfg := gw.ClientTLSConfig().Clone() // trusts the gateway and, below, the feedback service
@@ -737,7 +737,7 @@ func TestAttack3TwoConsumersAcrossStopDuringAPoll(t *testing.T) {
 // with a 100ms deadline cuts the poll when the deadline ends instead of giving it
 // FeedbackStopGrace (2 s), and returns DeadlineExceeded. (The bound checked is the grace, 20
 // times the deadline: a busy machine does not reach it.)
-func TestAttack3ShutdownDeadlineWithAHeldFeedbackPoll(t *testing.T) {
+func TestStopReviewShutdownDeadlineWithAHeldFeedbackPoll(t *testing.T) {
 	fs, tlsConf := newHoldingFeedback(t)
 	gw := newServer(t)
 	cfg := gw.ClientTLSConfig().Clone()
@@ -795,6 +795,7 @@ func TestHTTP2RequestAbortedInFlightIsUnconfirmedNotUnsent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	guard(t, "Shutdown", func() { c.Shutdown(ctx) })
+	stop(t, c) // Shutdown past its deadline does not wait for the callbacks; Stop does
 	st := c.Stats()
 	got := rej.snapshot()[token(0)]
 	if st.Unsent != 0 || st.Unconfirmed != 1 || len(got) != 1 || got[0].Reason == "no answer" {
