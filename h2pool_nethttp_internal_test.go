@@ -33,10 +33,21 @@ func TestNotSentByNetHTTPMatchesGoAway(t *testing.T) {
 // goAwayErrors sends requests on one connection to a net/http server, has the server shut
 // down gracefully while they are written, sends one more once the client has read the GOAWAY,
 // and returns the errors of the requests that failed.
+//
+// One request is answered first: until then the server may not have registered the connection
+// for its graceful shutdown (it would never send the GOAWAY), and the client may not have the
+// server's SETTINGS (its stream limit is not the server's).
 func goAwayErrors(t *testing.T) []error {
 	t.Helper()
 	release := make(chan struct{})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	entered := make(chan struct{}, 100)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			return
+		}
+		entered <- struct{}{}
+		<-release
+	}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	defer srv.Close()
@@ -51,6 +62,12 @@ func goAwayErrors(t *testing.T) []error {
 		t.Fatal(err)
 	}
 	defer cc.Close()
+	first, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/first", nil)
+	res, err := cc.RoundTrip(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
@@ -68,6 +85,7 @@ func goAwayErrors(t *testing.T) []error {
 	for range 50 {
 		wg.Go(send)
 	}
+	<-entered // some requests are being handled, others still being written
 	shut := make(chan struct{})
 	go func() { defer close(shut); srv.Config.Shutdown(ctx) }()
 	for cc.Available() > 0 { // until the client has read the GOAWAY
