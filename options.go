@@ -108,6 +108,8 @@ const (
 	DefaultWriteTimeout  = 30 * time.Second
 	DefaultQueueSize     = 4096
 	DefaultInflightBytes = 8 << 20
+	DefaultStreams       = 100 // before: the default cap of WithStreams; now the server's limit is the default
+	DefaultMaxAttempts   = 5   // tries of one notification that meets retryable answers (HTTP/2)
 )
 
 // WithTLSConfig makes the client start from a copy of cfg, for example to trust a private CA
