@@ -319,14 +319,15 @@ func responseID(h http.Header) string {
 // ErrPayloadMarshal, ErrPayloadTooLarge, ErrInvalidPriority, ErrInvalidExpiry,
 // ErrChannelExpiration), a client that is not started, or a broadcast that got no answer.
 func (c *Client) Broadcast(ctx context.Context, n *BroadcastNotification) (*Response, error) {
-	if c.h2 == nil {
-		return nil, ErrNotHTTP2
-	}
-	r, err := newBroadcastRequest(n, c.h2.topic, c.bc.policy)
+	h, err := c.http2()
 	if err != nil {
 		return nil, err
 	}
-	return c.h2.push(ctx, r)
+	r, err := newBroadcastRequest(n, h.topic, h.bc.policy)
+	if err != nil {
+		return nil, err
+	}
+	return h.push(ctx, r)
 }
 
 // SendBroadcast validates a broadcast and queues it, like SendNotification: it shares the
@@ -335,14 +336,15 @@ func (c *Client) Broadcast(ctx context.Context, n *BroadcastNotification) (*Resp
 // apns-request-id, SetCallback's with a Message whose Token is empty. It returns the same
 // input errors as Broadcast, and ErrStopped once Stop has begun.
 func (c *Client) SendBroadcast(ctx context.Context, n *BroadcastNotification) error {
-	if c.h2 == nil {
-		return ErrNotHTTP2
-	}
-	r, err := newBroadcastRequest(n, c.h2.topic, c.bc.policy)
+	h, err := c.http2()
 	if err != nil {
 		return err
 	}
-	return enqueue(ctx, c, c.h2.queue, r)
+	r, err := newBroadcastRequest(n, h.topic, h.bc.policy)
+	if err != nil {
+		return err
+	}
+	return enqueue(ctx, c, h.queue, r)
 }
 
 // CreateChannel creates a broadcast channel for the app bundleID with the given storage
@@ -370,7 +372,7 @@ func (c *Client) CreateChannel(ctx context.Context, bundleID string, policy Mess
 	if checkChannelID(id) != nil {
 		return nil, fmt.Errorf("apns: channel created, but the answer's apns-channel-id %q is not a channel ID", id)
 	}
-	c.bc.remember(bundleID, id, policy)
+	a.m.remember(bundleID, id, policy)
 	return &Channel{ID: id, StoragePolicy: policy, PushType: "LiveActivity"}, nil
 }
 
@@ -389,7 +391,7 @@ func (c *Client) Channel(ctx context.Context, bundleID, channelID string) (*Chan
 		return nil, err
 	}
 	ch.ID = channelID
-	c.bc.remember(bundleID, channelID, ch.StoragePolicy)
+	a.m.remember(bundleID, channelID, ch.StoragePolicy)
 	return ch, nil
 }
 
@@ -401,10 +403,11 @@ func (c *Client) DeleteChannel(ctx context.Context, bundleID, channelID string) 
 	if err := checkChannelID(channelID); err != nil {
 		return err
 	}
-	if _, err := c.manage(ctx, http.MethodDelete, bundleID, "/channels", channelID, nil); err != nil {
+	a, err := c.manage(ctx, http.MethodDelete, bundleID, "/channels", channelID, nil)
+	if err != nil {
 		return err
 	}
-	c.bc.forget(bundleID, channelID)
+	a.m.forget(bundleID, channelID)
 	return nil
 }
 
@@ -459,6 +462,7 @@ func parseChannelList(body []byte) ([]string, error) {
 
 // manageAnswer is a successful answer of the management host.
 type manageAnswer struct {
+	m      *channelManager // the manager that made the call
 	header http.Header
 	body   []byte
 }
@@ -466,13 +470,14 @@ type manageAnswer struct {
 // manage makes one channel-management call: method on /1/apps/<bundleID><suffix>, with
 // apns-channel-id channelID when not empty. A non-2xx answer is a *Rejection.
 func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID string, body []byte) (*manageAnswer, error) {
-	if c.h2 == nil {
-		return nil, ErrNotHTTP2
+	h, err := c.http2()
+	if err != nil {
+		return nil, err
 	}
 	if err := checkBundleID(bundleID); err != nil {
 		return nil, err
 	}
-	m := c.bc
+	m := h.bc
 	if m.addr == "" {
 		return nil, ErrNoChannelManagement
 	}
@@ -499,7 +504,7 @@ func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID
 			return nil, err
 		}
 		if status >= 200 && status < 300 {
-			return &manageAnswer{header: header, body: resBody}, nil
+			return &manageAnswer{m: m, header: header, body: resBody}, nil
 		}
 		resp, perr := parseResponse(status, responseID(header), resBody)
 		if resp.StatusCode == http.StatusForbidden && resp.Reason == "ExpiredProviderToken" && m.token != nil && !reauthed {
@@ -509,7 +514,7 @@ func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID
 			}
 		}
 		if retried && method == http.MethodDelete && resp.Reason == ReasonChannelNotRegistered {
-			return &manageAnswer{header: header}, nil // the lost attempt deleted it
+			return &manageAnswer{m: m, header: header}, nil // the lost attempt deleted it
 		}
 		if perr != nil {
 			c.reportError(perr)

@@ -108,13 +108,10 @@ func TestManagementRefusalWithNonJSONBodyIsARejectionWithItsStatus(t *testing.T)
 			if tc.body == "" {
 				return // nothing to parse, nothing to report
 			}
-			select { // before Start, the error handler runs on the caller's goroutine
-			case herr := <-handled:
-				if !strings.Contains(herr.Error(), fmt.Sprint(tc.status)) {
-					t.Errorf("error handler got %v; want the parse error of the %d answer", herr, tc.status)
-				}
-			default:
-				t.Errorf("the error handler got nothing for the unreadable %d answer", tc.status)
+			// The error handler runs on the client's dispatcher goroutine, before Start too.
+			herr := receive(t, fmt.Sprintf("the error handler's report of the unreadable %d answer", tc.status), handled)
+			if !strings.Contains(herr.Error(), fmt.Sprint(tc.status)) {
+				t.Errorf("error handler got %v; want the parse error of the %d answer", herr, tc.status)
 			}
 		})
 	}

@@ -1,18 +1,16 @@
 package apns
 
-// This file owns Client: the send queue, the workers' lifecycle, the callback dispatcher and
-// the statistics. One connection's work is in worker.go.
+// This file owns Client: what is the same for both protocols. Its settings, admission (Send
+// and the queue's bounds), the Start/Stop/Shutdown state machine and the statistics; the
+// callbacks are in callbacks.go, the feedback clients in feedback.go. Each protocol is a
+// transport under it: binary.go (the binary protocol), h2transport.go (the HTTP/2 API).
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,8 +21,8 @@ import (
 // (see Status). See Client.SetCallback for when and where it runs.
 type BadMessageCallback func(m *Message, code uint8)
 
-// Client sends notifications to the APNs binary gateway through a queue shared by a number of
-// workers, one TLS connection each.
+// Client sends notifications to APNs, over the HTTP/2 provider API or the legacy binary
+// protocol (CreateClient decides), through a queue served by a number of TLS connections.
 //
 // A Client is safe for concurrent use by multiple goroutines. Its settings are fixed by
 // CreateClient; only the callback may change later.
@@ -33,15 +31,12 @@ type Client struct {
 	addr      string // host:port
 	tlsConfig *tls.Config
 	set       settings
-	queue     chan *frameBuf // encoded frames accepted by Send; closed by Stop
-	stopping  chan struct{}  // closed when Stop begins: Send refuses, blocked Sends return
+	t         transport     // the protocol: *binaryTransport or *h2Transport
+	stopping  chan struct{} // closed when Stop begins: Send refuses, blocked Sends return
 	abortCtx  context.Context
 	abort     context.CancelFunc // called when Shutdown's context ends: workers stop waiting
 	done      chan struct{}      // closed when Stop has finished
-
-	h2 *h2Transport // nil for the binary protocol
-
-	bc *channelManager // broadcast channel management (broadcast.go); nil for the binary protocol
+	events    *dispatcher        // runs the callbacks (callbacks.go)
 
 	mu        sync.Mutex // guards the fields below
 	started   bool
@@ -49,12 +44,38 @@ type Client struct {
 	cb        BadMessageCallback
 	rejectCB  func(*Rejection)
 	feedbacks []*FeedbackClient
-	events    *dispatcher // nil until Start; once set while !stopped, Stop closes it (see startH2)
 
 	senders sync.WaitGroup // Sends between their stopped check and their enqueue
-	workers sync.WaitGroup
 
 	stats counters
+}
+
+// transport is one protocol under a Client: binaryTransport (binary.go) or h2Transport
+// (h2transport.go). Client holds the policy that is the same for both; a transport carries
+// the queue's notifications over its connections and settles each: counted delivered, or
+// reported through the client (callbacks.go).
+type transport interface {
+	// open opens n connections, trying each a few times, and keeps them for run or discard:
+	// Start calls exactly one of the two next. It fails only when none opened.
+	open(n int) error
+	// run starts serving the queue on what open opened. Start calls it under the client's
+	// lock, after checking that Stop has not begun, so that Stop's drain sees the work.
+	run()
+	// discard closes what open opened.
+	discard()
+	// send validates Send's notification, encodes it and queues it (enqueue).
+	send(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error
+	// queued is how many notifications wait in the queue.
+	queued() int
+	// hasFeedbackService reports whether the protocol has a feedback service (feedback.go).
+	hasFeedbackService() bool
+	// drain begins Stop's wait, once no Send is in progress: it closes the queue and returns
+	// a channel closed once every notification taken from the queue, and every Push, has
+	// ended. The client's abort (Shutdown's deadline) ends them sooner.
+	drain() <-chan struct{}
+	// finish ends Stop, after drain's channel and the abort: it reports what is left in the
+	// queue with StatusUnknown and closes every connection.
+	finish()
 }
 
 // CreateClient returns a client for the binary gateway at gateway, "host" or "host:port"
@@ -130,33 +151,12 @@ func newClient(gateway string, cert, key []byte, anyServerCert bool, tok *provid
 		abort:     cancel,
 		done:      make(chan struct{}),
 	}
+	c.events = newDispatcher(c)
 	if !isH2 {
-		c.queue = make(chan *frameBuf, set.queue())
+		c.t = newBinaryTransport(c)
 		return c, nil
 	}
-	cfg.NextProtos = []string{"h2"}
-	if tok != nil {
-		tok.now = orClock(set.clock)
-	}
-	proxy := set.proxy
-	if !set.proxySet {
-		proxy = http.ProxyFromEnvironment
-	}
-	c.h2 = &h2Transport{
-		c:       c,
-		url:     "https://" + addr,
-		addr:    addr,
-		queue:   make(chan *h2Request, set.queue()),
-		reap:    make(chan struct{}, 1),
-		token:   tok,
-		topic:   set.topic,
-		proxy:   proxy,
-		streams: set.streams,
-		tries:   orDefault(set.maxAttempts, DefaultMaxAttempts),
-	}
-	c.h2.maxConns = set.maxConns
-	c.h2.silenceAfter, c.h2.silenceTimeout = set.silenceAfter, set.silenceTimeout
-	if c.bc, err = newChannelManager(c, host, tok); err != nil {
+	if c.t, err = newH2Transport(c, host, tok); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -241,13 +241,10 @@ func (c *Client) SetRejectionCallback(f func(*Rejection)) {
 	c.mu.Unlock()
 }
 
-// Start opens workerCount TLS connections to the gateway and starts one worker on each. It
-// tries each connection a few times; if none can be opened it returns the error, and Start
-// may be called again. Nothing is left running then except, on a client of the HTTP/2 API,
-// the goroutine that runs the callbacks and the error handler (which heard of the failed
-// attempts): the next Start keeps it, and Stop ends it, so call Stop on a client given up
-// after a failed Start. Connections that failed while others succeeded keep being retried in
-// the background with backoff.
+// Start opens workerCount TLS connections to the gateway and starts serving the queue on
+// them. It tries each connection a few times; if none can be opened it returns the error,
+// leaves nothing running, and Start may be called again. Connections that failed while others
+// succeeded keep being retried in the background with backoff.
 func (c *Client) Start(workerCount int) error {
 	if workerCount < 1 {
 		return ErrNoWorkers
@@ -266,82 +263,22 @@ func (c *Client) Start(workerCount int) error {
 	if hook := c.set.startClaimed; hook != nil {
 		hook()
 	}
-	if c.h2 != nil {
-		return c.startH2(workerCount)
-	}
 
-	conns := make([]net.Conn, workerCount)
-	errs := make([]error, workerCount)
-	var wg sync.WaitGroup
-	for i := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conns[i], errs[i] = c.dialRetry(startDialAttempts)
-		}()
-	}
-	wg.Wait()
-	opened := 0
-	for _, conn := range conns {
-		if conn != nil {
-			opened++
-		}
-	}
-
+	err := c.t.open(workerCount)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if opened == 0 || c.stopped { // Stop ran meanwhile: it saw started and waits on workers
-		for _, conn := range conns {
-			if conn != nil {
-				conn.Close()
-			}
-		}
-		if c.stopped {
-			return ErrStopped
-		}
-		c.started = false
-		return c.startError(fmt.Errorf("apns: cannot reach gateway %s: %w", c.addr, errors.Join(distinct(errs)...)))
-	}
-	c.events = newDispatcher(c)
-	for _, conn := range conns {
-		w := newWorker(c, conn == nil)
-		c.workers.Add(1)
-		go w.run(conn)
-	}
-	return nil
-}
-
-// startH2 is Start's work for the HTTP/2 API. The dispatcher is made under c.mu only while
-// Stop has not begun, and from then on only Stop closes it: a failed Start leaves it in
-// c.events for the next Start, so that callbacks and the error handler always run on it.
-func (c *Client) startH2(n int) error {
-	c.mu.Lock()
-	if c.stopped { // Stop ran since Start claimed the start, and found no dispatcher
-		c.mu.Unlock()
-		return ErrStopped
-	}
-	if c.events == nil {
-		c.events = newDispatcher(c) // before the dial, whose errors it reports
-	}
-	c.mu.Unlock()
-	conns, err := c.h2.dial(n)
-	c.mu.Lock()
-	if err == nil && !c.stopped {
-		c.h2.startLocked(conns)
+	if err == nil && !c.stopped { // else Stop ran meanwhile: it found no work to wait for
+		c.t.run()
 		c.mu.Unlock()
 		return nil
 	}
-	stopped := c.stopped
-	if !stopped {
-		c.started = false
-	}
 	c.mu.Unlock()
-	for _, k := range conns {
-		k.close()
-	}
-	if stopped {
+	c.t.discard()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
 		return ErrStopped
 	}
+	c.started = false
 	return c.startError(err)
 }
 
@@ -372,33 +309,6 @@ func distinct(errs []error) []error {
 // startDialAttempts is how often Start tries each connection before giving up on it.
 const startDialAttempts = 3
 
-// dialRetry opens a connection, trying up to attempts times with backoff.
-func (c *Client) dialRetry(attempts int) (net.Conn, error) {
-	var err error
-	for i := 1; i <= attempts; i++ {
-		var conn net.Conn
-		if conn, err = c.dial(); err == nil {
-			return conn, nil
-		}
-		if i < attempts && !sleep(c.abortCtx, backoff(i)) {
-			break
-		}
-	}
-	return nil, err
-}
-
-// dial opens one TLS connection to the gateway, handshake included, within the dial timeout.
-func (c *Client) dial() (net.Conn, error) {
-	return dialTLS(c.abortCtx, c.addr, c.tlsConfig, c.set.dial())
-}
-
-func dialTLS(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	d := tls.Dialer{Config: cfg}
-	return d.DialContext(ctx, "tcp", addr)
-}
-
 // Send validates a notification, encodes it and queues it for the workers. It returns an
 // error for bad input (ErrTokenNotHex, ErrTokenLength, ErrPayloadEmpty, ErrPayloadMarshal,
 // ErrPayloadTooLarge, ErrInvalidPriority, ErrInvalidExpiry) and ErrStopped once Stop has
@@ -426,59 +336,48 @@ func (c *Client) Send(token string, expiry time.Time, priority uint8, payload ma
 // On a client of the HTTP/2 API the token may have any even number of hex digits, the payload
 // up to 4096 bytes, and a zero expiry is sent as apns-expiration 0.
 func (c *Client) SendContext(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
-	if c.h2 != nil {
-		if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
-			return invalidPriority(int(priority), "Send takes 10 (immediate) or 5 (power-saving); for 1 (lowest), use SendNotification")
-		}
-		if payload == nil {
-			return ErrPayloadEmpty
-		}
-		r, err := newH2Request(&Notification{DeviceToken: token, Expiration: expiry, Priority: int(priority), Payload: payload}, c.h2.topic)
-		if err != nil {
-			return err
-		}
-		if expiry.IsZero() {
-			r.header[hdrExpiration] = zeroExpiryValue
-		}
-		return enqueue(ctx, c, c.h2.queue, r)
-	}
-	f := getFrameBuf()
-	err := f.encode(token, expiry, priority, payload)
-	if err == nil {
-		err = enqueue(ctx, c, c.queue, f)
-	}
-	if err != nil {
-		f.release()
-	}
-	return err
+	return c.t.send(ctx, token, expiry, priority, payload)
 }
 
 // SendNotification validates a notification of the HTTP/2 API and queues it, like Send. Its
-// outcome reaches the callbacks only if it is not delivered.
+// outcome reaches the callbacks only if it is not delivered. On a binary client it returns
+// ErrNotHTTP2.
 func (c *Client) SendNotification(ctx context.Context, n *Notification) error {
-	if c.h2 == nil {
-		return ErrNotHTTP2
-	}
-	r, err := newH2Request(n, c.h2.topic)
+	h, err := c.http2()
 	if err != nil {
 		return err
 	}
-	return enqueue(ctx, c, c.h2.queue, r)
+	r, err := newH2Request(n, h.topic)
+	if err != nil {
+		return err
+	}
+	return enqueue(ctx, c, h.queue, r)
 }
 
 // Push sends one notification of the HTTP/2 API synchronously, bypassing the queue and the
 // callbacks, and returns APNs' answer; a rejection is a Response whose Sent is false, not an
 // error. It retries like the queue does. The error reports bad input, a client that is not
 // started, or a notification that got no answer (ctx ended, or the connection kept failing).
+// On a binary client it returns ErrNotHTTP2.
 func (c *Client) Push(ctx context.Context, n *Notification) (*Response, error) {
-	if c.h2 == nil {
-		return nil, ErrNotHTTP2
-	}
-	r, err := newH2Request(n, c.h2.topic)
+	h, err := c.http2()
 	if err != nil {
 		return nil, err
 	}
-	return c.h2.push(ctx, r)
+	r, err := newH2Request(n, h.topic)
+	if err != nil {
+		return nil, err
+	}
+	return h.push(ctx, r)
+}
+
+// http2 returns the client's HTTP/2 transport, for the calls of the HTTP/2 API alone (Push,
+// SendNotification, broadcasts and channels), or ErrNotHTTP2 on a binary client.
+func (c *Client) http2() (*h2Transport, error) {
+	if h, ok := c.t.(*h2Transport); ok {
+		return h, nil
+	}
+	return nil, ErrNotHTTP2
 }
 
 // enqueue puts an accepted notification on a queue, unless Stop has begun or ctx ends first.
@@ -571,57 +470,20 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Unlock()
 
 	c.senders.Wait()
-	if c.h2 != nil {
-		close(c.h2.queue)
-	} else {
-		close(c.queue)
-	}
-	workersDone := make(chan struct{})
-	go func() { c.workers.Wait(); close(workersDone) }()
 	var err error
+	drained := c.t.drain()
 	select {
-	case <-workersDone:
+	case <-drained:
 	case <-ctx.Done():
 		err = ctx.Err()
 		c.abort()
-		<-workersDone
-	}
-	var pushesDone <-chan struct{}
-	if c.h2 != nil {
-		// The Push calls in progress get their answers before the abort, within ctx.
-		pushesDone = c.h2.refusePushes()
-		if err == nil {
-			select {
-			case <-pushesDone:
-			case <-ctx.Done():
-				err = ctx.Err()
-			}
-		}
+		<-drained
 	}
 	c.abort()
-	if pushesDone != nil {
-		<-pushesDone // the abort ends them
-	}
-
-	// Whatever is left in the queue was never written: no worker ran, or all gave up.
-	if c.h2 != nil {
-		for r := range c.h2.queue {
-			c.h2.settle(r, outcome{})
-		}
-		c.h2.close()
-		c.bc.close()
-	} else {
-		for f := range c.queue {
-			c.reportUnsent(f.b)
-			f.release()
-		}
-	}
+	c.t.finish() // what is left in the queue was never sent: no work ran, or all gave up
 	if stopFeedbacks(ctx, feedbacks) && err == nil {
 		err = ctx.Err()
 	}
-	c.mu.Lock()
-	events := c.events
-	c.mu.Unlock()
 
 	// What is left to wait for ends when the callbacks and handlers running now return: user
 	// code, which cannot be interrupted. Once ctx has ended, Shutdown does not wait for it;
@@ -630,10 +492,8 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	for _, fc := range feedbacks {
 		waits = append(waits, fc.done)
 	}
-	if events != nil {
-		events.close()
-		waits = append(waits, events.done)
-	}
+	c.events.close()
+	waits = append(waits, c.events.done)
 	for i, w := range waits {
 		select {
 		case <-w:
@@ -654,188 +514,6 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	}
 	close(c.done)
 	return err
-}
-
-// reportRejected hands a notification the gateway rejected with status (any status, 255
-// included: the gateway read it and said no) to the callback. It keeps a copy of frame.
-func (c *Client) reportRejected(frame []byte, status Status) {
-	c.stats.reject(uint8(status))
-	if c.logging() {
-		tok := frame[frameHeader+itemHeader:][:TokenSize]
-		c.log(slog.LevelInfo, "apns: notification rejected", slog.Any("status", status),
-			slog.Uint64("id", uint64(frameID(frame))), slog.String("token", abbrev(hex.EncodeToString(tok[:4]))))
-	}
-	c.push(event{frame: bytes.Clone(frame), status: status})
-}
-
-// reportUnsent hands the callback, with StatusUnknown, a notification the client gave up on
-// before the gateway took it (counted in Stats.Unsent). It keeps a copy of frame.
-func (c *Client) reportUnsent(frame []byte) {
-	c.stats.unsent.Add(1)
-	c.push(event{frame: bytes.Clone(frame), status: StatusUnknown})
-}
-
-// reasonUnconfirmed is the Rejection.Reason of a notification reported with
-// StatusUnknown that the gateway may have delivered (counted in Stats.Unconfirmed).
-const reasonUnconfirmed = "unknown (possibly delivered)"
-
-// reportUnconfirmed hands the callback, with StatusUnknown, a notification the client gave up
-// on although the gateway may have delivered it: it was written on a connection lost without
-// an answer. It keeps a copy of frame.
-func (c *Client) reportUnconfirmed(frame []byte) {
-	c.stats.unconfirmed.Add(1)
-	c.push(event{frame: bytes.Clone(frame), status: StatusUnknown, unconfirmed: true})
-}
-
-// reportRejection hands a notification of the HTTP/2 API that will not be delivered to the
-// callbacks. The caller has counted it.
-func (c *Client) reportRejection(r *Rejection) {
-	c.push(event{rej: r})
-}
-
-// push queues an event for the dispatcher, or, before Start, runs it on the caller's goroutine
-// (Stop's, the only caller then).
-func (c *Client) push(e event) {
-	c.mu.Lock()
-	events := c.events
-	c.mu.Unlock()
-	if events == nil {
-		c.run(e)
-		return
-	}
-	events.push(e)
-}
-
-// log logs an event when the client has a logger. Callers whose attributes cost something to
-// build check logging first.
-func (c *Client) log(level slog.Level, msg string, attrs ...slog.Attr) {
-	if l := c.set.logger; l != nil {
-		l.LogAttrs(context.Background(), level, msg, attrs...)
-	}
-}
-
-// logging reports whether the client has a logger.
-func (c *Client) logging() bool { return c.set.logger != nil }
-
-// abbrev shortens a hex device token for logs to its first 8 digits.
-func abbrev(hexToken string) string {
-	return hexToken[:min(8, len(hexToken))] + "…"
-}
-
-// reportError hands an event that concerns no single notification to the error handler.
-func (c *Client) reportError(err error) {
-	if c.set.errorHandler == nil {
-		return
-	}
-	c.push(event{err: err})
-}
-
-// run runs the callbacks for one event.
-func (c *Client) run(e event) {
-	if e.err != nil {
-		c.set.errorHandler(e.err)
-		return
-	}
-	c.mu.Lock()
-	cb, rejectCB := c.cb, c.rejectCB
-	c.mu.Unlock()
-	if cb == nil && rejectCB == nil {
-		return
-	}
-	r := e.rej
-	if r == nil {
-		r = &Rejection{Message: messageOf(e.frame), Code: uint8(e.status), Reason: e.status.String()}
-		if e.unconfirmed {
-			r.Reason = reasonUnconfirmed
-		}
-	}
-	if cb != nil {
-		cb(r.Message, r.Code)
-	}
-	if rejectCB != nil {
-		rejectCB(r)
-	}
-}
-
-// addBadToken hands a token that APNs answered with 410 to the feedback clients.
-func (c *Client) addBadToken(t BadToken) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, fc := range c.feedbacks {
-		fc.add([]BadToken{t})
-	}
-}
-
-// event is one report waiting for the dispatcher: a binary frame and its status, an HTTP/2
-// rejection, or an error.
-type event struct {
-	frame       []byte
-	status      Status
-	unconfirmed bool // binary: given up on, possibly delivered
-	rej         *Rejection
-	err         error
-}
-
-// dispatcher runs callbacks one at a time on its own goroutine. Its queue is unbounded so
-// that a slow callback never stalls a worker; it holds at most one entry per notification.
-type dispatcher struct {
-	c    *Client
-	wake chan struct{} // capacity 1: something was pushed, or close was called
-	done chan struct{} // closed when the goroutine has exited
-
-	mu     sync.Mutex
-	queue  []event
-	closed bool
-}
-
-func newDispatcher(c *Client) *dispatcher {
-	d := &dispatcher{c: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go d.run()
-	return d
-}
-
-func (d *dispatcher) push(e event) {
-	d.mu.Lock()
-	d.queue = append(d.queue, e)
-	d.mu.Unlock()
-	d.signal()
-}
-
-func (d *dispatcher) signal() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
-
-// close makes the goroutine exit after it has run every event pushed so far (done).
-func (d *dispatcher) close() {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	d.signal()
-}
-
-func (d *dispatcher) run() {
-	defer close(d.done)
-	for {
-		<-d.wake
-		for {
-			d.mu.Lock()
-			batch, closed := d.queue, d.closed
-			d.queue = nil
-			d.mu.Unlock()
-			if len(batch) == 0 {
-				if closed {
-					return
-				}
-				break
-			}
-			for _, e := range batch {
-				d.c.run(e)
-			}
-		}
-	}
 }
 
 // Stats is a snapshot of a client's counters.
@@ -908,11 +586,7 @@ func (c *Client) Stats() Stats {
 		UnknownIDs:  s.unknownIDs.Load(),
 		SilentConns: s.silentConns.Load(),
 		Connections: uint64(max(s.conns.Load(), 0)),
-	}
-	if c.h2 != nil {
-		st.Queued = uint64(len(c.h2.queue))
-	} else {
-		st.Queued = uint64(len(c.queue))
+		Queued:      uint64(c.t.queued()),
 	}
 	st.Accepted = s.accepted.Load() // last: it counts before the others
 	if settled := st.Delivered + st.Rejected + st.Unsent + st.Unconfirmed + st.Queued; st.Accepted > settled {

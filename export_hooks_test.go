@@ -19,8 +19,8 @@ func WithSilenceTimes(after, timeout time.Duration) Option {
 // BreakProviderTokenKey makes a token client's provider token impossible to sign, as a key
 // whose private scalar is zero is.
 func BreakProviderTokenKey(c *Client) {
-	k := *c.h2.token.key
+	k := *h2Of(c).token.key
 	//lint:ignore SA1019 a zero scalar is the one way to get a P-256 key that ecdsa.Sign refuses
 	k.D = new(big.Int)
-	c.h2.token.key = &k
+	h2Of(c).token.key = &k
 }

@@ -74,7 +74,7 @@ type FeedbackClient struct {
 // connection: gateway and poll are ignored, and GetBadTokens returns the tokens that APNs
 // answered with 410 (Unregistered, ExpiredToken) since, with the 410's timestamp.
 func (c *Client) SetupFeedbackClient(gateway string, poll time.Duration) (*FeedbackClient, error) {
-	if c.h2 != nil {
+	if !c.t.hasFeedbackService() {
 		return c.addFeedback(&FeedbackClient{ready: make(chan struct{}, 1)}, false)
 	}
 	if poll <= 0 {
@@ -98,7 +98,7 @@ var ErrNoFeedbackService = errors.New("apns: the HTTP/2 API has no feedback serv
 // needs no Start. ctx bounds the whole read; a service that answers in part returns the tokens
 // read with the error.
 func (c *Client) ReadFeedback(ctx context.Context, gateway string) ([]BadToken, error) {
-	if c.h2 != nil {
+	if !c.t.hasFeedbackService() {
 		return nil, ErrNoFeedbackService
 	}
 	fc, err := c.newFeedbackClient(gateway)

@@ -378,9 +378,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		failures := k.failures
 		h.mu.Unlock()
 		h.signal()
-		c.log(slog.LevelWarn, "apns: connection attempt failed", slog.String("addr", h.addr),
-			slog.Int("failures", failures), slog.Any("err", err))
-		c.reportError(fmt.Errorf("apns: connecting to %s: %w", h.addr, err))
+		c.connectFailed(failures, err)
 		return err
 	}
 	if h.closed || !slices.Contains(h.conns, k) && h.conns != nil {
@@ -593,8 +591,8 @@ func (h *h2Transport) dial(n int) ([]*h2Conn, error) {
 	return conns, nil
 }
 
-// startLocked starts the scheduler on the connections; the caller holds c.mu, so that Stop
-// waits for it.
+// startLocked starts the scheduler on the connections; the caller holds c.mu (see
+// transport.run), so that Stop waits for it.
 func (h *h2Transport) startLocked(conns []*h2Conn) {
 	done := make(chan struct{})
 	stop := context.AfterFunc(h.c.abortCtx, func() {
@@ -612,7 +610,7 @@ func (h *h2Transport) startLocked(conns []*h2Conn) {
 	h.maxConns = max(h.maxConns, len(conns))
 	h.mu.Unlock()
 	h.startSilenceDetector()
-	h.c.workers.Add(1)
+	h.workers.Add(1)
 	go h.schedule()
 }
 
@@ -622,7 +620,7 @@ func (h *h2Transport) startLocked(conns []*h2Conn) {
 // notification as unsent. While the pool may grow, it also closes the connections opened for
 // load once they have been idle for the idle timeout.
 func (h *h2Transport) schedule() {
-	defer h.c.workers.Done()
+	defer h.workers.Done()
 	{
 		quit, done := make(chan struct{}), make(chan struct{})
 		go h.reaper(quit, done)
@@ -639,15 +637,15 @@ func (h *h2Transport) schedule() {
 			h.settle(r, outcome{err: err})
 			continue
 		}
-		h.c.workers.Add(1)
-		go h.send(r, s)
+		h.workers.Add(1)
+		go h.sendOne(r, s)
 	}
 }
 
-// send delivers one notification on its reserved stream, retrying as deliver decides, and
+// sendOne delivers one notification on its reserved stream, retrying as deliver decides, and
 // settles it.
-func (h *h2Transport) send(r *h2Request, s *h2Stream) {
-	defer h.c.workers.Done()
+func (h *h2Transport) sendOne(r *h2Request, s *h2Stream) {
+	defer h.workers.Done()
 	h.settle(r, h.deliver(h.c.abortCtx, s, r))
 }
 
@@ -737,10 +735,10 @@ func (h *h2Transport) refusePushes() <-chan struct{} {
 	return done
 }
 
-// close refuses new connections and Push calls, waits for the Push calls in progress and the
+// shut refuses new connections and Push calls, waits for the Push calls in progress and the
 // connection attempts, and closes every connection; the scheduler and its requests have
 // exited.
-func (h *h2Transport) close() {
+func (h *h2Transport) shut() {
 	h.mu.Lock()
 	h.closed = true
 	conns, stopAbort, abortDone := h.conns, h.stopAbort, h.abortDone

@@ -45,8 +45,11 @@ type h2Transport struct {
 	tr       *http.Transport // makes the connections; never used for requests itself
 	maxConns int             // connections at most (WithMaxConnections); at least Start's count
 
-	pushes    sync.WaitGroup // Push calls in progress
-	dialers   sync.WaitGroup // connection attempts in progress
+	bc        *channelManager // broadcast channel management (channels.go)
+	workers   sync.WaitGroup  // the scheduler and its senders (h2conn.go)
+	pushes    sync.WaitGroup  // Push calls in progress
+	opened    []*h2Conn       // what open opened, for run or discard; Start's alone
+	dialers   sync.WaitGroup  // connection attempts in progress
 	deadlines sharedDeadlines
 
 	mu        sync.Mutex    // guards the fields below, and the fields of the h2Conns
@@ -70,6 +73,111 @@ type h2Transport struct {
 	sigMu   sync.Mutex    // guards the fields below; held for nothing else
 	changed chan struct{} // closed and replaced when room may have come, while waiting > 0
 	waiting int           // callers waiting for room
+}
+
+// newH2Transport returns the HTTP/2 transport of c, whose gateway's host is host; tok is the
+// provider token, or nil for certificate authentication.
+func newH2Transport(c *Client, host string, tok *providerToken) (*h2Transport, error) {
+	set := &c.set
+	c.tlsConfig.NextProtos = []string{"h2"}
+	if tok != nil {
+		tok.now = orClock(set.clock)
+	}
+	proxy := set.proxy
+	if !set.proxySet {
+		proxy = http.ProxyFromEnvironment
+	}
+	h := &h2Transport{
+		c:        c,
+		url:      "https://" + c.addr,
+		addr:     c.addr,
+		queue:    make(chan *h2Request, set.queue()),
+		reap:     make(chan struct{}, 1),
+		token:    tok,
+		topic:    set.topic,
+		proxy:    proxy,
+		streams:  set.streams,
+		tries:    orDefault(set.maxAttempts, DefaultMaxAttempts),
+		maxConns: set.maxConns,
+	}
+	h.silenceAfter, h.silenceTimeout = set.silenceAfter, set.silenceTimeout
+	var err error
+	if h.bc, err = newChannelManager(c, host, tok); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// open makes the net/http transport and opens n connections (dial).
+func (h *h2Transport) open(n int) error {
+	var err error
+	h.opened, err = h.dial(n)
+	return err
+}
+
+// run starts the scheduler on the connections open opened.
+func (h *h2Transport) run() {
+	h.startLocked(h.opened)
+	h.opened = nil
+}
+
+// discard closes the connections open opened.
+func (h *h2Transport) discard() {
+	for _, k := range h.opened {
+		k.close()
+	}
+	h.opened = nil
+}
+
+// send builds the request of Send's notification and queues it. Send's priorities are the
+// binary protocol's, 10 and 5; a zero expiry is sent as apns-expiration 0 (try once), as the
+// binary protocol means it.
+func (h *h2Transport) send(ctx context.Context, token string, expiry time.Time, priority uint8, payload map[string]interface{}) error {
+	if priority != PRIORITY_IMMEDIATE && priority != PRIORITY_DELAYED {
+		return invalidPriority(int(priority), "Send takes 10 (immediate) or 5 (power-saving); for 1 (lowest), use SendNotification")
+	}
+	if payload == nil {
+		return ErrPayloadEmpty
+	}
+	r, err := newH2Request(&Notification{DeviceToken: token, Expiration: expiry, Priority: int(priority), Payload: payload}, h.topic)
+	if err != nil {
+		return err
+	}
+	if expiry.IsZero() {
+		r.header[hdrExpiration] = zeroExpiryValue
+	}
+	return enqueue(ctx, h.c, h.queue, r)
+}
+
+func (h *h2Transport) queued() int { return len(h.queue) }
+
+// hasFeedbackService is false: the HTTP/2 API's 410 answers take the feedback service's
+// place (feedback.go).
+func (h *h2Transport) hasFeedbackService() bool { return false }
+
+// drain closes the queue and refuses new Push calls; the channel closes once the scheduler,
+// the requests it sent and the Push calls in progress have ended. A Push in progress gets
+// its answer first, unless the abort comes.
+func (h *h2Transport) drain() <-chan struct{} {
+	close(h.queue)
+	pushesDone := h.refusePushes()
+	done := make(chan struct{})
+	go func() {
+		h.workers.Wait()
+		<-pushesDone
+		close(done)
+	}()
+	return done
+}
+
+// finish reports what is left in the queue, which the scheduler never took, and closes every
+// connection, the channel-management one included.
+func (h *h2Transport) finish() {
+	for r := range h.queue {
+		h.settle(r, outcome{})
+	}
+	h.shut()
+	h.bc.close()
 }
 
 // dialTLS opens a TLS connection for net/http: to the gateway, one that must negotiate HTTP/2

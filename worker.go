@@ -1,7 +1,7 @@
 package apns
 
-// This file owns one worker: a goroutine that keeps a TLS connection to the gateway, writes
-// frames from the client's queue, keeps them in the in-flight ring, and reacts to the error
+// This file owns one worker of the binary transport (binary.go): a goroutine that keeps a TLS
+// connection to the gateway, writes frames from the transport's queue, keeps them in the in-flight ring, and reacts to the error
 // response that a short-lived reader goroutine waits for.
 
 import (
@@ -65,6 +65,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 type worker struct {
 	// Immutable.
 	c     *Client
+	t     *binaryTransport
 	epoch time.Time // origin of the ring's clock
 	// blocked is the time spent in writes to connections, which the ring's clock leaves out
 	// (see now). Only the worker goroutine touches it, through deadlineWriter.
@@ -91,11 +92,13 @@ type worker struct {
 	short int
 }
 
-// newWorker returns a worker; startFailed tells that Start could not open its connection.
-func newWorker(c *Client, startFailed bool) *worker {
+// newWorker returns a worker of t; startFailed tells that Start could not open its connection.
+func newWorker(t *binaryTransport, startFailed bool) *worker {
+	c := t.c
 	w := &worker{
 		c:      c,
-		queue:  c.queue,
+		t:      t,
+		queue:  t.queue,
 		epoch:  time.Now(),
 		nextID: 1,
 		chunk:  chunkFirst,
@@ -121,7 +124,7 @@ func (w *worker) now() int64 { return int64(time.Since(w.epoch)) - w.blocked }
 // run is the worker goroutine. It serves conn (nil: connect first), then reconnects until the
 // queue is closed and everything it wrote has been settled.
 func (w *worker) run(conn net.Conn) {
-	defer w.c.workers.Done()
+	defer w.t.workers.Done()
 	for {
 		stopping := false // the connection is an attempt made after Stop began
 		if conn == nil {
@@ -157,7 +160,7 @@ func (w *worker) connect() (net.Conn, bool) {
 			return nil, false
 		}
 		stopping = isClosed(c.stopping) // Stop may have cut the pause short
-		conn, err := c.dial()
+		conn, err := w.t.dial()
 		if err == nil {
 			return conn, stopping
 		}
@@ -165,9 +168,7 @@ func (w *worker) connect() (net.Conn, bool) {
 		if stopping {
 			w.stopAttempts++
 		}
-		c.log(slog.LevelWarn, "apns: connection attempt failed", slog.String("addr", c.addr),
-			slog.Int("failures", w.failures), slog.Any("err", err))
-		c.reportError(fmt.Errorf("apns: connecting to %s: %w", c.addr, err))
+		c.connectFailed(w.failures, err)
 	}
 }
 

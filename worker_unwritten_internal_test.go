@@ -33,7 +33,7 @@ func TestUnwrittenBytesLeaveOutTheSentinel(t *testing.T) {
 		{"frames 4 and 5 left, not the sentinel", 200, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorker(&Client{}, false)
+			w := newWorker(&binaryTransport{c: &Client{}}, false)
 			cw := &cutWriter{left: 300}
 			w.bw.Reset(cw)
 			for i := range 5 {
