@@ -78,20 +78,18 @@ type transport interface {
 	finish()
 }
 
-// CreateClient returns a client for the binary gateway at gateway, "host" or "host:port"
-// (port 2195 by default; IPv6 literals in brackets, or bare without a port). cert and key are
-// the PEM-encoded client certificate and private key; both may be empty for a gateway that
-// does not ask for one. The server's certificate is verified against the system roots for the
-// gateway's host unless anyServerCert is true; to trust another CA, pass WithTLSConfig. The
-// connection uses TLS 1.2 or later.
+// CreateClient returns a client for the gateway at gateway, which also decides the protocol,
+// unless WithProtocol does: Apple's hosts (api.push.apple.com and api.sandbox.push.apple.com,
+// and the retired binary gateway.push.apple.com and gateway.sandbox.push.apple.com, which map
+// to their api.* successors on port 443) and https:// URLs mean the HTTP/2 provider API; any
+// other address, "host" or "host:port" (port 2195 by default; IPv6 literals in brackets, or
+// bare without a port), means the binary protocol. cert and key are the PEM-encoded client
+// certificate and private key; both may be empty for a gateway that does not ask for one
+// (for provider-token authentication, use CreateTokenClient). The server's certificate is
+// verified against the system roots for the gateway's host unless anyServerCert is true; to
+// trust another CA, pass WithTLSConfig. The connection uses TLS 1.2 or later.
 //
 // No connection is made until Start.
-//
-// The gateway also decides the protocol, unless WithProtocol does: Apple's hosts (the retired
-// gateway.push.apple.com and gateway.sandbox.push.apple.com, and api.push.apple.com and
-// api.sandbox.push.apple.com) and https:// URLs mean the HTTP/2 provider API, where the
-// binary hosts map to their api.* successors on port 443; any other address means the binary
-// protocol.
 func CreateClient(gateway string, cert, key []byte, anyServerCert bool, opts ...Option) (*Client, error) {
 	return newClient(gateway, cert, key, anyServerCert, nil, opts)
 }
@@ -306,8 +304,16 @@ func distinct(errs []error) []error {
 	return out
 }
 
-// startDialAttempts is how often Start tries each connection before giving up on it.
-const startDialAttempts = 3
+// Bounds of the lifecycle, the same on both transports.
+const (
+	// startDialAttempts is how often Start tries each connection before giving up on it.
+	startDialAttempts = 3
+	// stopDialAttempts is how many connection attempts in a row that got nothing done a
+	// connection makes once Stop has begun before what it still holds is reported with
+	// StatusUnknown: failed dials, and connections that confirmed (binary) or answered
+	// (HTTP/2) nothing. One that does starts the count again.
+	stopDialAttempts = 3
+)
 
 // Send validates a notification, encodes it and queues it for the workers. It returns an
 // error for bad input (ErrTokenNotHex, ErrTokenLength, ErrPayloadEmpty, ErrPayloadMarshal,

@@ -3,7 +3,7 @@ package apns
 // This file owns the HTTP/2 connections of a client: the pool of connections, the streams
 // reserved on them, the scheduler that hands queued notifications to free streams, the
 // growth of the pool under load and its shrinking when the load is gone. What one request
-// does with its stream (headers, answer, retries) is in http2.go.
+// does with its stream (headers, answer, retries) is in h2transport.go.
 //
 // Model: a connection is an http.ClientConn, which carries as many requests at once as the
 // server's SETTINGS_MAX_CONCURRENT_STREAMS allows (following its changes) and never opens a

@@ -73,7 +73,7 @@ type Rejection struct {
 
 // Error describes the rejection by its HTTP status and reason, or by its binary status.
 func (r *Rejection) Error() string {
-	if r.Message == nil { // a channel-management call (broadcast.go)
+	if r.Message == nil { // a channel-management call (channels.go)
 		if r.Reason == "" { // an answer without APNs' JSON body
 			return fmt.Sprintf("apns: channel request rejected: %d (no reason)", r.StatusCode)
 		}

@@ -38,7 +38,7 @@ type settings struct {
 	silenceAfter      time.Duration // tests: silenceAfter instead of the constant (silence.go)
 	silenceTimeout    time.Duration // tests: silenceTimeout instead of the constant
 	logger            *slog.Logger
-	manageURL         string // broadcast channel management endpoint (broadcast.go)
+	manageURL         string // broadcast channel management endpoint (channels.go)
 }
 
 // Protocol is the wire protocol a client speaks.

@@ -8,7 +8,7 @@ package apns
 //
 // net/http's ClientConn has no Ping method, and its health check (HTTP2Config.SendPingTimeout)
 // runs on every connection, idle or busy, so it cannot be made short for busy connections
-// only. The probe is therefore written by batchConn (http2.go), which carries the
+// only. The probe is therefore written by batchConn (batchconn.go), which carries the
 // connection's bytes: a PING frame (RFC 9113 §6.7) inserted between two of net/http's frames,
 // never inside one or inside a header block. Its ACK is read by net/http, which ignores an
 // ACK it did not ask for; any byte read after the probe counts as the answer. The detector

@@ -22,13 +22,11 @@ import (
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 30 * time.Second
-	// stopDialAttempts is how many connection attempts in a row that confirmed nothing a
-	// worker makes once Stop has begun before it reports what it still holds: failed dials,
-	// and connections that confirmed no frame, whatever their chunk. A connection that
-	// confirms a frame starts the count again. While stopping, a chunked connection that
-	// confirmed nothing is followed by a probe, a chunk of one frame and its sentinel, so a
-	// gateway that takes two frames per connection keeps resetting the count.
-	stopDialAttempts = 3
+	// Once Stop has begun, a worker counts towards stopDialAttempts failed dials and
+	// connections that confirmed no frame, whatever their chunk; a connection that confirms a
+	// frame starts the count again. While stopping, a chunked connection that confirmed
+	// nothing is followed by a probe, a chunk of one frame and its sentinel, so a gateway that
+	// takes two frames per connection keeps resetting the count.
 	// Chunked writing after a connection lost without an answer (see serve): the first chunk,
 	// the largest, the factor a chunk shrinks by after a connection that confirmed nothing
 	// (it grows by an eighth after one that confirmed a whole chunk), and how long after the
