@@ -16,6 +16,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,19 +119,25 @@ func lifecycleClient(t *testing.T, tr lifecycleTransport, hostPort string, opts 
 		t.Fatal(err)
 	}
 	c.SetCallback(r.callback)
+	c.SetRejectionCallback(r.rejection)
 	t.Cleanup(func() { r.check(t) }) // runs after stopAfter's cleanup (last in, first out)
 	stopAfter(t, c)
 	return c, r
 }
 
 // recorder records a client's callbacks, and what would break their contract: two handlers
-// running at once (callbacks and the error handler share one goroutine), a callback after
-// Stop returned.
+// running at once (the callback, the rejection callback and the error handler share one
+// goroutine), a callback after Stop returned, a rejection callback that does not follow the
+// callback of its notification.
 type recorder struct {
-	mu    sync.Mutex
-	codes map[string][]uint8 // hex token -> codes, in order
-	calls int
-	block func() // if set, the next callback runs it first (once)
+	mu         sync.Mutex
+	codes      map[string][]uint8 // hex token -> codes, in order
+	calls      int
+	rejections int    // calls of the rejection callback
+	unsure     int    // of them, with the Reason of a possibly delivered notification
+	mismatches int    // rejection callbacks whose notification or code was not the callback's just before
+	last       string // hex token and code of the last callback, until the rejection callback
+	block      func() // if set, the next callback runs it first (once)
 
 	running  atomic.Int32
 	overlaps atomic.Int32
@@ -157,12 +164,32 @@ func (r *recorder) callback(m *apns.Message, code uint8) {
 	tok := hex.EncodeToString(m.Token)
 	r.codes[tok] = append(r.codes[tok], code)
 	r.calls++
+	r.last = tok + "/" + strconv.Itoa(int(code))
 	block := r.block
 	r.block = nil
 	r.mu.Unlock()
 	if block != nil {
 		block()
 	}
+}
+
+// reasonPossiblyDelivered is the Rejection.Reason of a notification counted in
+// Stats.Unconfirmed (see Stats), on both protocols.
+const reasonPossiblyDelivered = "unknown (possibly delivered)"
+
+func (r *recorder) rejection(rej *apns.Rejection) {
+	r.enter()
+	defer r.leave()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rejections++
+	if rej.Reason == reasonPossiblyDelivered {
+		r.unsure++
+	}
+	if rej.Message == nil || hex.EncodeToString(rej.Message.Token)+"/"+strconv.Itoa(int(rej.Code)) != r.last {
+		r.mismatches++
+	}
+	r.last = ""
 }
 
 func (r *recorder) errorHandler(error) {
@@ -228,7 +255,8 @@ func sendTokens(t *testing.T, c *apns.Client, from, to int) {
 
 // checkOneEndEach checks, after Stop, that every accepted notification reached exactly one
 // end: Accepted = Delivered + Rejected + Unsent + Unconfirmed, the callback ran once for each
-// that was not delivered, and never twice for one notification (every token is sent once).
+// that was not delivered, and never twice for one notification (every token is sent once);
+// the rejection callback ran after each callback, and told the possibly delivered apart.
 func checkOneEndEach(t *testing.T, c *apns.Client, r *recorder) {
 	t.Helper()
 	st := c.Stats()
@@ -238,6 +266,15 @@ func checkOneEndEach(t *testing.T, c *apns.Client, r *recorder) {
 	codes, calls := r.snapshot()
 	if want := st.Rejected + st.Unsent + st.Unconfirmed; uint64(calls) != want {
 		t.Errorf("callback ran %d times; want Rejected + Unsent + Unconfirmed = %d (stats %+v)", calls, want, st)
+	}
+	r.mu.Lock()
+	rejections, unsure, mismatches := r.rejections, r.unsure, r.mismatches
+	r.mu.Unlock()
+	if rejections != calls || mismatches != 0 {
+		t.Errorf("rejection callback ran %d times, %d of them not right after the callback of its notification with its code; want %d, each right after", rejections, mismatches, calls)
+	}
+	if uint64(unsure) != st.Unconfirmed {
+		t.Errorf("%d rejections with Reason %q; want Unconfirmed = %d", unsure, reasonPossiblyDelivered, st.Unconfirmed)
 	}
 	for tok, cs := range codes {
 		if len(cs) > 1 {
@@ -268,21 +305,18 @@ func checkArrivedOnce(t *testing.T, g *mockGateway, from, to int) {
 	}
 }
 
-// waitBlockedN waits until n goroutines are blocked (state as waitBlocked takes it) in a
-// function whose name contains fn.
-func waitBlockedN(t testing.TB, n int, fn, state string) {
-	t.Helper()
-	waitFor(t, "goroutines blocked ["+state+"] in "+fn, func() bool {
-		buf := make([]byte, 1<<20)
-		found := 0
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			header, frames, _ := strings.Cut(g, "\n")
-			if strings.Contains(header, "["+state) && strings.Contains(frames, fn) {
-				found++
-			}
+// blockedIn counts the goroutines blocked (state as waitBlocked takes it) in a function whose
+// name contains fn.
+func blockedIn(fn, state string) int {
+	buf := make([]byte, 1<<20)
+	found := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		header, frames, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "["+state) && strings.Contains(frames, fn) {
+			found++
 		}
-		return found >= n
-	})
+	}
+	return found
 }
 
 // Send before Start: the notification waits in the queue, and Start delivers it.
@@ -455,21 +489,33 @@ func TestLifecycleConcurrentStopsReturnOnceTheFirstHasFinished(t *testing.T) {
 		sendTokens(t, c, 0, 10)
 		receive(t, "the callback of the rejected notification", entered)
 
-		first := stopAsync(c)
-		waitBlockedN(t, 1, "apns-go.(*Client).Shutdown", "select") // the first Stop has begun
-		second, third := stopAsync(c), stopAsync(c)
-		waitBlockedN(t, 3, "apns-go.(*Client).Shutdown", "select")
-		for i, ch := range []<-chan error{first, second, third} {
-			select {
-			case err := <-ch:
-				t.Fatalf("Stop %d returned (%v) while a callback was still running", i+1, err)
-			default:
+		// Each Stop reports its index when it returns. None may while the callback is blocked:
+		// the first waits for the callback, the others for the first.
+		type result struct {
+			i   int
+			err error
+		}
+		returned := make(chan result, 3)
+		goStop := func(i int) { go func() { returned <- result{i, c.Stop()} }() }
+		waitStops := func(n int) {
+			t.Helper()
+			waitFor(t, "the Stops to wait in Shutdown", func() bool {
+				return len(returned) > 0 || blockedIn("apns-go.(*Client).Shutdown", "select") >= n
+			})
+			if len(returned) > 0 {
+				res := <-returned
+				t.Fatalf("Stop %d returned (%v) while a callback was still running", res.i, res.err)
 			}
 		}
+		goStop(1)
+		waitStops(1) // the first Stop has begun
+		goStop(2)
+		goStop(3)
+		waitStops(3)
 		releaseOnce()
-		for i, ch := range []<-chan error{first, second, third} {
-			if err := receive(t, "a Stop to return once the callback did", ch); err != nil {
-				t.Errorf("Stop %d = %v; want nil", i+1, err)
+		for range 3 {
+			if res := receive(t, "the Stops to return once the callback did", returned); res.err != nil {
+				t.Errorf("Stop %d = %v; want nil", res.i, res.err)
 			}
 		}
 		r.stopped.Store(true)
