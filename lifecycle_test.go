@@ -427,9 +427,6 @@ func TestLifecycleFailedStartCanBeRetriedOnceTheGatewayIsUp(t *testing.T) {
 		if err := c.Start(1); err == nil {
 			t.Fatal("Start with nothing listening = nil; want an error")
 		}
-		if err := c.Start(1); err == nil { // and again: a failed Start leaves the client startable
-			t.Fatal("second Start with nothing listening = nil; want an error")
-		}
 		// Linux lets a port with no listener be bound again (Go sets SO_REUSEADDR); only another
 		// listener taking this very port meanwhile could fail it.
 		if l, err = net.Listen("tcp", addr); err != nil {
@@ -570,8 +567,8 @@ func TestLifecycleEveryNotificationReachesExactlyOneEnd(t *testing.T) {
 func TestLifecycleCallbacksRunOneAtATimeAndNoneAfterStop(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
 		g := tr.serve(t, nil)
-		const n = 400
-		for i := 0; i < n; i += 2 {
+		const n, every = 200, 4 // a binary rejection costs a connection
+		for i := 0; i < n; i += every {
 			g.reject(token(i))
 		}
 		c, r := lifecycleClient(t, tr, g.addr)
@@ -581,8 +578,8 @@ func TestLifecycleCallbacksRunOneAtATimeAndNoneAfterStop(t *testing.T) {
 		sendTokens(t, c, 0, n)
 		lifecycleStop(t, c, r)
 		checkNoGoroutines(t) // the dispatcher is gone: no callback can run from here on
-		if _, calls := r.snapshot(); calls != n/2 {
-			t.Errorf("callback ran %d times; want %d", calls, n/2)
+		if _, calls := r.snapshot(); calls != n/every {
+			t.Errorf("callback ran %d times; want %d", calls, n/every)
 		}
 		r.check(t)
 		checkOneEndEach(t, c, r)
