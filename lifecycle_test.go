@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,6 +144,7 @@ type recorder struct {
 	overlaps atomic.Int32
 	stopped  atomic.Bool // set once the test's Stop has returned
 	late     atomic.Int32
+	refused  atomic.Int32 // errors handed to the error handler for a refused connection
 }
 
 func (r *recorder) enter() {
@@ -192,9 +194,12 @@ func (r *recorder) rejection(rej *apns.Rejection) {
 	r.last = ""
 }
 
-func (r *recorder) errorHandler(error) {
+func (r *recorder) errorHandler(err error) {
 	r.enter()
-	r.leave()
+	defer r.leave()
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		r.refused.Add(1)
+	}
 }
 
 // blockNext makes the next callback wait until release is closed (or waitGuard passes, so
@@ -254,7 +259,8 @@ func sendTokens(t *testing.T, c *apns.Client, from, to int) {
 }
 
 // checkOneEndEach checks, after Stop, that every accepted notification reached exactly one
-// end: Accepted = Delivered + Rejected + Unsent + Unconfirmed, the callback ran once for each
+// end: Accepted = Delivered + Rejected + Unsent + Unconfirmed with nothing queued, in flight or
+// connected, the callback ran once for each
 // that was not delivered, and never twice for one notification (every token is sent once);
 // the rejection callback ran after each callback, and told the possibly delivered apart.
 func checkOneEndEach(t *testing.T, c *apns.Client, r *recorder) {
@@ -262,6 +268,9 @@ func checkOneEndEach(t *testing.T, c *apns.Client, r *recorder) {
 	st := c.Stats()
 	if ends := st.Delivered + st.Rejected + st.Unsent + st.Unconfirmed; st.Accepted != ends {
 		t.Errorf("Accepted = %d; want Delivered + Rejected + Unsent + Unconfirmed = %d (stats %+v)", st.Accepted, ends, st)
+	}
+	if st.Queued != 0 || st.InFlight != 0 || st.Connections != 0 {
+		t.Errorf("after Stop: %d queued, %d in flight, %d connections; want none", st.Queued, st.InFlight, st.Connections)
 	}
 	codes, calls := r.snapshot()
 	if want := st.Rejected + st.Unsent + st.Unconfirmed; uint64(calls) != want {
@@ -443,6 +452,38 @@ func TestLifecycleFailedStartCanBeRetriedOnceTheGatewayIsUp(t *testing.T) {
 			t.Errorf("stats %+v; want 10 delivered", st)
 		}
 		checkOneEndEach(t, c, r)
+	})
+}
+
+// A Start that reaches nothing tells the error handler of its failed attempts (WithErrorHandler:
+// "failed connection attempts"; Start: the handler "heard of the failed attempts"), and a Stop
+// after it reports the queue with StatusUnknown.
+func TestLifecycleFailedStartTellsTheErrorHandlerAndStopReportsTheQueue(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close() // nothing listens there
+		c, r := lifecycleClient(t, tr, addr)
+		const n = 5
+		sendTokens(t, c, 0, n)
+		if err := c.Start(1); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("Start with nothing listening = %v; want an error wrapping ECONNREFUSED", err)
+		}
+		lifecycleStop(t, c, r) // waits for the handlers
+		checkReported(t, r, 0, n, apns.StatusUnknown)
+		if st := c.Stats(); st.Unsent != n {
+			t.Errorf("stats %+v; want %d unsent", st, n)
+		}
+		checkOneEndEach(t, c, r)
+		if r.refused.Load() == 0 {
+			if tr.protocol == apns.ProtocolBinary {
+				t.Skip("issue 12: the binary Start returns its failed attempts in its error but does not hand them to the error handler (client.go Start/dialRetry never call reportError); HTTP/2's Start does (h2conn.go connect), and so do the binary worker's later attempts (worker.go)")
+			}
+			t.Errorf("the error handler heard of no refused connection attempt; want Start's failed attempts")
+		}
 	})
 }
 
