@@ -3,10 +3,10 @@ package apns_test
 // The lifecycle both protocols share (issue 12): Start, Send, Stop and Shutdown, admission,
 // the callbacks and the statistics, as the doc comments of Client state them. Every test runs
 // once per transport from one table, lifecycleTransports, so a bound that holds for one is
-// checked for the other. Every client is made by lifecycleClient, whose recorder checks on
-// every test that callbacks (and the error handler, on the same goroutine) never run
-// concurrently nor after Stop returned, and whose cleanup checks that Stop left no goroutine
-// of package apns behind.
+// checked for the other. Every client is made by lifecycleClient: its recorder checks on every
+// test that the callbacks (callback, rejection callback and error handler share a goroutine)
+// never run concurrently nor after Stop returned, and its cleanup checks that Stop left no
+// goroutine of package apns behind.
 
 import (
 	"context"
@@ -35,11 +35,11 @@ type lifecycleTransport struct {
 	// gateway returns the gateway at hostPort as CreateClient takes it.
 	gateway func(hostPort string) string
 	// serve starts a mock gateway on l (nil: a free port), closed when the test ends.
-	serve func(t *testing.T, l net.Listener) *mockGateway
+	serve func(t *testing.T, l net.Listener) *lifecycleGateway
 }
 
-// mockGateway is what the lifecycle tests need of either mock.
-type mockGateway struct {
+// lifecycleGateway is what the lifecycle tests need of either mock.
+type lifecycleGateway struct {
 	addr    string                // host:port
 	reject  func(tok string)      // refuse tok's notifications with status 8 (invalid token)
 	count   func() int            // notifications accepted so far
@@ -52,12 +52,12 @@ var lifecycleTransports = []lifecycleTransport{
 		name:     "binary",
 		protocol: apns.ProtocolBinary,
 		gateway:  func(hostPort string) string { return hostPort },
-		serve: func(t *testing.T, l net.Listener) *mockGateway {
+		serve: func(t *testing.T, l net.Listener) *lifecycleGateway {
 			s := apnstest.NewUnstartedServer()
 			s.Listener = l
 			s.Start()
 			t.Cleanup(s.Close)
-			return &mockGateway{
+			return &lifecycleGateway{
 				addr:    s.Addr,
 				reject:  func(tok string) { s.RejectToken(tok, uint8(apns.StatusInvalidToken)) },
 				count:   s.Count,
@@ -70,12 +70,12 @@ var lifecycleTransports = []lifecycleTransport{
 		name:     "http2",
 		protocol: apns.ProtocolHTTP2,
 		gateway:  func(hostPort string) string { return "https://" + hostPort },
-		serve: func(t *testing.T, l net.Listener) *mockGateway {
+		serve: func(t *testing.T, l net.Listener) *lifecycleGateway {
 			s := apnstest.NewUnstartedHTTP2Server()
 			s.Listener = l
 			s.Start()
 			t.Cleanup(s.Close)
-			return &mockGateway{
+			return &lifecycleGateway{
 				addr: s.Addr,
 				reject: func(tok string) {
 					s.Respond(tok, apnstest.Response{Status: 400, Reason: "BadDeviceToken"}) // code 8
@@ -106,9 +106,9 @@ func lifecycleTLS() *tls.Config {
 // lifecycleClient returns a client of tr's gateway at hostPort, with a recorder of its
 // callbacks and error handler. When the test ends it is stopped, checked for leaked
 // goroutines, and then for callbacks that overlapped or ran after the test's Stop returned.
-func lifecycleClient(t *testing.T, tr lifecycleTransport, hostPort string, opts ...apns.Option) (*apns.Client, *recorder) {
+func lifecycleClient(t *testing.T, tr lifecycleTransport, hostPort string, opts ...apns.Option) (*apns.Client, *lifecycleRecorder) {
 	t.Helper()
-	r := &recorder{codes: map[string][]uint8{}}
+	r := &lifecycleRecorder{codes: map[string][]uint8{}}
 	cert, key := apnstest.ClientCertPEM()
 	opts = append([]apns.Option{
 		apns.WithProtocol(tr.protocol),
@@ -126,11 +126,11 @@ func lifecycleClient(t *testing.T, tr lifecycleTransport, hostPort string, opts 
 	return c, r
 }
 
-// recorder records a client's callbacks, and what would break their contract: two handlers
+// lifecycleRecorder records a client's callbacks, and what would break their contract: two handlers
 // running at once (the callback, the rejection callback and the error handler share one
 // goroutine), a callback after Stop returned, a rejection callback that does not follow the
 // callback of its notification.
-type recorder struct {
+type lifecycleRecorder struct {
 	mu         sync.Mutex
 	codes      map[string][]uint8 // hex token -> codes, in order
 	calls      int
@@ -147,7 +147,7 @@ type recorder struct {
 	refused  atomic.Int32 // errors handed to the error handler for a refused connection
 }
 
-func (r *recorder) enter() {
+func (r *lifecycleRecorder) enter() {
 	if r.running.Add(1) > 1 {
 		r.overlaps.Add(1)
 	}
@@ -157,9 +157,9 @@ func (r *recorder) enter() {
 	runtime.Gosched() // widens the window in which an overlapping handler would be seen
 }
 
-func (r *recorder) leave() { r.running.Add(-1) }
+func (r *lifecycleRecorder) leave() { r.running.Add(-1) }
 
-func (r *recorder) callback(m *apns.Message, code uint8) {
+func (r *lifecycleRecorder) callback(m *apns.Message, code uint8) {
 	r.enter()
 	defer r.leave()
 	r.mu.Lock()
@@ -179,7 +179,7 @@ func (r *recorder) callback(m *apns.Message, code uint8) {
 // Stats.Unconfirmed (see Stats), on both protocols.
 const reasonPossiblyDelivered = "unknown (possibly delivered)"
 
-func (r *recorder) rejection(rej *apns.Rejection) {
+func (r *lifecycleRecorder) rejection(rej *apns.Rejection) {
 	r.enter()
 	defer r.leave()
 	r.mu.Lock()
@@ -194,7 +194,7 @@ func (r *recorder) rejection(rej *apns.Rejection) {
 	r.last = ""
 }
 
-func (r *recorder) errorHandler(err error) {
+func (r *lifecycleRecorder) errorHandler(err error) {
 	r.enter()
 	defer r.leave()
 	if errors.Is(err, syscall.ECONNREFUSED) {
@@ -204,7 +204,7 @@ func (r *recorder) errorHandler(err error) {
 
 // blockNext makes the next callback wait until release is closed (or waitGuard passes, so
 // that a failed test cannot hang), closing entered when it starts waiting.
-func (r *recorder) blockNext(entered chan<- struct{}, release <-chan struct{}) {
+func (r *lifecycleRecorder) blockNext(entered chan<- struct{}, release <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.block = func() {
@@ -216,7 +216,7 @@ func (r *recorder) blockNext(entered chan<- struct{}, release <-chan struct{}) {
 	}
 }
 
-func (r *recorder) snapshot() (codes map[string][]uint8, calls int) {
+func (r *lifecycleRecorder) snapshot() (codes map[string][]uint8, calls int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	codes = make(map[string][]uint8, len(r.codes))
@@ -226,7 +226,7 @@ func (r *recorder) snapshot() (codes map[string][]uint8, calls int) {
 	return codes, r.calls
 }
 
-func (r *recorder) check(t *testing.T) {
+func (r *lifecycleRecorder) check(t *testing.T) {
 	t.Helper()
 	if n := r.overlaps.Load(); n > 0 {
 		t.Errorf("a callback or the error handler started %d times while another was running; want one at a time", n)
@@ -238,7 +238,7 @@ func (r *recorder) check(t *testing.T) {
 
 // lifecycleStop stops c (bounded) and notes that Stop has returned: from now on a callback
 // is a failure.
-func lifecycleStop(t *testing.T, c *apns.Client, r *recorder) {
+func lifecycleStop(t *testing.T, c *apns.Client, r *lifecycleRecorder) {
 	t.Helper()
 	stop(t, c)
 	r.stopped.Store(true)
@@ -263,7 +263,7 @@ func sendTokens(t *testing.T, c *apns.Client, from, to int) {
 // connected, the callback ran once for each
 // that was not delivered, and never twice for one notification (every token is sent once);
 // the rejection callback ran after each callback, and told the possibly delivered apart.
-func checkOneEndEach(t *testing.T, c *apns.Client, r *recorder) {
+func checkOneEndEach(t *testing.T, c *apns.Client, r *lifecycleRecorder) {
 	t.Helper()
 	st := c.Stats()
 	if ends := st.Delivered + st.Rejected + st.Unsent + st.Unconfirmed; st.Accepted != ends {
@@ -293,7 +293,7 @@ func checkOneEndEach(t *testing.T, c *apns.Client, r *recorder) {
 }
 
 // checkReported fails unless each token from..to-1 reached the callback once, with code.
-func checkReported(t *testing.T, r *recorder, from, to int, code apns.Status) {
+func checkReported(t *testing.T, r *lifecycleRecorder, from, to int, code apns.Status) {
 	t.Helper()
 	codes, _ := r.snapshot()
 	for i := from; i < to; i++ {
@@ -304,7 +304,7 @@ func checkReported(t *testing.T, r *recorder, from, to int, code apns.Status) {
 }
 
 // checkArrivedOnce fails unless each token from..to-1 arrived at the gateway exactly once.
-func checkArrivedOnce(t *testing.T, g *mockGateway, from, to int) {
+func checkArrivedOnce(t *testing.T, g *lifecycleGateway, from, to int) {
 	t.Helper()
 	got := g.arrived()
 	for i := from; i < to; i++ {
@@ -603,7 +603,7 @@ func TestLifecycleEveryNotificationReachesExactlyOneEnd(t *testing.T) {
 
 // Callbacks run one at a time (the error handler too, on the same goroutine), and none runs
 // after Stop has returned, with rejections learned on two connections at once and Stop
-// called while callbacks are still due. (The recorder checks both on every test of this
+// called while callbacks are still due. (The lifecycleRecorder checks both on every test of this
 // file; this one makes many callbacks.)
 func TestLifecycleCallbacksRunOneAtATimeAndNoneAfterStop(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
