@@ -42,7 +42,7 @@ func (b *binaryTransport) open(n int) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("apns: cannot reach gateway %s: %w", b.c.addr, errors.Join(distinct(errs)...))
+	return fmt.Errorf("apns: cannot reach %s: %w", b.c.addr, errors.Join(distinct(errs)...))
 }
 
 // run starts a worker on each connection open opened, and on each it failed to open.

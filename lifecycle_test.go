@@ -479,9 +479,6 @@ func TestLifecycleFailedStartTellsTheErrorHandlerAndStopReportsTheQueue(t *testi
 		}
 		checkOneEndEach(t, c, r)
 		if r.refused.Load() == 0 {
-			if tr.protocol == apns.ProtocolBinary {
-				t.Skip("issue 12: the binary Start returns its failed attempts in its error but does not hand them to the error handler (client.go Start/dialRetry never call reportError); HTTP/2's Start does (h2conn.go connect), and so do the binary worker's later attempts (worker.go)")
-			}
 			t.Errorf("the error handler heard of no refused connection attempt; want Start's failed attempts")
 		}
 	})
