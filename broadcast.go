@@ -7,11 +7,8 @@ package apns
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -207,22 +204,9 @@ func newBroadcastRequest(n *BroadcastNotification, defaultBundle string, knownPo
 	if n.RequestID != "" && !isUUID(n.RequestID) {
 		return nil, ErrInvalidID
 	}
-	var body []byte
-	switch p := n.Payload.(type) {
-	case nil:
-		return nil, ErrPayloadEmpty
-	case []byte: // copied: the caller may reuse its buffer once the call returns
-		body = slices.Clone(p)
-	case json.RawMessage:
-		body = slices.Clone(p)
-	default:
-		var err error
-		if body, err = json.Marshal(p); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
-		}
-	}
-	if len(body) == 0 || isNullPayload(body) {
-		return nil, ErrPayloadEmpty
+	body, err := encodePayload(n.Payload)
+	if err != nil {
+		return nil, err
 	}
 	if len(body) > MaxBroadcastPayloadSize {
 		return nil, payloadTooLarge(len(body), MaxBroadcastPayloadSize, "a broadcast allows")

@@ -78,22 +78,9 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	if tok == "" || len(tok)%2 != 0 {
 		return nil, ErrTokenLength
 	}
-	var body []byte
-	switch p := n.Payload.(type) {
-	case nil:
-		return nil, ErrPayloadEmpty
-	case []byte: // copied: the caller may reuse its buffer once Send returns
-		body = slices.Clone(p)
-	case json.RawMessage:
-		body = slices.Clone(p)
-	default:
-		var err error
-		if body, err = json.Marshal(p); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
-		}
-	}
-	if len(body) == 0 || isNullPayload(body) {
-		return nil, ErrPayloadEmpty
+	body, err := encodePayload(n.Payload)
+	if err != nil {
+		return nil, err
 	}
 	pushType := n.PushType
 	if pushType == "" {
@@ -156,6 +143,30 @@ func newH2Request(n *Notification, defaultTopic string) (*h2Request, error) {
 	}
 	r.header = h
 	return r, nil
+}
+
+// encodePayload returns the JSON body of a request's payload: []byte and json.RawMessage as
+// they are (copied: the caller may reuse its buffer once the call returns), anything else
+// marshalled. No payload, an empty one or JSON null is ErrPayloadEmpty.
+func encodePayload(payload any) ([]byte, error) {
+	var body []byte
+	switch p := payload.(type) {
+	case nil:
+		return nil, ErrPayloadEmpty
+	case []byte:
+		body = slices.Clone(p)
+	case json.RawMessage:
+		body = slices.Clone(p)
+	default:
+		var err error
+		if body, err = json.Marshal(p); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrPayloadMarshal, err)
+		}
+	}
+	if len(body) == 0 || isNullPayload(body) {
+		return nil, ErrPayloadEmpty
+	}
+	return body, nil
 }
 
 // id returns the request's apns-id.
