@@ -1,0 +1,180 @@
+package apns_test
+
+// Attack tests on the restructured lifecycle (issue 12): one lifecycle over two transports, and
+// the lazy callback dispatcher. Each test states the promise it holds the code to.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+)
+
+// firstConnListener serves the first connection it accepts and closes every later one at once,
+// so that of the connections Start opens exactly one succeeds. It counts the served connection
+// while it is open: until a read or write on it fails (the client closed it) or it is closed.
+type firstConnListener struct {
+	net.Listener
+	accepted atomic.Int32
+	open     atomic.Int32
+}
+
+func (l *firstConnListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.accepted.Add(1) > 1 {
+			c.Close()
+			continue
+		}
+		l.open.Add(1)
+		return &trackedConn{Conn: c, l: l}, nil
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l      *firstConnListener
+	closed atomic.Bool
+}
+
+func (c *trackedConn) gone() {
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+	}
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.gone()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.gone()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	c.gone()
+	return c.Conn.Close()
+}
+
+// holdingLogHandler is a slog handler that holds the first record whose message is msg until
+// release is closed (or twice waitGuard passes, so that a failed test cannot hang, and a
+// waitFor of the test gives up first), closing entered
+// when it starts holding it. It lets every other record through at once.
+type holdingLogHandler struct {
+	msg     string
+	once    *sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newHoldingLogHandler(msg string) *holdingLogHandler {
+	return &holdingLogHandler{msg: msg, once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *holdingLogHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *holdingLogHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h *holdingLogHandler) WithGroup(string) slog.Handler           { return h }
+func (h *holdingLogHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != h.msg {
+		return nil
+	}
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.entered)
+		select {
+		case <-h.release:
+		case <-time.After(2 * waitGuard):
+		}
+	}
+	return nil
+}
+
+// goroutinesIn counts the goroutines with a frame whose function name contains fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 4<<20)
+	found := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, fn) {
+			found++
+		}
+	}
+	return found
+}
+
+// Stop closes the client's connections before it returns (Stop's doc: the workers "close their
+// connections and exit"; Stats: the Connections gauge reads 0 once Stop has returned), also
+// when it runs while Start is still opening connections: Start(2), one connection opens, the
+// other's attempt fails, and Start is still in its dial phase (here held in the logger, user
+// code, on the failed attempt's "connection attempt failed" record; a slow gateway or a slow
+// dial does the same) when Stop is called. Stop does not wait for the Start in progress, so it
+// returns while the connection Start opened is still open, and counted in Stats.Connections on
+// HTTP/2, until Start gets round to discarding it.
+func TestRestructureStopDuringStartClosesWhatStartOpened(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &firstConnListener{Listener: inner}
+		g := tr.serve(t, l)
+		logs := newHoldingLogHandler("apns: connection attempt failed")
+		c, r := lifecycleClient(t, tr, g.addr, apns.WithLogger(slog.New(logs)))
+		sendTokens(t, c, 0, 2)
+
+		started := make(chan error, 1)
+		go func() { started <- c.Start(2) }()
+		released := false
+		release := func() {
+			if !released {
+				released = true
+				close(logs.release)
+			}
+		}
+		defer release()
+		receive(t, "the failed connection attempt's log record", logs.entered)
+		dialer := "(*binaryTransport).open.func1"
+		if tr.protocol == apns.ProtocolHTTP2 {
+			dialer = "(*h2Transport).dial.func1"
+		}
+		// The connection that opened is done dialing; the other is held in the logger.
+		waitFor(t, "one of Start's two dials to be done", func() bool { return goroutinesIn(dialer) == 1 })
+		if l.open.Load() != 1 {
+			t.Fatalf("%d connections open at the gateway while Start dials; want 1", l.open.Load())
+		}
+
+		lifecycleStop(t, c, r)
+		st := c.Stats()
+		if st.Connections != 0 {
+			t.Errorf("Stats.Connections = %d once Stop has returned; want 0 (Start's connection is still open)", st.Connections)
+		}
+		waitFor(t, "the connection Start opened to be closed after Stop returned (Start is still held, after Stop)", func() bool {
+			return l.open.Load() == 0
+		})
+
+		release()
+		if err := receive(t, "Start", started); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("Start = %v; want ErrStopped", err)
+		}
+		checkOneEndEach(t, c, r)
+	})
+}
