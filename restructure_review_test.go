@@ -91,8 +91,8 @@ func newHoldingLogHandler(msg string) *holdingLogHandler {
 }
 
 func (h *holdingLogHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *holdingLogHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *holdingLogHandler) WithGroup(string) slog.Handler           { return h }
+func (h *holdingLogHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *holdingLogHandler) WithGroup(string) slog.Handler            { return h }
 func (h *holdingLogHandler) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != h.msg {
 		return nil
