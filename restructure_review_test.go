@@ -178,3 +178,79 @@ func TestRestructureStopDuringStartClosesWhatStartOpened(t *testing.T) {
 		checkOneEndEach(t, c, r)
 	})
 }
+
+// holdListener serves the first connection it accepts and holds every later one unanswered (a
+// gateway that accepts TCP and never completes the TLS handshake), until it is closed.
+type holdListener struct {
+	net.Listener
+	mu       sync.Mutex
+	accepted int
+	held     []net.Conn
+}
+
+func (l *holdListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		l.accepted++
+		first := l.accepted == 1
+		if !first {
+			l.held = append(l.held, c)
+		}
+		l.mu.Unlock()
+		if first {
+			return c, nil
+		}
+	}
+}
+
+func (l *holdListener) Close() error {
+	l.mu.Lock()
+	for _, c := range l.held {
+		c.Close()
+	}
+	l.held = nil
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+// The same without any user code in the way: Start(2) against a gateway that completes the
+// first connection and never answers the second's handshake, so that Start waits in its dial
+// phase; Stop then cuts the hanging attempt short (its abort) and returns. Once it has
+// returned, Stats.Connections must read 0 (Stats' doc and the lifecycle tests' contract). Stop
+// races Start's discard of the connection it opened: a few rounds are enough to lose it.
+func TestRestructureStopDuringStartLeavesNoConnectionCounted(t *testing.T) {
+	tr := lifecycleTransports[1] // HTTP/2: its gauge counts a connection from the moment it opens
+	if tr.protocol != apns.ProtocolHTTP2 {
+		t.Fatal("lifecycleTransports[1] is not HTTP/2")
+	}
+	rounds := 40
+	if testing.Short() {
+		rounds = 10
+	}
+	for i := 0; i < rounds; i++ {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &holdListener{Listener: inner}
+		g := tr.serve(t, l)
+		c, r := lifecycleClient(t, tr, g.addr)
+		started := make(chan error, 1)
+		go func() { started <- c.Start(2) }()
+		waitFor(t, "Start to have opened one connection and to wait for the other", func() bool {
+			return c.Stats().Connections == 1 && goroutinesIn("(*h2Transport).dial.func1") == 1
+		})
+		lifecycleStop(t, c, r)
+		n := c.Stats().Connections
+		if err := receive(t, "Start", started); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("round %d: Start = %v; want ErrStopped", i, err)
+		}
+		if n != 0 {
+			t.Fatalf("round %d: Stats.Connections = %d right after Stop returned; want 0 (Start still held the connection it opened)", i, n)
+		}
+	}
+}
