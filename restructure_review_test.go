@@ -254,3 +254,35 @@ func TestRestructureStopDuringStartLeavesNoConnectionCounted(t *testing.T) {
 		}
 	}
 }
+
+// A failed Start "leaves nothing running" (Start's doc) and has told the error handler of its
+// failed attempts (startDialAttempts, 3, per connection): once it has returned, the handler
+// has heard of all of them and is not still running them on a goroutine of the client. Before
+// the restructure the handler ran on Start's own goroutines before Start returned; now the
+// lazy dispatcher runs them after, on a goroutine Start leaves behind.
+func TestRestructureFailedStartHasToldTheErrorHandlerWhenItReturns(t *testing.T) {
+	for name, proto := range map[string]apns.Protocol{"binary": apns.ProtocolBinary, "http2": apns.ProtocolHTTP2} {
+		t.Run(name, func(t *testing.T) {
+			addr := closedAddr(t)
+			var told atomic.Int32
+			c, err := apns.CreateClient(addr, nil, nil, true, apns.WithProtocol(proto),
+				apns.WithErrorHandler(func(error) {
+					runtime.Gosched() // an error handler that does a little work
+					told.Add(1)
+				}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopAfter(t, c)
+			for round := 0; round < 3; round++ {
+				before := told.Load()
+				if err := guardErr(t, "Start", func() error { return c.Start(1) }); err == nil {
+					t.Fatal("Start succeeded against a closed port")
+				}
+				if n := told.Load() - before; n != 3 {
+					t.Fatalf("round %d: the error handler had heard of %d failed attempts when Start returned; want 3 (the rest is left to a goroutine Start left running)", round, n)
+				}
+			}
+		})
+	}
+}
