@@ -16,6 +16,7 @@ import (
 	"time"
 
 	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
 )
 
 // firstConnListener serves the first connection it accepts and closes every later one at once,
@@ -284,5 +285,82 @@ func TestRestructureFailedStartHasToldTheErrorHandlerWhenItReturns(t *testing.T)
 				}
 			}
 		})
+	}
+}
+
+// A Push in progress when Stop is called gets its answer first (Stop's doc), a 410 included,
+// whose token reaches the feedback client; a Push made once Stop has begun is refused with
+// ErrStopped at once (issue 12: drain refuses Push at once); the queue's notifications sent
+// alongside each reach their one end, and Stop returns after the held Push has returned.
+func TestRestructurePushInProgressWhenStopIsCalledGetsItsAnswer(t *testing.T) {
+	held := token(1000) // not one of sendAll's
+	entered := make(chan struct{})
+	var enterOnce sync.Once
+	release := make(chan struct{})
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.RespondFunc(func(r apnstest.Request) *apnstest.Response {
+			if r.Token != held {
+				return nil
+			}
+			enterOnce.Do(func() { close(entered) })
+			select {
+			case <-release:
+			case <-time.After(2 * waitGuard):
+			}
+			return &apnstest.Response{Status: 410, Reason: "Unregistered"}
+		})
+	})
+	c := newH2Client(t, s)
+	fc, err := c.SetupFeedbackClient("unused", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	// A connection takes no second request until its first has its answer: answer one first.
+	if resp, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(999), Payload: payload(999)}); err != nil || !resp.Sent() {
+		t.Fatalf("first Push = %+v, %v; want it sent", resp, err)
+	}
+	type result struct {
+		resp *apns.Response
+		err  error
+	}
+	pushed := make(chan result, 1)
+	go func() {
+		resp, err := c.Push(context.Background(), &apns.Notification{DeviceToken: held, Payload: payload(1000)})
+		pushed <- result{resp, err}
+	}()
+	receive(t, "the held Push to reach the gateway", entered)
+	sendAll(t, c, 5)
+	stopped := stopAsync(c)
+	waitFor(t, "Stop to refuse Push", func() bool {
+		_, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(2), Payload: payload(2)})
+		return errors.Is(err, apns.ErrStopped)
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a Push it must wait for was held at the gateway", err)
+	default:
+	}
+	close(release)
+	res := receive(t, "the held Push", pushed)
+	if res.err != nil || res.resp == nil || res.resp.StatusCode != 410 {
+		t.Fatalf("held Push = %+v, %v; want its answer, 410", res.resp, res.err)
+	}
+	if err := receive(t, "Stop", stopped); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	tokens, err := fc.BadTokens(context.Background())
+	if err != nil || len(tokens) != 1 || tokens[0].Token != held {
+		t.Errorf("BadTokens after Stop = %v, %v; want the held Push's token", tokens, err)
+	}
+	st := c.Stats()
+	if st.Accepted != 5 || st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed != 5 {
+		t.Errorf("stats %+v; want the 5 sent, each settled", st)
+	}
+	if calls := l.snapshot(); uint64(len(calls)) != st.Rejected+st.Unsent+st.Unconfirmed {
+		t.Errorf("%d callbacks; want %d", len(calls), st.Rejected+st.Unsent+st.Unconfirmed)
 	}
 }
