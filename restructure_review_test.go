@@ -364,3 +364,39 @@ func TestRestructurePushInProgressWhenStopIsCalledGetsItsAnswer(t *testing.T) {
 		t.Errorf("%d callbacks; want %d", len(calls), st.Rejected+st.Unsent+st.Unconfirmed)
 	}
 }
+
+// Start racing Stop, on both transports, many rounds: Start returns nil or ErrStopped, every
+// notification sent before reaches exactly one end with one callback each, no callback
+// overlaps another or runs after Stop returned (the recorder), and nothing of the client is
+// left running once Start has returned too (stopAfter, per round).
+func TestRestructureStartRacingStopEndsEveryNotificationOnce(t *testing.T) {
+	rounds := 60
+	if testing.Short() {
+		rounds = 15
+	}
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		g := tr.serve(t, nil)
+		for i := 0; i < rounds; i++ {
+			t.Run("", func(t *testing.T) {
+				c, r := lifecycleClient(t, tr, g.addr)
+				sendTokens(t, c, 0, 3)
+				started := make(chan error, 1)
+				go func() { started <- c.Start(2) }()
+				for j := 0; j < i%5; j++ {
+					runtime.Gosched()
+				}
+				lifecycleStop(t, c, r)
+				if err := receive(t, "Start", started); err != nil && !errors.Is(err, apns.ErrStopped) {
+					t.Fatalf("Start = %v; want nil or ErrStopped", err)
+				}
+				st := c.Stats()
+				if ends := st.Delivered + st.Rejected + st.Unsent + st.Unconfirmed; st.Accepted != 3 || ends != 3 {
+					t.Errorf("stats %+v; want the 3 sent, each at one end", st)
+				}
+				if _, calls := r.snapshot(); uint64(calls) != st.Rejected+st.Unsent+st.Unconfirmed {
+					t.Errorf("%d callbacks; want %d", calls, st.Rejected+st.Unsent+st.Unconfirmed)
+				}
+			})
+		}
+	})
+}
