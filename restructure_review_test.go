@@ -400,3 +400,41 @@ func TestRestructureStartRacingStopEndsEveryNotificationOnce(t *testing.T) {
 		}
 	})
 }
+
+// goroutineID returns the caller's goroutine number, from its stack header.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+// SetCallback's doc: "Callbacks run on one goroutine owned by the client". The lazy dispatcher
+// runs each burst of callbacks on a new goroutine: two rejections far enough apart that the
+// dispatcher went idle between them reach the callback on two goroutines. (The package doc's
+// "one dispatcher goroutine ... runs only while callbacks are due" is what the code does.)
+func TestRestructureCallbacksRunOnOneGoroutineOwnedByTheClient(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+		s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	})
+	c := newH2Client(t, s)
+	ids := make(chan string, 2)
+	c.SetCallback(func(*apns.Message, uint8) { ids <- goroutineID() })
+	before := dispatchers()
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(token(1), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload(1)); err != nil {
+		t.Fatal(err)
+	}
+	first := receive(t, "the first callback", ids)
+	waitFor(t, "the dispatcher to go idle", func() bool { return dispatchers() == before })
+	if err := c.Send(token(2), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload(2)); err != nil {
+		t.Fatal(err)
+	}
+	second := receive(t, "the second callback", ids)
+	if first != second {
+		t.Errorf("the callbacks ran on goroutines %s and %s; SetCallback's doc says one goroutine owned by the client", first, second)
+	}
+}
