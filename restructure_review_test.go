@@ -438,3 +438,53 @@ func TestRestructureCallbacksRunOnOneGoroutineOwnedByTheClient(t *testing.T) {
 		t.Errorf("the callbacks ran on goroutines %s and %s; SetCallback's doc says one goroutine owned by the client", first, second)
 	}
 }
+
+// A connection attempt that failed before Stop was called is an event due: Stop returns after
+// the error handler has heard of it ("Stop returns after every callback already due has run";
+// WithErrorHandler: failed connection attempts are its events). Start's failed attempt, made
+// while Stop is not yet called and reported on Start's goroutine after its log record (held
+// here, as a slow logger holds it), reaches the dispatcher only after Stop has closed it, and
+// is dropped: the handler never hears of it.
+func TestRestructureAttemptFailedBeforeStopReachesTheErrorHandler(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := tr.serve(t, &firstConnListener{Listener: inner})
+		logs := newHoldingLogHandler("apns: connection attempt failed")
+		var told atomic.Int32
+		var stopped atomic.Bool
+		var late atomic.Int32
+		cert, key := apnstest.ClientCertPEM()
+		c, err := apns.CreateClient(tr.gateway(g.addr), cert, key, false, apns.WithProtocol(tr.protocol),
+			apns.WithTLSConfig(lifecycleTLS()), apns.WithLogger(slog.New(logs)),
+			apns.WithErrorHandler(func(error) {
+				if stopped.Load() {
+					late.Add(1)
+				}
+				told.Add(1)
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopAfter(t, c)
+		before := dispatchers()
+		started := make(chan error, 1)
+		go func() { started <- c.Start(2) }()
+		receive(t, "the failed connection attempt's log record", logs.entered)
+		stop(t, c)
+		stopped.Store(true)
+		close(logs.release)
+		if err := receive(t, "Start", started); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("Start = %v; want ErrStopped", err)
+		}
+		waitFor(t, "the dispatcher to be idle", func() bool { return dispatchers() == before })
+		if told.Load() == 0 {
+			t.Errorf("the error handler never heard of the connection attempt that failed before Stop was called")
+		}
+		if n := late.Load(); n > 0 {
+			t.Errorf("the error handler ran %d times after Stop returned", n)
+		}
+	})
+}
