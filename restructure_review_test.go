@@ -488,3 +488,46 @@ func TestRestructureAttemptFailedBeforeStopReachesTheErrorHandler(t *testing.T) 
 		}
 	})
 }
+
+// refuseSomeListener serves every connection it accepts but the 2nd to the (1+refuse)-th,
+// which it closes at once.
+type refuseSomeListener struct {
+	net.Listener
+	refuse   int32
+	accepted atomic.Int32
+}
+
+func (l *refuseSomeListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if n := l.accepted.Add(1); n > 1 && n <= 1+l.refuse {
+			c.Close()
+			continue
+		}
+		return c, nil
+	}
+}
+
+// Start's doc: "Connections that failed while others succeeded keep being retried in the
+// background with backoff." Start(2): one connection opens, the other fails Start's three
+// attempts; the gateway then takes connections again. With nothing sent, the second
+// connection must still come back (the doc makes no exception for a client with no work).
+func TestRestructureConnectionThatFailedAtStartIsRetriedInTheBackground(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := tr.serve(t, &refuseSomeListener{Listener: inner, refuse: 3})
+		c, _ := lifecycleClient(t, tr, g.addr)
+		if err := guardErr(t, "Start", func() error { return c.Start(2) }); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		waitFor(t, "the connection that failed at Start to be opened in the background", func() bool {
+			return c.Stats().Connections == 2
+		})
+	})
+}
