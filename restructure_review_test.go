@@ -1,0 +1,533 @@
+package apns_test
+
+// Attack tests on the restructured lifecycle (issue 12): one lifecycle over two transports, and
+// the lazy callback dispatcher. Each test states the promise it holds the code to.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+// firstConnListener serves the first connection it accepts and closes every later one at once,
+// so that of the connections Start opens exactly one succeeds. It counts the served connection
+// while it is open: until a read or write on it fails (the client closed it) or it is closed.
+type firstConnListener struct {
+	net.Listener
+	accepted atomic.Int32
+	open     atomic.Int32
+}
+
+func (l *firstConnListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.accepted.Add(1) > 1 {
+			c.Close()
+			continue
+		}
+		l.open.Add(1)
+		return &trackedConn{Conn: c, l: l}, nil
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l      *firstConnListener
+	closed atomic.Bool
+}
+
+func (c *trackedConn) gone() {
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+	}
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.gone()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.gone()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	c.gone()
+	return c.Conn.Close()
+}
+
+// holdingLogHandler is a slog handler that holds the first record whose message is msg until
+// release is closed (or twice waitGuard passes, so that a failed test cannot hang, and a
+// waitFor of the test gives up first), closing entered
+// when it starts holding it. It lets every other record through at once.
+type holdingLogHandler struct {
+	msg     string
+	once    *sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newHoldingLogHandler(msg string) *holdingLogHandler {
+	return &holdingLogHandler{msg: msg, once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *holdingLogHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *holdingLogHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *holdingLogHandler) WithGroup(string) slog.Handler            { return h }
+func (h *holdingLogHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != h.msg {
+		return nil
+	}
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.entered)
+		select {
+		case <-h.release:
+		case <-time.After(2 * waitGuard):
+		}
+	}
+	return nil
+}
+
+// goroutinesIn counts the goroutines with a frame whose function name contains fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 4<<20)
+	found := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, fn) {
+			found++
+		}
+	}
+	return found
+}
+
+// Stop closes the client's connections before it returns (Stop's doc: the workers "close their
+// connections and exit"; Stats: the Connections gauge reads 0 once Stop has returned), also
+// when it runs while Start is still opening connections: Start(2), one connection opens, the
+// other's attempt fails, and Start is still in its dial phase (here held in the logger, user
+// code, on the failed attempt's "connection attempt failed" record; a slow gateway or a slow
+// dial does the same) when Stop is called. Stop does not wait for the Start in progress, so it
+// returns while the connection Start opened is still open, and counted in Stats.Connections on
+// HTTP/2, until Start gets round to discarding it.
+func TestRestructureStopDuringStartClosesWhatStartOpened(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &firstConnListener{Listener: inner}
+		g := tr.serve(t, l)
+		logs := newHoldingLogHandler("apns: connection attempt failed")
+		c, r := lifecycleClient(t, tr, g.addr, apns.WithLogger(slog.New(logs)))
+		sendTokens(t, c, 0, 2)
+
+		started := make(chan error, 1)
+		go func() { started <- c.Start(2) }()
+		released := false
+		release := func() {
+			if !released {
+				released = true
+				close(logs.release)
+			}
+		}
+		defer release()
+		receive(t, "the failed connection attempt's log record", logs.entered)
+		dialer := "(*binaryTransport).open.func1"
+		if tr.protocol == apns.ProtocolHTTP2 {
+			dialer = "(*h2Transport).dial.func1"
+		}
+		// The connection that opened is done dialing; the other is held in the logger.
+		waitFor(t, "one of Start's two dials to be done", func() bool { return goroutinesIn(dialer) == 1 })
+		if l.open.Load() != 1 {
+			t.Fatalf("%d connections open at the gateway while Start dials; want 1", l.open.Load())
+		}
+
+		lifecycleStop(t, c, r)
+		st := c.Stats()
+		if st.Connections != 0 {
+			t.Errorf("Stats.Connections = %d once Stop has returned; want 0 (Start's connection is still open)", st.Connections)
+		}
+		waitFor(t, "the connection Start opened to be closed after Stop returned (Start is still held, after Stop)", func() bool {
+			return l.open.Load() == 0
+		})
+
+		release()
+		if err := receive(t, "Start", started); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("Start = %v; want ErrStopped", err)
+		}
+		checkOneEndEach(t, c, r)
+	})
+}
+
+// holdListener serves the first connection it accepts and holds every later one unanswered (a
+// gateway that accepts TCP and never completes the TLS handshake), until it is closed.
+type holdListener struct {
+	net.Listener
+	mu       sync.Mutex
+	accepted int
+	held     []net.Conn
+}
+
+func (l *holdListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		l.accepted++
+		first := l.accepted == 1
+		if !first {
+			l.held = append(l.held, c)
+		}
+		l.mu.Unlock()
+		if first {
+			return c, nil
+		}
+	}
+}
+
+func (l *holdListener) Close() error {
+	l.mu.Lock()
+	for _, c := range l.held {
+		c.Close()
+	}
+	l.held = nil
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+// The same without any user code in the way: Start(2) against a gateway that completes the
+// first connection and never answers the second's handshake, so that Start waits in its dial
+// phase; Stop then cuts the hanging attempt short (its abort) and returns. Once it has
+// returned, Stats.Connections must read 0 (Stats' doc and the lifecycle tests' contract). Stop
+// races Start's discard of the connection it opened: a few rounds are enough to lose it.
+func TestRestructureStopDuringStartLeavesNoConnectionCounted(t *testing.T) {
+	tr := lifecycleTransports[1] // HTTP/2: its gauge counts a connection from the moment it opens
+	if tr.protocol != apns.ProtocolHTTP2 {
+		t.Fatal("lifecycleTransports[1] is not HTTP/2")
+	}
+	rounds := 40
+	if testing.Short() {
+		rounds = 10
+	}
+	for i := 0; i < rounds; i++ {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &holdListener{Listener: inner}
+		g := tr.serve(t, l)
+		c, r := lifecycleClient(t, tr, g.addr)
+		started := make(chan error, 1)
+		go func() { started <- c.Start(2) }()
+		waitFor(t, "Start to have opened one connection and to wait for the other", func() bool {
+			return c.Stats().Connections == 1 && goroutinesIn("(*h2Transport).dial.func1") == 1
+		})
+		lifecycleStop(t, c, r)
+		n := c.Stats().Connections
+		if err := receive(t, "Start", started); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("round %d: Start = %v; want ErrStopped", i, err)
+		}
+		if n != 0 {
+			t.Fatalf("round %d: Stats.Connections = %d right after Stop returned; want 0 (Start still held the connection it opened)", i, n)
+		}
+	}
+}
+
+// A failed Start "leaves nothing running" (Start's doc) and has told the error handler of its
+// failed attempts (startDialAttempts, 3, per connection): once it has returned, the handler
+// has heard of all of them and is not still running them on a goroutine of the client. Before
+// the restructure the handler ran on Start's own goroutines before Start returned; now the
+// lazy dispatcher runs them after, on a goroutine Start leaves behind.
+func TestRestructureFailedStartHasToldTheErrorHandlerWhenItReturns(t *testing.T) {
+	for name, proto := range map[string]apns.Protocol{"binary": apns.ProtocolBinary, "http2": apns.ProtocolHTTP2} {
+		t.Run(name, func(t *testing.T) {
+			addr := closedAddr(t)
+			var told atomic.Int32
+			c, err := apns.CreateClient(addr, nil, nil, true, apns.WithProtocol(proto),
+				apns.WithErrorHandler(func(error) {
+					runtime.Gosched() // an error handler that does a little work
+					told.Add(1)
+				}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopAfter(t, c)
+			for round := 0; round < 3; round++ {
+				before := told.Load()
+				if err := guardErr(t, "Start", func() error { return c.Start(1) }); err == nil {
+					t.Fatal("Start succeeded against a closed port")
+				}
+				if n := told.Load() - before; n != 3 {
+					t.Fatalf("round %d: the error handler had heard of %d failed attempts when Start returned; want 3 (the rest is left to a goroutine Start left running)", round, n)
+				}
+			}
+		})
+	}
+}
+
+// A Push in progress when Stop is called gets its answer first (Stop's doc), a 410 included,
+// whose token reaches the feedback client; a Push made once Stop has begun is refused with
+// ErrStopped at once (issue 12: drain refuses Push at once); the queue's notifications sent
+// alongside each reach their one end, and Stop returns after the held Push has returned.
+func TestRestructurePushInProgressWhenStopIsCalledGetsItsAnswer(t *testing.T) {
+	held := token(1000) // not one of sendAll's
+	entered := make(chan struct{})
+	var enterOnce sync.Once
+	release := make(chan struct{})
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.RespondFunc(func(r apnstest.Request) *apnstest.Response {
+			if r.Token != held {
+				return nil
+			}
+			enterOnce.Do(func() { close(entered) })
+			select {
+			case <-release:
+			case <-time.After(2 * waitGuard):
+			}
+			return &apnstest.Response{Status: 410, Reason: "Unregistered"}
+		})
+	})
+	c := newH2Client(t, s)
+	fc, err := c.SetupFeedbackClient("unused", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	// A connection takes no second request until its first has its answer: answer one first.
+	if resp, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(999), Payload: payload(999)}); err != nil || !resp.Sent() {
+		t.Fatalf("first Push = %+v, %v; want it sent", resp, err)
+	}
+	type result struct {
+		resp *apns.Response
+		err  error
+	}
+	pushed := make(chan result, 1)
+	go func() {
+		resp, err := c.Push(context.Background(), &apns.Notification{DeviceToken: held, Payload: payload(1000)})
+		pushed <- result{resp, err}
+	}()
+	receive(t, "the held Push to reach the gateway", entered)
+	sendAll(t, c, 5)
+	stopped := stopAsync(c)
+	waitFor(t, "Stop to refuse Push", func() bool {
+		_, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(2), Payload: payload(2)})
+		return errors.Is(err, apns.ErrStopped)
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a Push it must wait for was held at the gateway", err)
+	default:
+	}
+	close(release)
+	res := receive(t, "the held Push", pushed)
+	if res.err != nil || res.resp == nil || res.resp.StatusCode != 410 {
+		t.Fatalf("held Push = %+v, %v; want its answer, 410", res.resp, res.err)
+	}
+	if err := receive(t, "Stop", stopped); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	tokens, err := fc.BadTokens(context.Background())
+	if err != nil || len(tokens) != 1 || tokens[0].Token != held {
+		t.Errorf("BadTokens after Stop = %v, %v; want the held Push's token", tokens, err)
+	}
+	st := c.Stats()
+	if st.Accepted != 5 || st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed != 5 {
+		t.Errorf("stats %+v; want the 5 sent, each settled", st)
+	}
+	if calls := l.snapshot(); uint64(len(calls)) != st.Rejected+st.Unsent+st.Unconfirmed {
+		t.Errorf("%d callbacks; want %d", len(calls), st.Rejected+st.Unsent+st.Unconfirmed)
+	}
+}
+
+// Start racing Stop, on both transports, many rounds: Start returns nil or ErrStopped, every
+// notification sent before reaches exactly one end with one callback each, no callback
+// overlaps another or runs after Stop returned (the recorder), and nothing of the client is
+// left running once Start has returned too (stopAfter, per round).
+func TestRestructureStartRacingStopEndsEveryNotificationOnce(t *testing.T) {
+	rounds := 60
+	if testing.Short() {
+		rounds = 15
+	}
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		g := tr.serve(t, nil)
+		for i := 0; i < rounds; i++ {
+			t.Run("", func(t *testing.T) {
+				c, r := lifecycleClient(t, tr, g.addr)
+				sendTokens(t, c, 0, 3)
+				started := make(chan error, 1)
+				go func() { started <- c.Start(2) }()
+				for j := 0; j < i%5; j++ {
+					runtime.Gosched()
+				}
+				lifecycleStop(t, c, r)
+				if err := receive(t, "Start", started); err != nil && !errors.Is(err, apns.ErrStopped) {
+					t.Fatalf("Start = %v; want nil or ErrStopped", err)
+				}
+				st := c.Stats()
+				if ends := st.Delivered + st.Rejected + st.Unsent + st.Unconfirmed; st.Accepted != 3 || ends != 3 {
+					t.Errorf("stats %+v; want the 3 sent, each at one end", st)
+				}
+				if _, calls := r.snapshot(); uint64(calls) != st.Rejected+st.Unsent+st.Unconfirmed {
+					t.Errorf("%d callbacks; want %d", calls, st.Rejected+st.Unsent+st.Unconfirmed)
+				}
+			})
+		}
+	})
+}
+
+// goroutineID returns the caller's goroutine number, from its stack header.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+// SetCallback's doc: "Callbacks run on one goroutine owned by the client". The lazy dispatcher
+// runs each burst of callbacks on a new goroutine: two rejections far enough apart that the
+// dispatcher went idle between them reach the callback on two goroutines. (The package doc's
+// "one dispatcher goroutine ... runs only while callbacks are due" is what the code does.)
+func TestRestructureCallbacksRunOnOneGoroutineOwnedByTheClient(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+		s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
+	})
+	c := newH2Client(t, s)
+	ids := make(chan string, 2)
+	c.SetCallback(func(*apns.Message, uint8) { ids <- goroutineID() })
+	before := dispatchers()
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(token(1), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload(1)); err != nil {
+		t.Fatal(err)
+	}
+	first := receive(t, "the first callback", ids)
+	waitFor(t, "the dispatcher to go idle", func() bool { return dispatchers() == before })
+	if err := c.Send(token(2), time.Now().Add(time.Hour), apns.PRIORITY_IMMEDIATE, payload(2)); err != nil {
+		t.Fatal(err)
+	}
+	second := receive(t, "the second callback", ids)
+	if first != second {
+		t.Errorf("the callbacks ran on goroutines %s and %s; SetCallback's doc says one goroutine owned by the client", first, second)
+	}
+}
+
+// A connection attempt that failed before Stop was called is an event due: Stop returns after
+// the error handler has heard of it ("Stop returns after every callback already due has run";
+// WithErrorHandler: failed connection attempts are its events). Start's failed attempt, made
+// while Stop is not yet called and reported on Start's goroutine after its log record (held
+// here, as a slow logger holds it), reaches the dispatcher only after Stop has closed it, and
+// is dropped: the handler never hears of it.
+func TestRestructureAttemptFailedBeforeStopReachesTheErrorHandler(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := tr.serve(t, &firstConnListener{Listener: inner})
+		logs := newHoldingLogHandler("apns: connection attempt failed")
+		var told atomic.Int32
+		var stopped atomic.Bool
+		var late atomic.Int32
+		cert, key := apnstest.ClientCertPEM()
+		c, err := apns.CreateClient(tr.gateway(g.addr), cert, key, false, apns.WithProtocol(tr.protocol),
+			apns.WithTLSConfig(lifecycleTLS()), apns.WithLogger(slog.New(logs)),
+			apns.WithErrorHandler(func(error) {
+				if stopped.Load() {
+					late.Add(1)
+				}
+				told.Add(1)
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopAfter(t, c)
+		before := dispatchers()
+		started := make(chan error, 1)
+		go func() { started <- c.Start(2) }()
+		receive(t, "the failed connection attempt's log record", logs.entered)
+		stop(t, c)
+		stopped.Store(true)
+		close(logs.release)
+		if err := receive(t, "Start", started); !errors.Is(err, apns.ErrStopped) {
+			t.Errorf("Start = %v; want ErrStopped", err)
+		}
+		waitFor(t, "the dispatcher to be idle", func() bool { return dispatchers() == before })
+		if told.Load() == 0 {
+			t.Errorf("the error handler never heard of the connection attempt that failed before Stop was called")
+		}
+		if n := late.Load(); n > 0 {
+			t.Errorf("the error handler ran %d times after Stop returned", n)
+		}
+	})
+}
+
+// refuseSomeListener serves every connection it accepts but the 2nd to the (1+refuse)-th,
+// which it closes at once.
+type refuseSomeListener struct {
+	net.Listener
+	refuse   int32
+	accepted atomic.Int32
+}
+
+func (l *refuseSomeListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if n := l.accepted.Add(1); n > 1 && n <= 1+l.refuse {
+			c.Close()
+			continue
+		}
+		return c, nil
+	}
+}
+
+// Start's doc: "Connections that failed while others succeeded keep being retried in the
+// background with backoff." Start(2): one connection opens, the other fails Start's three
+// attempts; the gateway then takes connections again. With nothing sent, the second
+// connection must still come back (the doc makes no exception for a client with no work).
+func TestRestructureConnectionThatFailedAtStartIsRetriedInTheBackground(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr lifecycleTransport) {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := tr.serve(t, &refuseSomeListener{Listener: inner, refuse: 3})
+		c, _ := lifecycleClient(t, tr, g.addr)
+		if err := guardErr(t, "Start", func() error { return c.Start(2) }); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		waitFor(t, "the connection that failed at Start to be opened in the background", func() bool {
+			return c.Stats().Connections == 2
+		})
+	})
+}
