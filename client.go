@@ -46,6 +46,7 @@ type Client struct {
 	feedbacks []*FeedbackClient
 
 	senders sync.WaitGroup // Sends between their stopped check and their enqueue
+	opening sync.WaitGroup // a Start opening connections: Stop waits for it to close them
 
 	stats counters
 }
@@ -212,8 +213,9 @@ func makeTLSConfig(base *tls.Config, cert, key []byte, anyServerCert bool) (*tls
 // SetCallback sets the function that is told about every rejected notification. It may be
 // called at any time; nil removes the callback.
 //
-// Callbacks run on one goroutine owned by the client, one at a time, never while a lock of
-// the client is held, in the order in which the workers learned of the rejections (for one
+// Callbacks run one at a time on a goroutine owned by the client (a new one after a quiet
+// spell), never while a lock of the client is held, in the order in which the client learned
+// of the rejections (for one
 // connection, in the order the frames were written). A slow callback delays later callbacks
 // but never the workers. A panic in the callback is not recovered.
 //
@@ -240,9 +242,13 @@ func (c *Client) SetRejectionCallback(f func(*Rejection)) {
 }
 
 // Start opens workerCount TLS connections to the gateway and starts serving the queue on
-// them. It tries each connection a few times; if none can be opened it returns the error,
-// leaves nothing running, and Start may be called again. Connections that failed while others
-// succeeded keep being retried in the background with backoff.
+// them. It tries each connection a few times, and tells the error handler of each failed
+// attempt (it may hear of them after Start has returned). If none can be opened Start returns
+// the error, leaves nothing running once the handler has run, and may be called again. A
+// connection that failed while others opened is retried later with backoff: on the binary
+// protocol at once, in the background; over HTTP/2 when the work needs it. Stop called while
+// Start is opening connections cuts the attempts short, waits for Start to close what it
+// opened, and Start then returns ErrStopped.
 func (c *Client) Start(workerCount int) error {
 	if workerCount < 1 {
 		return ErrNoWorkers
@@ -261,6 +267,14 @@ func (c *Client) Start(workerCount int) error {
 	if hook := c.set.startClaimed; hook != nil {
 		hook()
 	}
+	c.mu.Lock()
+	if c.stopped { // Stop ran since Start claimed the start
+		c.mu.Unlock()
+		return ErrStopped
+	}
+	c.opening.Add(1) // Stop, which waits for it, has not begun
+	c.mu.Unlock()
+	defer c.opening.Done()
 
 	err := c.t.open(workerCount)
 	c.mu.Lock()
@@ -363,8 +377,9 @@ func (c *Client) SendNotification(ctx context.Context, n *Notification) error {
 // Push sends one notification of the HTTP/2 API synchronously, bypassing the queue and the
 // callbacks, and returns APNs' answer; a rejection is a Response whose Sent is false, not an
 // error. It retries like the queue does. The error reports bad input, a client that is not
-// started, or a notification that got no answer (ctx ended, or the connection kept failing).
-// On a binary client it returns ErrNotHTTP2.
+// started (ErrNotStarted) or stopping (ErrStopped: Stop has begun; a Push already in progress
+// then gets its answer first), or a notification that got no answer (ctx ended, or the
+// connection kept failing). On a binary client it returns ErrNotHTTP2.
 func (c *Client) Push(ctx context.Context, n *Notification) (*Response, error) {
 	h, err := c.http2()
 	if err != nil {
@@ -486,7 +501,8 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		<-drained
 	}
 	c.abort()
-	c.t.finish() // what is left in the queue was never sent: no work ran, or all gave up
+	c.opening.Wait() // a Start the abort cut short has closed what it opened
+	c.t.finish()     // what is left in the queue was never sent: no work ran, or all gave up
 	if stopFeedbacks(ctx, feedbacks) && err == nil {
 		err = ctx.Err()
 	}
