@@ -260,10 +260,11 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 					best.firstOut = true
 				}
 				best.lastUsed = time.Now()
+				s := &h2Stream{k: best, cc: cc, first: best.cold, opened: best.opened} // under h.mu: connect may replace them
 				h.mu.Unlock()
 				h.unawait()
 				closeConns(h.c, idle)
-				return &h2Stream{k: best, cc: cc, first: best.cold, opened: best.opened}, nil
+				return s, nil
 			}
 			// The connection changed since it was looked at (SETTINGS, GOAWAY): again.
 			h.mu.Unlock()
