@@ -60,6 +60,11 @@ type h2Conn struct {
 	stopAttempts int                // connection attempts since Stop began or the last answer
 	dials        int                // connections opened
 	lastUsed     time.Time          // when a stream was last reserved on cc
+
+	// steady tells that the end of an answered request other than a connection's first has
+	// nothing to change: answered is set and no failure or stop attempt is counted. It is
+	// set and cleared under the transport's mu and read without it (h2Stream.end).
+	steady atomic.Bool
 }
 
 // h2Stream is a stream reserved on a connection for one request.
@@ -149,6 +154,12 @@ func (s *h2Stream) end() {
 		s.cc.Release()
 	}
 	k, h := s.k, s.k.h
+	if s.answered && !s.first && k.steady.Load() {
+		// The common case, without the transport's lock: the writes below would change
+		// nothing. A change made meanwhile under the lock is as if made after this end.
+		h.signal()
+		return
+	}
 	// The answer to a connection's first request alone does not reset the backoff: a gateway
 	// that sends GOAWAY on every connection right after its first answer is met with backoff,
 	// not with a new connection each time.
@@ -168,8 +179,14 @@ func (s *h2Stream) end() {
 	if proven {
 		k.failures = 0
 	}
+	k.steadyLocked()
 	h.mu.Unlock()
 	h.signal()
+}
+
+// steadyLocked sets k.steady from the fields it sums up; every change of them calls it.
+func (k *h2Conn) steadyLocked() {
+	k.steady.Store(k.answered && k.failures == 0 && k.stopAttempts == 0)
 }
 
 // stream returns s, or when s is nil reserves a stream for a retry or a Push: one that does
@@ -343,6 +360,7 @@ func (h *h2Transport) connectLocked(k *h2Conn, stopping bool) {
 	k.dialing = true
 	if stopping {
 		k.stopAttempts++
+		k.steadyLocked()
 	}
 	h.dialers.Add(1)
 	go func() {
@@ -374,6 +392,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	k.dialing = false
 	if err != nil {
 		k.failures++
+		k.steadyLocked()
 		h.dialFails++
 		h.dialErr = err
 		failures := k.failures
@@ -392,6 +411,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	c.stats.conns.Add(1)
 	h.lastGrow = time.Now() // the growth interval runs from every opening, however long the dial took
 	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed, k.opened = cc, true, false, false, time.Now(), time.Now()
+	k.steadyLocked()
 	bc := dialed.Load()
 	k.bc = bc
 	if h.token != nil {
@@ -501,6 +521,7 @@ func (k *h2Conn) retireLocked() {
 	}
 	if !k.answered {
 		k.failures++
+		k.steadyLocked()
 	}
 	k.retired = append(k.retired, k.cc)
 	k.cc = nil
