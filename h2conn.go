@@ -198,8 +198,9 @@ func (h *h2Transport) stream(ctx context.Context, s *h2Stream) (*h2Stream, error
 	return h.reserve(ctx, true)
 }
 
-// freeLocked returns how many streams k can take now.
-func (h *h2Transport) freeLocked(k *h2Conn) int {
+// freeLocked returns how many streams k can take now. avail is what k.cc's Available
+// returned during the caller's look, or -1 when it did not ask.
+func (h *h2Transport) freeLocked(k *h2Conn, avail int) int {
 	cc := k.cc
 	if cc == nil || k.suspectLocked() {
 		return 0
@@ -208,9 +209,15 @@ func (h *h2Transport) freeLocked(k *h2Conn) int {
 		if k.firstOut {
 			return 0
 		}
-		return min(cc.Available(), 1)
+		if avail < 0 {
+			avail = cc.Available()
+		}
+		return min(avail, 1)
 	}
-	n := cc.Available()
+	n := avail
+	if n < 0 {
+		n = cc.Available()
+	}
 	if h.streams > 0 {
 		n = min(n, h.streams-cc.InFlight())
 	}
@@ -243,11 +250,19 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 		var best *h2Conn
 		bestFree, live, dialing, spent, dormant := 0, 0, 0, 0, 0
 		for _, k := range h.conns {
+			// Each call on an http.ClientConn takes its lock, which its reader and its
+			// requests take too: one call tells the common case. A connection past its first
+			// request with a free stream is open and takes requests (only a connection
+			// that never had a stream may report room once closed).
+			avail := -1
+			if cc := k.cc; cc != nil && !k.cold {
+				avail = cc.Available()
+			}
 			// Closed, or GOAWAY received and its requests done. InFlight first: no request
 			// can start meanwhile (reservations are made under h.mu), and one that ends
 			// between the two calls raises Available, so a busy connection at its limit is
 			// never taken for a dead one.
-			if cc := k.cc; cc != nil && (cc.Err() != nil || cc.InFlight() == 0 && cc.Available() == 0) {
+			if cc := k.cc; cc != nil && avail <= 0 && (cc.Err() != nil || cc.InFlight() == 0 && cc.Available() == 0) {
 				k.retireLocked()
 			}
 			idle = append(idle, k.sweepLocked()...)
@@ -266,7 +281,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				h.connectLocked(k, stopping)
 				dialing++
 			}
-			if f := h.freeLocked(k); f > bestFree {
+			if f := h.freeLocked(k, avail); f > bestFree {
 				best, bestFree = k, f
 			}
 		}
