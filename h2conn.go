@@ -157,7 +157,8 @@ func (s *h2Stream) end() {
 	if s.answered && !s.first && k.steady.Load() {
 		// The common case, without the transport's lock: the writes below would change
 		// nothing. A change made meanwhile under the lock is as if made after this end.
-		h.signal()
+		// Nor is there news to signal: the stream's release is net/http's, whose state
+		// hook signals when the connection's count of requests in flight drops.
 		return
 	}
 	// The answer to a connection's first request alone does not reset the backoff: a gateway
