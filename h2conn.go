@@ -60,6 +60,11 @@ type h2Conn struct {
 	stopAttempts int                // connection attempts since Stop began or the last answer
 	dials        int                // connections opened
 	lastUsed     time.Time          // when a stream was last reserved on cc
+
+	// steady tells that the end of an answered request other than a connection's first has
+	// nothing to change: answered is set and no failure or stop attempt is counted. It is
+	// set and cleared under the transport's mu and read without it (h2Stream.end).
+	steady atomic.Bool
 }
 
 // h2Stream is a stream reserved on a connection for one request.
@@ -149,6 +154,13 @@ func (s *h2Stream) end() {
 		s.cc.Release()
 	}
 	k, h := s.k, s.k.h
+	if s.answered && !s.first && k.steady.Load() {
+		// The common case, without the transport's lock: the writes below would change
+		// nothing. A change made meanwhile under the lock is as if made after this end.
+		// Nor is there news to signal: the stream's release is net/http's, whose state
+		// hook signals when the connection's count of requests in flight drops.
+		return
+	}
 	// The answer to a connection's first request alone does not reset the backoff: a gateway
 	// that sends GOAWAY on every connection right after its first answer is met with backoff,
 	// not with a new connection each time.
@@ -168,8 +180,14 @@ func (s *h2Stream) end() {
 	if proven {
 		k.failures = 0
 	}
+	k.steadyLocked()
 	h.mu.Unlock()
 	h.signal()
+}
+
+// steadyLocked sets k.steady from the fields it sums up; every change of them calls it.
+func (k *h2Conn) steadyLocked() {
+	k.steady.Store(k.answered && k.failures == 0 && k.stopAttempts == 0)
 }
 
 // stream returns s, or when s is nil reserves a stream for a retry or a Push: one that does
@@ -181,8 +199,9 @@ func (h *h2Transport) stream(ctx context.Context, s *h2Stream) (*h2Stream, error
 	return h.reserve(ctx, true)
 }
 
-// freeLocked returns how many streams k can take now.
-func (h *h2Transport) freeLocked(k *h2Conn) int {
+// freeLocked returns how many streams k can take now. avail is what k.cc's Available
+// returned during the caller's look, or -1 when it did not ask.
+func (h *h2Transport) freeLocked(k *h2Conn, avail int) int {
 	cc := k.cc
 	if cc == nil || k.suspectLocked() {
 		return 0
@@ -191,9 +210,15 @@ func (h *h2Transport) freeLocked(k *h2Conn) int {
 		if k.firstOut {
 			return 0
 		}
-		return min(cc.Available(), 1)
+		if avail < 0 {
+			avail = cc.Available()
+		}
+		return min(avail, 1)
 	}
-	n := cc.Available()
+	n := avail
+	if n < 0 {
+		n = cc.Available()
+	}
 	if h.streams > 0 {
 		n = min(n, h.streams-cc.InFlight())
 	}
@@ -226,11 +251,19 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 		var best *h2Conn
 		bestFree, live, dialing, spent, dormant := 0, 0, 0, 0, 0
 		for _, k := range h.conns {
+			// Each call on an http.ClientConn takes its lock, which its reader and its
+			// requests take too: one call tells the common case. A connection past its first
+			// request with a free stream is open and takes requests (only a connection
+			// that never had a stream may report room once closed).
+			avail := -1
+			if cc := k.cc; cc != nil && !k.cold {
+				avail = cc.Available()
+			}
 			// Closed, or GOAWAY received and its requests done. InFlight first: no request
 			// can start meanwhile (reservations are made under h.mu), and one that ends
 			// between the two calls raises Available, so a busy connection at its limit is
 			// never taken for a dead one.
-			if cc := k.cc; cc != nil && (cc.Err() != nil || cc.InFlight() == 0 && cc.Available() == 0) {
+			if cc := k.cc; cc != nil && avail <= 0 && (cc.Err() != nil || cc.InFlight() == 0 && cc.Available() == 0) {
 				k.retireLocked()
 			}
 			idle = append(idle, k.sweepLocked()...)
@@ -249,7 +282,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				h.connectLocked(k, stopping)
 				dialing++
 			}
-			if f := h.freeLocked(k); f > bestFree {
+			if f := h.freeLocked(k, avail); f > bestFree {
 				best, bestFree = k, f
 			}
 		}
@@ -260,10 +293,11 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 					best.firstOut = true
 				}
 				best.lastUsed = time.Now()
+				s := &h2Stream{k: best, cc: cc, first: best.cold, opened: best.opened} // under h.mu: connect may replace them
 				h.mu.Unlock()
 				h.unawait()
 				closeConns(h.c, idle)
-				return &h2Stream{k: best, cc: cc, first: best.cold, opened: best.opened}, nil
+				return s, nil
 			}
 			// The connection changed since it was looked at (SETTINGS, GOAWAY): again.
 			h.mu.Unlock()
@@ -342,6 +376,7 @@ func (h *h2Transport) connectLocked(k *h2Conn, stopping bool) {
 	k.dialing = true
 	if stopping {
 		k.stopAttempts++
+		k.steadyLocked()
 	}
 	h.dialers.Add(1)
 	go func() {
@@ -373,6 +408,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	k.dialing = false
 	if err != nil {
 		k.failures++
+		k.steadyLocked()
 		h.dialFails++
 		h.dialErr = err
 		failures := k.failures
@@ -389,6 +425,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	c.stats.conns.Add(1)
 	h.lastGrow = time.Now() // the growth interval runs from every opening, however long the dial took
 	k.cc, k.cold, k.firstOut, k.answered, k.lastUsed, k.opened = cc, true, false, false, time.Now(), time.Now()
+	k.steadyLocked()
 	bc := dialed.Load()
 	k.bc = bc
 	if h.token != nil {
@@ -498,6 +535,7 @@ func (k *h2Conn) retireLocked() {
 	}
 	if !k.answered {
 		k.failures++
+		k.steadyLocked()
 	}
 	k.retired = append(k.retired, k.cc)
 	k.cc = nil

@@ -61,6 +61,8 @@ func main() {
 	streams := flag.Int("streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS the mock announces")
 	growth := flag.Bool("growth", false, "run the growth scenario instead: Start(1), WithMaxConnections(8), -streams 100 and 200ms latency by default")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
+	mutexprofile := flag.String("mutexprofile", "", "write a mutex contention profile of this (client) process to `file`")
+	blockprofile := flag.String("blockprofile", "", "write a blocking profile of this (client) process to `file` (sampling every 100 µs blocked)")
 	serverCPUs := flag.String("servercpus", "", "run the mock server under taskset -c `list` (e.g. 1; then run this under taskset -c 0)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -120,6 +122,15 @@ func main() {
 			log.Fatal(err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+
+	if *mutexprofile != "" {
+		runtime.SetMutexProfileFraction(10)
+		defer writeProfile("mutex", *mutexprofile)
+	}
+	if *blockprofile != "" {
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		defer writeProfile("block", *blockprofile)
 	}
 
 	fmt.Printf("goos: %s\ngoarch: %s\npkg: github.com/Kwik-messenger/apns-go/bench\n", runtime.GOOS, runtime.GOARCH)
@@ -189,7 +200,10 @@ func isFlagSet(name string) bool {
 
 // runner makes a client connected to srv and returns a function that sends one notification,
 // and one that waits for everything sent to be answered and closes the client.
-type runner func(srv *server, conc, conns int) (send func() error, finish func() error, err error)
+//
+// idle, when not nil, waits until everything sent so far is answered (a client with a queue,
+// whose sends return before the answers).
+type runner func(srv *server, conc, conns int) (send func() error, finish func() error, idle func(), err error)
 
 var runners = map[string]runner{
 	"apns-go":      apnsGoPush,
@@ -209,10 +223,10 @@ func newAPNsGo(srv *server, conns int, opts ...apns.Option) (*apns.Client, error
 	return c, c.Start(max(conns, 1))
 }
 
-func apnsGoPush(srv *server, _, conns int) (func() error, func() error, error) {
+func apnsGoPush(srv *server, _, conns int) (func() error, func() error, func(), error) {
 	c, err := newAPNsGo(srv, conns)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	send := func() error {
 		resp, err := c.Push(context.Background(), &apns.Notification{DeviceToken: deviceToken, Payload: payload})
@@ -221,16 +235,16 @@ func apnsGoPush(srv *server, _, conns int) (func() error, func() error, error) {
 		}
 		return err
 	}
-	return send, c.Stop, nil
+	return send, c.Stop, nil, nil
 }
 
 // apnsGoSend queues notifications with SendNotification; conc senders (WithStreams) send
 // them on the one connection. finish waits for every answer (Stop), then checks that all
 // were delivered.
-func apnsGoSend(srv *server, conc, conns int) (func() error, func() error, error) {
+func apnsGoSend(srv *server, conc, conns int) (func() error, func() error, func(), error) {
 	c, err := newAPNsGo(srv, conns, apns.WithStreams(conc))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	send := func() error {
 		return c.SendNotification(context.Background(), &apns.Notification{DeviceToken: deviceToken, Payload: payload})
@@ -244,15 +258,15 @@ func apnsGoSend(srv *server, conc, conns int) (func() error, func() error, error
 		}
 		return nil
 	}
-	return send, finish, nil
+	return send, finish, func() { waitIdle(c) }, nil
 }
 
 // apnsGoSeed is the seed API as a new user writes it: CreateClient, Start(conns), Send with
 // a map payload from the sending goroutines, Stop; streams as the server allows.
-func apnsGoSeed(srv *server, _, conns int) (func() error, func() error, error) {
+func apnsGoSeed(srv *server, _, conns int) (func() error, func() error, func(), error) {
 	c, err := newAPNsGo(srv, conns)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	send := func() error {
 		return c.Send(deviceToken, time.Time{}, apns.PRIORITY_IMMEDIATE, map[string]interface{}{
@@ -267,13 +281,25 @@ func apnsGoSeed(srv *server, _, conns int) (func() error, func() error, error) {
 		}
 		return nil
 	}
-	return send, finish, nil
+	return send, finish, func() { waitIdle(c) }, nil
 }
 
-func apns2Push(srv *server, _, _ int) (func() error, func() error, error) {
+// waitIdle waits until c has settled every notification it accepted.
+func waitIdle(c *apns.Client) {
+	for begin := time.Now(); time.Since(begin) < time.Minute; {
+		st := c.Stats()
+		if st.Queued == 0 && st.InFlight == 0 && st.Delivered+st.Rejected+st.Unsent+st.Unconfirmed >= st.Accepted {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	log.Print("warm-up not answered within a minute")
+}
+
+func apns2Push(srv *server, _, _ int) (func() error, func() error, func(), error) {
 	pair, err := tls.X509KeyPair(srv.certPEM, srv.keyPEM)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	c := apns2.NewClient(pair)
 	c.Host = srv.url
@@ -282,7 +308,7 @@ func apns2Push(srv *server, _, _ int) (func() error, func() error, error) {
 	//lint:ignore SA1019 the transport apns2 made
 	tr, ok := c.HTTPClient.Transport.(*http2.Transport)
 	if !ok {
-		return nil, nil, fmt.Errorf("apns2 transport is %T, not *http2.Transport", c.HTTPClient.Transport)
+		return nil, nil, nil, fmt.Errorf("apns2 transport is %T, not *http2.Transport", c.HTTPClient.Transport)
 	}
 	//lint:ignore SA1019 the transport apns2 made
 	tr.TLSClientConfig.RootCAs = srv.roots
@@ -297,15 +323,15 @@ func apns2Push(srv *server, _, _ int) (func() error, func() error, error) {
 		c.CloseIdleConnections()
 		return nil
 	}
-	return send, finish, nil
+	return send, finish, nil, nil
 }
 
 // netHTTPPost is the floor on net/http: a plain http.Client posting the same path, headers
 // and body over one HTTP/2 connection, with nothing of an APNs client around it.
-func netHTTPPost(srv *server, _, _ int) (func() error, func() error, error) {
+func netHTTPPost(srv *server, _, _ int) (func() error, func() error, func(), error) {
 	pair, err := tls.X509KeyPair(srv.certPEM, srv.keyPEM)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
@@ -341,7 +367,7 @@ func netHTTPPost(srv *server, _, _ int) (func() error, func() error, error) {
 		tr.CloseIdleConnections()
 		return nil
 	}
-	return send, finish, nil
+	return send, finish, nil, nil
 }
 
 type key struct {
@@ -356,8 +382,10 @@ type result struct {
 	n              int
 	wall, cpu      time.Duration
 	bytes, mallocs uint64
-	goroutines     int    // most goroutines of this process at once
-	heap           uint64 // most heap in use (objects) at once
+	goroutines     int           // most goroutines of this process at once
+	serverCPU      time.Duration // the mock's CPU time (child process) meanwhile
+	sending        time.Duration // until the sends returned (the rest of wall: finish)
+	heap           uint64        // most heap in use (objects) at once
 }
 
 func (r result) nsPerOp() float64     { return float64(r.wall.Nanoseconds()) / float64(r.n) }
@@ -369,7 +397,7 @@ func (r result) allocsPerOp() float64 { return float64(r.mallocs) / float64(r.n)
 // measure runs one client at one concurrency: connect, warm up with n/10 notifications (at
 // least conc), then time n notifications sent from conc goroutines until finish returns.
 func measure(newRunner runner, srv *server, conc, conns, n int) (result, error) {
-	send, finish, err := newRunner(srv, conc, conns)
+	send, finish, idle, err := newRunner(srv, conc, conns)
 	if err != nil {
 		return result{}, err
 	}
@@ -377,23 +405,29 @@ func measure(newRunner runner, srv *server, conc, conns, n int) (result, error) 
 		finish()
 		return result{}, fmt.Errorf("warming up: %w", err)
 	}
+	if idle != nil {
+		idle() // the warm-up is delivered: the timed run delivers its n alone
+	}
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	peak := samplePeaks()
+	scpu0 := childCPU(srv)
 	cpu0, begin := processCPU(), time.Now()
 	err = sendAll(send, conc, n)
+	sending := time.Since(begin)
 	if ferr := finish(); err == nil {
 		err = ferr
 	}
 	wall, cpu := time.Since(begin), processCPU()-cpu0
+	scpu := childCPU(srv) - scpu0
 	goroutines, heap := peak()
 	runtime.ReadMemStats(&m1)
 	if err != nil {
 		return result{}, err
 	}
 	return result{n: n, wall: wall, cpu: cpu, bytes: m1.TotalAlloc - m0.TotalAlloc, mallocs: m1.Mallocs - m0.Mallocs,
-		goroutines: goroutines, heap: heap}, nil
+		goroutines: goroutines, heap: heap, serverCPU: scpu, sending: sending}, nil
 }
 
 // samplePeaks samples the goroutine count and the heap in use every 10 ms until the
@@ -445,6 +479,36 @@ func sendAll(send func() error, conc, n int) error {
 	return nil
 }
 
+// childCPU returns the user and system CPU time the mock's process has used so far, read from
+// /proc (Linux; 0 elsewhere), in clock ticks of 10 ms.
+func childCPU(srv *server) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", srv.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := bytes.Cut(b, []byte(") ")) // after the command name, which may hold spaces
+	f := strings.Fields(string(rest))
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func writeProfile(name, file string) {
+	f, err := os.Create(file)
+	if err == nil {
+		err = pprof.Lookup(name).WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		log.Print(err)
+	}
+}
+
 // processCPU returns the user and system CPU time this process has used so far; the child
 // process's is not included.
 func processCPU() time.Duration {
@@ -479,6 +543,12 @@ func printRatios(results map[key][]result, keys []key, streams int) {
 		fmt.Printf("# %-8v %-13s %5d %5d %16.0f %10.0f %7s %12.2f %9.0f %8.1f %10.0f %9.1f %9s\n", k.latency, k.client, k.conns, k.conc,
 			tp, b, ofBound, med(k, result.cpuPerOp), med(k, result.bytesPerOp), med(k, result.allocsPerOp),
 			med(k, func(r result) float64 { return float64(r.goroutines) }), med(k, func(r result) float64 { return float64(r.heap) / (1 << 20) }), ofApns2)
+	}
+	fmt.Printf("\n# mock server (child process) CPU µs per notification, and the share of the wall time the sends took (the rest: finish, e.g. Stop)\n")
+	for _, k := range keys {
+		fmt.Printf("# %-8v %-13s %5d %5d %10.2f %8.3f\n", k.latency, k.client, k.conns, k.conc,
+			med(k, func(r result) float64 { return float64(r.serverCPU.Nanoseconds()) / 1e3 / float64(r.n) }),
+			med(k, func(r result) float64 { return r.sending.Seconds() / r.wall.Seconds() }))
 	}
 	fmt.Printf("\n# CPU per notification ÷ apns2's (goal at latency 0: <= 0.60)\n")
 	for _, k := range keys {
