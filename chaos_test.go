@@ -33,6 +33,7 @@ import (
 )
 
 func TestChaosBinary(t *testing.T) {
+	parallel(t)
 	n, seeds := chaosSize(t, 20000)
 	for seed := 1; seed <= seeds; seed++ {
 		if !t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosBinary(t, uint64(seed), n) }) {
@@ -42,6 +43,7 @@ func TestChaosBinary(t *testing.T) {
 }
 
 func TestChaosHTTP2(t *testing.T) {
+	parallel(t)
 	n, seeds := chaosSize(t, 5000)
 	for seed := 1; seed <= seeds; seed++ {
 		if !t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosHTTP2(t, uint64(seed), n) }) {
@@ -601,7 +603,7 @@ func chaosStop(t *testing.T, c *apns.Client, judge func() ledgerSummary) {
 			t.Errorf("Stop: %v", err)
 		}
 	case <-time.After(waitGuard):
-		hung.Store(c, true)
+		markHung(t, c)
 		judge()
 		fatalHang(t, "Stop")
 	}

@@ -88,6 +88,7 @@ func TestStartAgainstASilentGatewaySaysTheHandshakeTimedOut(t *testing.T) {
 
 // A gateway that refuses the connection is not reported as a handshake timeout.
 func TestStartAgainstAClosedPortIsNotCalledATimeout(t *testing.T) {
+	parallel(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,9 @@ func onDispatcher() bool {
 // the callbacks (of the notifications that Stop reports unsent) all run on it, one at a time,
 // never on Stop's goroutine.
 func TestHTTP2FailedStartsKeepOneDispatcher(t *testing.T) {
+	parallel(t)
 	addr := closedAddr(t)
-	before := dispatchers()
+	before := dispatchers(t)
 	var handlerOff, callbackOff, handled, called atomic.Int32
 	cert, key := apnstest.ClientCertPEM()
 	c, err := apns.CreateClient(addr, cert, key, true, apns.WithProtocol(apns.ProtocolHTTP2),
@@ -47,7 +48,7 @@ func TestHTTP2FailedStartsKeepOneDispatcher(t *testing.T) {
 			t.Fatal("Start succeeded against a closed port")
 		}
 	}
-	if n := dispatchers() - before; n != 1 {
+	if n := dispatchers(t) - before; n != 1 {
 		t.Errorf("%d dispatchers after two failed Starts; want 1, kept for the next Start", n)
 	}
 	stop(t, c)

@@ -44,6 +44,7 @@ func shutdownNow(t *testing.T, c *apns.Client) {
 // 100 ms, doubling, a worker makes about 5 attempts in 2 s (at 0, 0.1, 0.3, 0.7 and 1.5 s);
 // without it, hundreds. The bound is an upper bound: a slow machine only makes fewer.
 func TestConnectionsThatConfirmNothingAreRetriedWithBackoff(t *testing.T) {
+	parallel(t)
 	cases := []struct {
 		name   string
 		script apnstest.ConnScript
@@ -57,7 +58,7 @@ func TestConnectionsThatConfirmNothingAreRetriedWithBackoff(t *testing.T) {
 	const window, bound = 2 * time.Second, 15
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			s := newServer(t)
 			s.Script(repeat(tc.script, 5000)...)
 			var errs atomic.Int64
@@ -211,6 +212,7 @@ func reasons(c *apns.Client) func() map[string][]string {
 // (Unconfirmed, reason "unknown (possibly delivered)"); those the gateway discarded after a
 // rejection never did (Unsent, reason "unknown").
 func TestStopGivingUpReportsHeldFramesWith255CountedApart(t *testing.T) {
+	parallel(t)
 	refuse := repeat(apnstest.ConnScript{RefuseHandshake: true}, 1000)
 	cases := []struct {
 		name        string
@@ -333,6 +335,7 @@ func TestShutdownStatusNamingAFrameDeliversIt(t *testing.T) {
 // in flight: the gateway may have delivered any of them. They are written again and counted
 // as possible duplicates.
 func TestUnknownIDCountsTheFramesInFlightAsDuplicates(t *testing.T) {
+	parallel(t)
 	const n, after = 500, 100
 	s := newServer(t)
 	s.Script(apnstest.ConnScript{After: after, Garbage: []byte{8, 8, 0xff, 0xff, 0xff, 0xf0}})
