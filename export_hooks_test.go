@@ -16,13 +16,6 @@ func WithSilenceTimes(after, timeout time.Duration) Option {
 	return func(s *settings) { s.silenceAfter, s.silenceTimeout = after, timeout }
 }
 
-// WithGrowthInterval replaces connectionGrowthInterval (h2conn.go), the least time between two
-// connections the pool opens for load, for tests that hold the spacing, not its value
-// (TestHTTP2ConnectionsGrowWithTheLoadAndShrinkWhenIdle holds the value).
-func WithGrowthInterval(d time.Duration) Option {
-	return func(s *settings) { s.growthInterval = d }
-}
-
 // BreakProviderTokenKey makes a token client's provider token impossible to sign, as a key
 // whose private scalar is zero is.
 func BreakProviderTokenKey(c *Client) {

@@ -310,7 +310,7 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 // connection opened is connectionGrowthInterval old. It reopens a dormant slot before it adds
 // one.
 func (h *h2Transport) growLocked() {
-	if time.Since(h.lastGrow) < orDefault(h.c.set.growthInterval, connectionGrowthInterval) {
+	if time.Since(h.lastGrow) < connectionGrowthInterval {
 		return
 	}
 	var dormant *h2Conn

@@ -37,7 +37,6 @@ type settings struct {
 	startClaimed      func()        // tests: run by Start once it has claimed the start, before it starts the transport
 	silenceAfter      time.Duration // tests: silenceAfter instead of the constant (silence.go)
 	silenceTimeout    time.Duration // tests: silenceTimeout instead of the constant
-	growthInterval    time.Duration // tests: connectionGrowthInterval instead of the constant (h2conn.go)
 	logger            *slog.Logger
 	manageURL         string // broadcast channel management endpoint (broadcast.go)
 }
