@@ -327,6 +327,9 @@ func TestPoolGoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
 	before := len(log.accepted())
 	s.GoAway()
 	receive(t, "the sends", sent)
+	// The queue drains before Stop: the pool reopens its slots while work waits, and once
+	// Stop has begun it grows no more, so that the rest would drain through one connection.
+	waitFor(t, "the queue to drain", func() bool { st := c.Stats(); return st.Queued == 0 && st.InFlight == 0 })
 	stop(t, c)
 	times := log.accepted()[before:]
 	burst := 0
