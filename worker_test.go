@@ -130,9 +130,23 @@ func TestRejectionAfterAStallLongerThanTheAssumeSentTimeout(t *testing.T) {
 			}
 			n++
 		}
+		last, lastAt := c.Stats().Written, time.Now()
 		waitFor(t, "the worker to write the notifications or block", func() bool {
+			w := c.Stats().Written
+			if w >= uint64(n) {
+				return true
+			}
+			if w != last || time.Since(lastAt) < 20*time.Millisecond {
+				// Writing: the stacks (a profile that stops the world) are looked at only
+				// once the writes have paused, at most every 20 ms.
+				if w != last {
+					last, lastAt = w, time.Now()
+				}
+				return false
+			}
+			lastAt = time.Now()
 			blocked = countGoroutines(t, "(*pollDesc).waitWrite") > 0
-			return blocked || c.Stats().Written >= uint64(n)
+			return blocked
 		})
 	}
 	b := int(c.Stats().Written) - 50
