@@ -434,7 +434,6 @@ func TestClientCertificateIsPresented(t *testing.T) {
 }
 
 func TestIdleConnectionIsReplaced(t *testing.T) {
-	parallel(t)
 	s := newServer(t)
 	c := newClient(t, s, apns.WithIdleTimeout(300*time.Millisecond))
 	if err := c.Start(1); err != nil {
