@@ -15,14 +15,20 @@ import (
 func TestMain(m *testing.M) {
 	flag.Parse()
 	// The parallel tests spend their time waiting on timers (assume-sent timeouts, backoff,
-	// silence probes, the pool's growth interval, Stop's bounds), not on the CPU: the whole
-	// package uses about a tenth of two cores' time. The default -parallel, GOMAXPROCS, would
-	// leave them mostly waiting one after another; 8 per CPU lets their waits overlap. An
-	// explicit -parallel wins.
+	// silence probes, the pool's growth interval, Stop's bounds), not on the CPU: run one
+	// after another they take 200 s of wall time for 25 s of CPU time. The default -parallel,
+	// GOMAXPROCS, would leave them mostly waiting one after another; 8 per CPU lets their
+	// waits overlap. More starve the tests of CPU on a 2-core machine (32 or 64 made tests
+	// with sub-second margins fail), and so do 8 under the race detector, which makes the CPU
+	// work several times larger: with it, 2 per CPU. An explicit -parallel wins.
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
 	if !set {
-		if err := flag.Set("test.parallel", fmt.Sprint(8*runtime.GOMAXPROCS(0))); err != nil {
+		perCPU := 8
+		if raceEnabled {
+			perCPU = 2
+		}
+		if err := flag.Set("test.parallel", fmt.Sprint(perCPU*runtime.GOMAXPROCS(0))); err != nil {
 			panic(err)
 		}
 	}
