@@ -646,6 +646,7 @@ func TestPoolStopLetsAPushInFlightFinish(t *testing.T) {
 // One stream per connection (the server's limit and WithStreams(1)), GOAWAY twice under load:
 // every notification is delivered, none reported, arrivals beyond the first are counted.
 func TestPoolOneStreamGoAwayLedger(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 20 * time.Millisecond
 		s.MaxConcurrentStreams = 1

@@ -87,6 +87,7 @@ func sendH2(t *testing.T, c *apns.Client, from, n int) {
 // A connection carries as many requests at once as the server announces, not 100, and
 // follows the limit of each new connection; WithStreams caps it.
 func TestHTTP2StreamsRiseToTheAnnouncedLimit(t *testing.T) {
+	parallel(t)
 	s, f := latencyServer(t, 500*time.Millisecond, 150)
 	c := newH2Client(t, s)
 	if err := c.Start(1); err != nil {

@@ -250,6 +250,7 @@ func TestHTTP2GoAwayMidFlightLosesNothing(t *testing.T) {
 }
 
 func TestHTTP2StreamLimitOfOneKeepsOneConnection(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.MaxConcurrentStreams = 1 })
 	s.RespondFunc(func(apnstest.Request) *apnstest.Response {
 		return &apnstest.Response{Status: 200, Delay: time.Millisecond}
