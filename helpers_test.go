@@ -193,8 +193,9 @@ func waitBlocked(t testing.TB, fn, state string) {
 // every test has run, that no goroutine of package apns is left at all.
 //
 // Go runs every sequential top-level test before any parallel one starts, so a sequential
-// test that looks at the whole process (checkNoGoroutines without a label, waitBlocked,
-// dispatchers, h2ReadLoops) still runs alone.
+// test that looks at the whole process (checkNoGoroutines and countGoroutines without a
+// label, waitBlocked) still runs alone. waitBlocked needs a goroutine's state, which the
+// profile that shows labels does not give: a test that calls it stays sequential.
 
 // testLabel is the pprof label key that names the test a goroutine belongs to.
 const testLabel = "apns-test"
@@ -204,9 +205,9 @@ var labelled sync.Map
 
 // parallel labels the goroutines t starts with t's name and then marks t parallel. A test
 // calls it first, before it starts anything; the subtests of a labelled test carry its
-// label, unless they call parallel themselves. Only a test that looks at no goroutine but its
-// own may call it: not with waitBlocked, dispatchers or h2ReadLoops, which see every
-// goroutine of the process.
+// label, unless they call parallel themselves; subtests that run in parallel with each other
+// call parallel, so that each checks its own. Only a test that looks at no goroutine but its
+// own may call it: not one that calls waitBlocked, which sees every goroutine of the process.
 //
 // With -count above 1, the instances of one test share a label: the check of one may wait
 // for another's goroutines to end.
