@@ -61,7 +61,7 @@ func TestStartAgainstASilentGatewaySaysTheHandshakeTimedOut(t *testing.T) {
 		{"http2", "https://" + addr, apns.ProtocolHTTP2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			// A dial timeout of a second: a busy machine may take longer than 100 ms to
 			// complete even the TCP connect, and the error then says so.
 			c, err := apns.CreateClient(tc.gateway, nil, nil, true,
