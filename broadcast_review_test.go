@@ -203,6 +203,7 @@ func TestManagementEndpointOfHTTPSDevelopmentURLIsTheSandbox(t *testing.T) {
 // Stop racing channel calls leaves no connection and no goroutine behind, and every call
 // returns.
 func TestStopRacingChannelCallsLeavesNothingBehind(t *testing.T) {
+	parallel(t) // the goroutine counts see this test's goroutines only
 	for round := 0; round < 8; round++ {
 		s, c := newTokenBroadcastClient(t, nil)
 		_ = s
@@ -242,7 +243,7 @@ func TestStopRacingChannelCallsLeavesNothingBehind(t *testing.T) {
 		case <-time.After(waitGuard):
 			t.Fatal("channel calls did not return after Stop")
 		}
-		if n := waitReadLoops(0); n != 0 {
+		if n := waitReadLoops(t, 0); n != 0 {
 			t.Fatalf("round %d: %d HTTP/2 connections open after Stop and the calls returned", round, n)
 		}
 		checkNoGoroutines(t)
@@ -347,11 +348,15 @@ func uuidOf(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", 
 
 // After Stop: broadcasts are refused with ErrStopped and open nothing.
 func TestBroadcastAndChannelCallsAfterStopAreErrStopped(t *testing.T) {
+	parallel(t) // h2ReadLoops then counts this test's connections only
 	_, c := newTokenBroadcastClient(t, nil)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
 	}
 	guard(t, "Stop", func() { c.Stop() })
+	if n := waitReadLoops(t, 0); n != 0 { // the connections Stop closed are gone
+		t.Fatalf("%d connections open after Stop", n)
+	}
 	n := &apns.BroadcastNotification{ChannelID: "dHN0LXNyY2gtY2hubA==", Payload: liveUpdate(1)}
 	if _, err := c.Broadcast(context.Background(), n); !errors.Is(err, apns.ErrStopped) {
 		t.Errorf("Broadcast after Stop = %v; want ErrStopped", err)
@@ -368,7 +373,7 @@ func TestBroadcastAndChannelCallsAfterStopAreErrStopped(t *testing.T) {
 			t.Errorf("channel call after Stop = %v; want ErrStopped", err)
 		}
 	}
-	if n := h2ReadLoops(); n != 0 {
+	if n := h2ReadLoops(t); n != 0 {
 		t.Errorf("%d connections open after Stop", n)
 	}
 }
@@ -612,6 +617,7 @@ func TestStopDuringManagementProxyConnectReturns(t *testing.T) {
 // Channel calls while the management host keeps dropping connections and sending GOAWAY:
 // no race, no panic, the calls recover once the host behaves, and Stop leaves nothing open.
 func TestChannelCallsRecoverAcrossDroppedManagementConnections(t *testing.T) {
+	parallel(t)
 	s, c := newTokenBroadcastClient(t, func(s *apnstest.HTTP2Server) { s.SetMaxConcurrentStreams(2) })
 	ctx := context.Background()
 	stopChaos := make(chan struct{})
@@ -659,7 +665,7 @@ func TestChannelCallsRecoverAcrossDroppedManagementConnections(t *testing.T) {
 		t.Errorf("Channels once the host behaves = %v", err)
 	}
 	guard(t, "Stop", func() { c.Stop() })
-	if n := waitReadLoops(0); n != 0 {
+	if n := waitReadLoops(t, 0); n != 0 {
 		t.Errorf("%d HTTP/2 connections open after Stop", n)
 	}
 }
@@ -667,6 +673,7 @@ func TestChannelCallsRecoverAcrossDroppedManagementConnections(t *testing.T) {
 // The management host closed the idle connection (as Apple does with IdleTimeout): the
 // next call opens a new one instead of failing.
 func TestChannelCallAfterTheHostClosedTheIdleConnectionOpensANewOne(t *testing.T) {
+	parallel(t)
 	for _, how := range []string{"close", "goaway"} {
 		t.Run(how, func(t *testing.T) {
 			s, c := newTokenBroadcastClient(t, nil)
@@ -679,7 +686,7 @@ func TestChannelCallAfterTheHostClosedTheIdleConnectionOpensANewOne(t *testing.T
 			} else {
 				s.GoAway()
 			}
-			if n := waitReadLoops(0); n != 0 { // the client has seen the close
+			if n := waitReadLoops(t, 0); n != 0 { // the client has seen the close
 				t.Fatalf("%d client connections still open after the host closed them", n)
 			}
 			if _, err := c.Channels(ctx, bundle); err != nil {
@@ -746,6 +753,7 @@ func TestBundleIDsThatAreNotReverseDNSAreRefused(t *testing.T) {
 // The queued path under 503s, refusals and dropped connections: every broadcast is reported
 // at most once, and each one not reported was answered 200 by the mock.
 func TestQueuedBroadcastsUnderChaosEndOnce(t *testing.T) {
+	parallel(t)
 	s, c := newTokenBroadcastClient(t, nil, apns.WithMaxAttempts(6))
 	ctx := context.Background()
 	ch, err := c.CreateChannel(ctx, bundle, apns.MostRecentMessageStored)

@@ -318,6 +318,7 @@ func TestSendBroadcastIsQueuedAndItsRejectionReachesTheCallbacks(t *testing.T) {
 }
 
 func TestBroadcastIsRetriedAfter503And429AndGoAway(t *testing.T) {
+	parallel(t)
 	broadcastAuths(t, nil, func(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
 		ctx := context.Background()
 		ch, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored)
@@ -379,29 +380,31 @@ func TestBroadcastIsRetriedAfter503And429AndGoAway(t *testing.T) {
 }
 
 func TestStopClosesTheManagementConnection(t *testing.T) {
+	parallel(t) // the goroutine counts see this test's goroutines only
 	broadcastAuths(t, nil, func(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client) {
 		ctx := context.Background()
 		// Without Start: only the management connection.
 		if _, err := c.CreateChannel(ctx, bundle, apns.NoMessageStored); err != nil {
 			t.Fatal(err)
 		}
-		if n := h2ReadLoops(); n != 1 {
+		if n := h2ReadLoops(t); n != 1 {
 			t.Fatalf("%d HTTP/2 connections open after a channel call; want 1", n)
 		}
 		guard(t, "Stop", func() { c.Stop() })
-		if n := waitReadLoops(0); n != 0 {
+		if n := waitReadLoops(t, 0); n != 0 {
 			t.Errorf("%d HTTP/2 connections open after Stop; want 0", n)
 		}
 		if _, err := c.Channels(ctx, bundle); !errors.Is(err, apns.ErrStopped) {
 			t.Errorf("Channels after Stop = %v; want ErrStopped", err)
 		}
-		if n := h2ReadLoops(); n != 0 {
+		if n := h2ReadLoops(t); n != 0 {
 			t.Errorf("a channel call after Stop opened %d connections", n)
 		}
 	})
 }
 
 func TestStopEndsAChannelCallInProgress(t *testing.T) {
+	parallel(t) // the goroutine counts see this test's goroutines only
 	s, c := newTokenBroadcastClient(t, nil)
 	arrived, release := make(chan struct{}), make(chan struct{})
 	s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
@@ -425,12 +428,13 @@ func TestStopEndsAChannelCallInProgress(t *testing.T) {
 	case <-time.After(waitGuard):
 		t.Fatal("CreateChannel did not return after Stop")
 	}
-	if n := waitReadLoops(0); n != 0 {
+	if n := waitReadLoops(t, 0); n != 0 {
 		t.Errorf("%d HTTP/2 connections open after Stop; want 0", n)
 	}
 }
 
 func TestChannelCallsHonourTheirContext(t *testing.T) {
+	parallel(t)
 	s, c := newTokenBroadcastClient(t, nil)
 	s.RespondBroadcastFunc(func(r apnstest.BroadcastRequest) *apnstest.Response {
 		return &apnstest.Response{Delay: time.Hour}

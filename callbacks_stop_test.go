@@ -117,6 +117,7 @@ func checkStopsWaitForTheHandler(t *testing.T, c *apns.Client, g *goStopper, b *
 // The callback of SetCallback, or of SetRejectionCallback, stops the client with go c.Stop()
 // and blocks; the callback due after it runs once it returns, before any Stop returns.
 func TestGoStopFromTheCallbacks(t *testing.T) {
+	parallel(t)
 	for _, rejection := range []bool{false, true} {
 		name := "SetCallback"
 		if rejection {
@@ -179,6 +180,7 @@ func TestGoStopFromTheErrorHandler(t *testing.T) {
 // The error handler, told of a failed feedback poll on the poller's goroutine, stops the client
 // with go c.Stop() and blocks; the poller, and so both Stops, end once it returns.
 func TestGoStopFromTheFeedbackErrorHandler(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	fbAddr := closedAddr(t) // every poll fails
 	g := newGoStopper()

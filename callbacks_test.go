@@ -24,7 +24,7 @@ func TestFailedStartsLeaveNoDispatcher(t *testing.T) {
 	for name, proto := range map[string]apns.Protocol{"binary": apns.ProtocolBinary, "HTTP/2": apns.ProtocolHTTP2} {
 		t.Run(name, func(t *testing.T) {
 			addr := closedAddr(t)
-			before := dispatchers()
+			before := dispatchers(t)
 			var handlerOff, callbackOff, handled, called atomic.Int32
 			cert, key := apnstest.ClientCertPEM()
 			c, err := apns.CreateClient(addr, cert, key, true, apns.WithProtocol(proto),
@@ -49,7 +49,7 @@ func TestFailedStartsLeaveNoDispatcher(t *testing.T) {
 					t.Fatal("Start succeeded against a closed port")
 				}
 			}
-			waitFor(t, "the dispatcher to exit after the failed Starts", func() bool { return dispatchers() == before })
+			waitFor(t, "the dispatcher to exit after the failed Starts", func() bool { return dispatchers(t) == before })
 			stop(t, c)
 			if called.Load() != 3 {
 				t.Errorf("%d callbacks; want 3", called.Load())

@@ -17,6 +17,7 @@ import (
 )
 
 func TestChaosHTTP2StartStopShutdownRaces(t *testing.T) {
+	parallel(t)
 	_, seeds := chaosSize(t, 0)
 	for seed := 1; seed <= seeds; seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { chaosH2Races(t, uint64(seed), 60) })

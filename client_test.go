@@ -7,7 +7,6 @@ import (
 	"errors"
 	"maps"
 	"math"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -39,33 +38,6 @@ func newClient(t *testing.T, s *apnstest.Server, opts ...apns.Option) *apns.Clie
 	}
 	stopAfter(t, c)
 	return c
-}
-
-// checkNoGoroutines fails if a goroutine of package apns is still running.
-func checkNoGoroutines(t testing.TB) {
-	t.Helper()
-	if anyHung() {
-		t.Log("goroutine leak check skipped: an earlier client's Stop never returned, and its goroutines remain")
-		return
-	}
-	deadline := time.Now().Add(waitGuard)
-	for {
-		buf := make([]byte, 1<<20)
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		var leaked []string
-		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "/apns-go.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines of package apns left after Stop:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // token returns the hex device token of notification i.
@@ -183,6 +155,7 @@ func TestREADMEFlowDeliversEveryNotificationOnce(t *testing.T) {
 }
 
 func TestRejectedNotificationsReachCallbackOnceAndTheRestArriveOnce(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	const n = 10000
 	bad := map[string]bool{}
@@ -425,6 +398,7 @@ func TestSendBlocksOnAFullQueueUntilItsContextEnds(t *testing.T) {
 }
 
 func TestServerCertificateIsVerifiedUnlessAnyServerCert(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	cert, key := apnstest.ClientCertPEM()
 	strict, err := apns.CreateClient(s.Addr, cert, key, false, apns.WithDialTimeout(5*time.Second))
@@ -572,6 +546,7 @@ func TestFailedFeedbackPollIsRetriedNextInterval(t *testing.T) {
 }
 
 func TestStopGivesUpOnAnUnreachableGatewayAndReportsUnsent(t *testing.T) {
+	parallel(t)
 	s := apnstest.NewServer()
 	connecting := make(chan struct{}, 1)
 	c := newClient(t, s, apns.WithErrorHandler(func(err error) {

@@ -187,6 +187,7 @@ func TestFeedbackStopDuringAPollKeepsWhatThePollReads(t *testing.T) {
 // A service that never answers cannot hold Stop longer than FeedbackStopGrace (and the test's
 // guard): the poll is then ended.
 func TestFeedbackStopEndsAPollThatNeverEnds(t *testing.T) {
+	parallel(t)
 	fs, tlsConf := newHoldingFeedback(t)
 	c := newClient(t, newServer(t), apns.WithTLSConfig(tlsConf))
 	fc, err := c.SetupFeedbackClient(fs.addr, time.Hour)
@@ -207,6 +208,7 @@ func TestFeedbackStopEndsAPollThatNeverEnds(t *testing.T) {
 // While the tokens one poll read wait for GetBadTokens, no new poll is made: the next tuples
 // stay with the service until GetBadTokens has taken the first.
 func TestFeedbackNoPollWhileTokensWait(t *testing.T) {
+	parallel(t)
 	fs, tlsConf := newHoldingFeedback(t, feedbackTuples(1), feedbackTuples(2))
 	fs.letGo() // no hold
 	const poll = 10 * time.Millisecond
@@ -242,6 +244,7 @@ func TestFeedbackNoPollWhileTokensWait(t *testing.T) {
 // tuple the service wrote reaches GetBadTokens once, and the client never cuts a poll short
 // (seeded; issue 10's "Stop during a feedback poll").
 func TestChaosFeedbackStopDuringAPoll(t *testing.T) {
+	parallel(t)
 	_, seeds := chaosSize(t, 0)
 	for seed := 1; seed <= seeds; seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {

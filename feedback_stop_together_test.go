@@ -12,6 +12,7 @@ import (
 // poll gets it) and less than twice it, where one grace after another would take 4 times it.
 // The upper bound leaves a margin of a whole grace (2 s) over what Stop needs.
 func TestStopGivesHeldFeedbackPollsTheGraceTogether(t *testing.T) {
+	parallel(t) // the margin of a whole grace holds on a busy machine: Stop's own work takes milliseconds
 	const polls = 4
 	fs, tlsConf := newHoldingFeedback(t)
 	gw := newServer(t)

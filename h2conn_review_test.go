@@ -66,6 +66,7 @@ func tokenOf(r *http.Request) string { return strings.TrimPrefix(r.URL.Path, "/3
 // retire it (a new connection per reset) nor send the request again outside the retry policy
 // (WithMaxAttempts(1): one try each).
 func TestPoolStreamResetOnAFullConnectionIsNotAGoAway(t *testing.T) {
+	parallel(t)
 	var mu sync.Mutex
 	arrivals := map[string]int{}
 	s := newPoolServer(t, 4, func(w http.ResponseWriter, r *http.Request) {
@@ -121,6 +122,7 @@ func TestPoolStreamResetOnAFullConnectionIsNotAGoAway(t *testing.T) {
 // (WithMaxAttempts), sleeping its backoff each time, although every reservation after the
 // third failed attempt answers errGaveUp.
 func TestPoolStopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
+	parallel(t)
 	var judged atomic.Int64
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 5 * time.Second // answers do not come before the gateway goes
@@ -166,6 +168,7 @@ func TestPoolStopWithTheGatewayGoneMidFlightIsBounded(t *testing.T) {
 // context errors), so the connection is never retired, Stop's 3 attempts per connection never
 // run out, and every notification goes through the whole retry policy on it.
 func TestPoolStopWithAGatewayThatNeverAnswersIsBounded(t *testing.T) {
+	parallel(t)
 	var mu sync.Mutex
 	arrivals := map[string]int{}
 	quit := make(chan struct{})
@@ -213,6 +216,7 @@ func TestPoolStopWithAGatewayThatNeverAnswersIsBounded(t *testing.T) {
 // Thousands in flight at 1000 streams when Stop begins: everything is delivered once, the
 // gauges read 0 afterwards and no goroutine of the package is left.
 func TestPoolStopWithThousandsInFlight(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 300 * time.Millisecond
 		s.LatencyJitter = 100 * time.Millisecond
@@ -249,6 +253,7 @@ func TestPoolStopWithThousandsInFlight(t *testing.T) {
 // exactly once (delivered, no callback), every arrival beyond the first at the mock is counted
 // as a duplicate, and the gauges read 0 after Stop.
 func TestPoolRepeatedGoAwayUnderLoad(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 200 * time.Millisecond
 		s.MaxConcurrentStreams = 300
@@ -297,6 +302,7 @@ func TestPoolRepeatedGoAwayUnderLoad(t *testing.T) {
 // for load one at a time, at most one a second. After a GOAWAY on a pool grown to its cap,
 // every slot (Start's and the ones opened for load) is reopened at once.
 func TestPoolGoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
+	parallel(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -321,6 +327,9 @@ func TestPoolGoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
 	before := len(log.accepted())
 	s.GoAway()
 	receive(t, "the sends", sent)
+	// The queue drains before Stop: the pool reopens its slots while work waits, and once
+	// Stop has begun it grows no more, so that the rest would drain through one connection.
+	waitFor(t, "the queue to drain", func() bool { st := c.Stats(); return st.Queued == 0 && st.InFlight == 0 })
 	stop(t, c)
 	times := log.accepted()[before:]
 	burst := 0
@@ -345,6 +354,7 @@ func TestPoolGoAwayOnAGrownPoolIsNoConnectionBurst(t *testing.T) {
 // warm gate (first request alone) must open all the same, and the connection then carries
 // requests side by side.
 func TestPoolFirstRequestResetOpensTheWarmGate(t *testing.T) {
+	parallel(t)
 	var mu sync.Mutex
 	seen := map[string]bool{} // remote address -> first request seen
 	now, most := 0, 0
@@ -381,6 +391,7 @@ func TestPoolFirstRequestResetOpensTheWarmGate(t *testing.T) {
 // A gateway that accepts TCP and never completes the TLS handshake once Stop has begun: Stop
 // reports what is queued after 3 attempts per connection, each within the dial timeout.
 func TestPoolStopWithAGatewayThatNeverCompletesTLS(t *testing.T) {
+	parallel(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -466,6 +477,7 @@ func (l *blackHole) release() {
 // connections (Apple must never see a burst): the answer to a connection's first request
 // must not reset the backoff, or the client reconnects at once, dozens of times a second.
 func TestPoolGoAwayStormDuringStop(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 50 * time.Millisecond
 		s.MaxConcurrentStreams = 20
@@ -530,6 +542,7 @@ func TestPoolGoAwayStormDuringStop(t *testing.T) {
 // connections of an idle client, the gauge must come down (the connections are gone at both
 // ends), not wait for the next notification.
 func TestPoolConnectionsGaugeAfterGoAwayWhileIdle(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	c := newH2Client(t, s)
 	if err := c.Start(2); err != nil {
@@ -550,6 +563,7 @@ func TestPoolConnectionsGaugeAfterGoAwayWhileIdle(t *testing.T) {
 // Push callers while the gateway goes away and Stop begins: Push returns within Stop's bound
 // (3 attempts per connection), and so does Stop, which waits for Push calls.
 func TestPoolPushDuringStopWithTheGatewayGone(t *testing.T) {
+	parallel(t)
 	var judged atomic.Int64
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 5 * time.Second
@@ -595,6 +609,7 @@ func TestPoolPushDuringStopWithTheGatewayGone(t *testing.T) {
 // request is in flight on a healthy gateway when Stop is called gets its answer, instead of
 // having its connection closed under it (the gateway may deliver it all the same).
 func TestPoolStopLetsAPushInFlightFinish(t *testing.T) {
+	parallel(t)
 	var judged atomic.Int64
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = time.Second
@@ -631,6 +646,7 @@ func TestPoolStopLetsAPushInFlightFinish(t *testing.T) {
 // One stream per connection (the server's limit and WithStreams(1)), GOAWAY twice under load:
 // every notification is delivered, none reported, arrivals beyond the first are counted.
 func TestPoolOneStreamGoAwayLedger(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 20 * time.Millisecond
 		s.MaxConcurrentStreams = 1
@@ -670,6 +686,7 @@ func TestPoolOneStreamGoAwayLedger(t *testing.T) {
 // Two thousand Push calls at once on one connection of 1000 streams: all answered, nothing
 // left behind after Stop.
 func TestPoolThousandsOfPushes(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 100 * time.Millisecond
 		s.DiscardNotifications = true

@@ -88,6 +88,7 @@ func TestHTTP2PushStatusFollowedByAStreamResetIsFinal(t *testing.T) {
 
 // A 503 with Retry-After: 1 is tried again no sooner than a second after the answer.
 func TestHTTP2RetryAfterOneSecondIsHonoured(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	var mu sync.Mutex
 	var seen []time.Time
@@ -165,6 +166,7 @@ func TestHTTP2TooManyProviderTokenUpdatesIsNotRetried(t *testing.T) {
 // A provider token renewed after ExpiredProviderToken does not use up an attempt: with two
 // attempts, a notification answered ExpiredProviderToken, then 503, then 200 is delivered.
 func TestHTTP2TokenRenewalIsNotAnAttempt(t *testing.T) {
+	parallel(t)
 	key, p8 := apns.NewTestAuthKey(t)
 	clientClock := &clock{now: time.Now()}
 	serverClock := &clock{now: clientClock.Now()}

@@ -90,6 +90,7 @@ func hexOf(b []byte) string {
 }
 
 func TestHTTP2READMEFlowDeliversEveryNotificationOnce(t *testing.T) {
+	parallel(t)
 	t.Run("certificate", func(t *testing.T) {
 		s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.RequireClientCert = true })
 		checkREADMEFlowH2(t, s, newH2Client(t, s))
@@ -185,6 +186,7 @@ func TestHTTP2RejectionsMapToBinaryCodesWithTheFullReason(t *testing.T) {
 }
 
 func TestHTTP2RetriesHonourRetryAfterThenReport(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 503, Reason: "ServiceUnavailable", RetryAfter: "1", Times: 1})
 	s.Respond(token(2), apnstest.Response{Status: 500, Reason: "InternalServerError", Times: 2})
@@ -215,6 +217,7 @@ func TestHTTP2RetriesHonourRetryAfterThenReport(t *testing.T) {
 }
 
 func TestHTTP2GoAwayMidFlightLosesNothing(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	var sent atomic.Int64
 	s.RespondFunc(func(r apnstest.Request) *apnstest.Response {
@@ -247,6 +250,7 @@ func TestHTTP2GoAwayMidFlightLosesNothing(t *testing.T) {
 }
 
 func TestHTTP2StreamLimitOfOneKeepsOneConnection(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.MaxConcurrentStreams = 1 })
 	s.RespondFunc(func(apnstest.Request) *apnstest.Response {
 		return &apnstest.Response{Status: 200, Delay: time.Millisecond}
@@ -404,6 +408,7 @@ func TestHTTP2ThroughAnHTTPConnectProxy(t *testing.T) {
 }
 
 func TestHTTP2ConnectionLossBeforeAnswersLosesNothing(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	var seen atomic.Int64
 	s.RespondFunc(func(apnstest.Request) *apnstest.Response {
@@ -432,25 +437,24 @@ func TestHTTP2ConnectionLossBeforeAnswersLosesNothing(t *testing.T) {
 	}
 }
 
-// h2ReadLoops counts the client-side HTTP/2 connections of this process still open.
-func h2ReadLoops() int {
-	buf := make([]byte, 1<<20)
-	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "http2ClientConn).readLoop")
-}
+// h2ReadLoops counts the client-side HTTP/2 connections of test t still open (see
+// countGoroutines).
+func h2ReadLoops(t testing.TB) int { return countGoroutines(t, "http2ClientConn).readLoop") }
 
-func waitReadLoops(want int) int {
+func waitReadLoops(t testing.TB, want int) int {
 	deadline := time.Now().Add(waitGuard)
 	for time.Now().Before(deadline) {
-		if n := h2ReadLoops(); n == want {
+		if n := h2ReadLoops(t); n == want {
 			return n
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return h2ReadLoops()
+	return h2ReadLoops(t)
 }
 
 // A: Stop while Start is still dialing leaves a connection open (and Start returns nil).
 func TestHTTP2StopDuringStartLeavesNoConnection(t *testing.T) {
+	parallel(t) // the goroutine counts see this test's goroutines only
 	s := newH2Server(t, nil)
 	var calls atomic.Int64
 	slow, release := make(chan struct{}), make(chan struct{})
@@ -471,7 +475,7 @@ func TestHTTP2StopDuringStartLeavesNoConnection(t *testing.T) {
 	startErr := make(chan error, 1)
 	go func() { startErr <- c.Start(2) }()
 	guard(t, "the second dial", func() { <-slow })
-	if n := waitReadLoops(1); n != 1 { // the first connection is up
+	if n := waitReadLoops(t, 1); n != 1 { // the first connection is up
 		t.Fatalf("%d HTTP/2 connections open while Start dials the second; want 1", n)
 	}
 	stopped := make(chan struct{})
@@ -485,13 +489,14 @@ func TestHTTP2StopDuringStartLeavesNoConnection(t *testing.T) {
 	if err != nil && !errors.Is(err, apns.ErrStopped) {
 		t.Errorf("Start racing Stop = %v; want nil or ErrStopped", err)
 	}
-	if n := waitReadLoops(0); n != 0 {
+	if n := waitReadLoops(t, 0); n != 0 {
 		t.Errorf("%d HTTP/2 connections still open after Stop and Start returned", n)
 	}
 }
 
 // B: Push after Stop dials a new connection that nobody closes.
 func TestHTTP2PushAfterStopOpensNoConnection(t *testing.T) {
+	parallel(t) // the goroutine counts see this test's goroutines only
 	s := newH2Server(t, nil)
 	cert, key := apnstest.ClientCertPEM()
 	c, err := apns.CreateClient(s.URL, cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()))
@@ -510,13 +515,14 @@ func TestHTTP2PushAfterStopOpensNoConnection(t *testing.T) {
 	if _, err := c.Push(context.Background(), n); !errors.Is(err, apns.ErrStopped) {
 		t.Errorf("Push after Stop = %v; want ErrStopped", err)
 	}
-	if k := waitReadLoops(0); k != 0 {
+	if k := waitReadLoops(t, 0); k != 0 {
 		t.Errorf("%d HTTP/2 connections open after Stop", k)
 	}
 }
 
 // C: a Push whose ctx ends while it waits for the only stream retires a healthy connection.
 func TestHTTP2PushTimeoutAtStreamLimitKeepsTheConnection(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.MaxConcurrentStreams = 1 })
 	holding := make(chan struct{})
 	s.RespondFunc(func(r apnstest.Request) *apnstest.Response {
@@ -573,6 +579,7 @@ func TestHTTP2SendNotificationCopiesThePayload(t *testing.T) {
 
 // E: a connection opened late in a token's life sees the 50-minute refresh as a too-early update.
 func TestHTTP2TokenRefreshAfterReconnectIsNoTooEarlyUpdate(t *testing.T) {
+	parallel(t)
 	key, p8 := apns.NewTestAuthKey(t)
 	clk := &clock{now: time.Now()}
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
@@ -612,6 +619,7 @@ func TestHTTP2TokenRefreshAfterReconnectIsNoTooEarlyUpdate(t *testing.T) {
 // On HTTP/2 the Connections gauge counts the open connections, rejections are split by
 // their nearest binary status, and the logger hears of rejections and retries.
 func TestHTTP2StatsAndLogs(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 410, Reason: "Unregistered"})
 	s.Respond(token(2), apnstest.Response{Status: 503, Reason: "ServiceUnavailable", Times: 1})

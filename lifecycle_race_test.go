@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,22 +12,20 @@ import (
 	apns "github.com/Kwik-messenger/apns-go"
 )
 
-// dispatchers counts the callback dispatcher goroutines of this process.
-func dispatchers() int {
-	buf := make([]byte, 4<<20)
-	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*dispatcher).run(")
-}
+// dispatchers counts the callback dispatcher goroutines of test t (see countGoroutines).
+func dispatchers(t testing.TB) int { return countGoroutines(t, "(*dispatcher).run") }
 
 // Start racing Stop or Shutdown on a client of the HTTP/2 API leaves no goroutine behind, and
 // every notification sent ends once (issue 10 item 5: Stop could miss the dispatcher that Start
 // was about to make, and nobody closed it).
 func TestHTTP2StartRacingStopLeavesNoDispatcher(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	rounds := 300
 	if testing.Short() {
 		rounds = 50
 	}
-	before := dispatchers()
+	before := dispatchers(t)
 	for i := 0; i < rounds; i++ {
 		c := newH2Client(t, s, apns.WithErrorHandler(func(error) {}))
 		l := newLedger(c)
@@ -70,10 +67,10 @@ func TestHTTP2StartRacingStopLeavesNoDispatcher(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(waitGuard)
-	for dispatchers() > before && time.Now().Before(deadline) {
+	for dispatchers(t) > before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := dispatchers() - before; n > 0 {
+	if n := dispatchers(t) - before; n > 0 {
 		t.Errorf("%d callback dispatchers left running after %d Start/Stop races", n, rounds)
 	}
 }
@@ -81,8 +78,9 @@ func TestHTTP2StartRacingStopLeavesNoDispatcher(t *testing.T) {
 // The same race made certain: Stop runs, to its end, in the moment after Start has claimed
 // the start and before it has made anything.
 func TestHTTP2StopJustAfterStartClaimedLeavesNoDispatcher(t *testing.T) {
+	parallel(t) // the goroutine counts see this test's goroutines only
 	s := newH2Server(t, nil)
-	before := dispatchers()
+	before := dispatchers(t)
 	for _, shutdown := range []bool{false, true} {
 		var c *apns.Client
 		c = newH2Client(t, s, apns.WithStartClaimedHook(func() {
@@ -103,7 +101,7 @@ func TestHTTP2StopJustAfterStartClaimedLeavesNoDispatcher(t *testing.T) {
 			t.Errorf("callbacks %v; want the 3 sent, reported unsent", calls)
 		}
 	}
-	if n := dispatchers() - before; n > 0 {
+	if n := dispatchers(t) - before; n > 0 {
 		t.Errorf("%d callback dispatchers left running after Start returned ErrStopped", n)
 	}
 }

@@ -111,6 +111,7 @@ func TestStopReviewFeedbackErrorHandlerStopWhileStopRuns(t *testing.T) {
 // callback already due has run"): an application that does `defer c.Stop()` and then closes
 // what the callback uses must not race with the callback.
 func TestStopReviewNoCallbackRunsAfterAnOuterStopReturned(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
 	s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
@@ -149,6 +150,7 @@ func TestStopReviewNoCallbackRunsAfterAnOuterStopReturned(t *testing.T) {
 // A Stop on a goroutine started by a callback waits for every callback due, the current one
 // included.
 func TestStopReviewStopFromAGoroutineOfTheCallbackWaits(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
 	c := newH2Client(t, s)
@@ -349,6 +351,7 @@ func TestStopReviewTwoFeedbackErrorHandlersStop(t *testing.T) {
 // returns ctx's error while the callback still runs; a later Stop waits for it and for the
 // callback due after it; the dispatcher goroutine exits once they have returned.
 func TestStopReviewShutdownDeadlineWithABlockedCallback(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, nil)
 	s.Respond(token(1), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
 	s.Respond(token(2), apnstest.Response{Status: 400, Reason: "BadDeviceToken"})
@@ -490,6 +493,7 @@ func closedAddr(t *testing.T) string {
 // the queued notifications on its own goroutine at the same time: the failed Start keeps its
 // dispatcher, and Stop's callbacks queue behind the handler on it.
 func TestStopReviewCallbackConcurrentWithErrorHandlerAfterFailedStart(t *testing.T) {
+	parallel(t)
 	addr := closedAddr(t)
 	var inHandler atomic.Bool
 	var overlap atomic.Int32

@@ -71,6 +71,7 @@ func vetPrograms(t *testing.T, programs map[string]string) {
 // TestREADMEExampleCompiles builds the Go program in README.md against this module, so the
 // corrected 2014 example keeps compiling as the API evolves.
 func TestREADMEExampleCompiles(t *testing.T) {
+	parallel(t)
 	if testing.Short() {
 		t.Skip("builds a program")
 	}
@@ -109,6 +110,7 @@ var readmePlaceholders = map[string]string{
 // declared, and every variable it declares used once, so what is checked is the snippet's
 // own code.
 func TestREADMESnippetsCompile(t *testing.T) {
+	parallel(t)
 	if testing.Short() {
 		t.Skip("builds programs")
 	}

@@ -25,6 +25,7 @@ import (
 )
 
 func TestHostnameMismatchIsRefused(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	cfg := s.ClientTLSConfig()
 	cfg.ServerName = "gateway.example.com" // the mock's certificate is for 127.0.0.1 and localhost
@@ -81,6 +82,7 @@ func tls11Server(t *testing.T) string {
 }
 
 func TestTLSBelow12IsRefusedEvenIfTheConfigAllowsIt(t *testing.T) {
+	parallel(t)
 	addr := tls11Server(t)
 	c, err := apns.CreateClient(addr, nil, nil, true,
 		apns.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS10}), apns.WithDialTimeout(5*time.Second))
@@ -223,6 +225,7 @@ func TestBlockedCallbackStallsNoWorkerAndStopWaitsForIt(t *testing.T) {
 }
 
 func TestSetCallbackWhileRunningIsSafe(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	s.RejectFunc(func(n apnstest.Notification) uint8 {
 		if n.Token[31]%10 == 0 {
@@ -256,6 +259,7 @@ func TestSetCallbackWhileRunningIsSafe(t *testing.T) {
 }
 
 func TestSlowHandshakeBeyondTheDialTimeoutFailsStart(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	slow := apnstest.ConnScript{HandshakeDelay: 2 * time.Second}
 	s.Script(slow, slow, slow)

@@ -409,7 +409,7 @@ func TestRestructureAttemptFailedBeforeStopReachesTheErrorHandler(t *testing.T) 
 			t.Fatal(err)
 		}
 		stopAfter(t, c)
-		before := dispatchers()
+		before := dispatchers(t)
 		started := make(chan error, 1)
 		go func() { started <- c.Start(2) }()
 		receive(t, "the failed connection attempt's log record", logs.entered)
@@ -423,7 +423,7 @@ func TestRestructureAttemptFailedBeforeStopReachesTheErrorHandler(t *testing.T) 
 		if err := receive(t, "Start", started); !errors.Is(err, apns.ErrStopped) {
 			t.Errorf("Start = %v; want ErrStopped", err)
 		}
-		waitFor(t, "the dispatcher to be idle", func() bool { return dispatchers() == before })
+		waitFor(t, "the dispatcher to be idle", func() bool { return dispatchers(t) == before })
 		if told.Load() == 0 {
 			t.Errorf("the error handler never heard of the connection attempt that failed before Stop was called")
 		}

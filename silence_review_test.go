@@ -22,6 +22,7 @@ import (
 // large voip requests are written at once: the stream must stay valid, so no connection is
 // lost, no request is retried and nothing is closed as silent.
 func TestSilenceProbesAmidLargeConcurrentWritesKeepTheStreamValid(t *testing.T) {
+	parallel(t)
 	s, arrived := silenceServer(t, 150*time.Millisecond)
 	var logs lockedBuffer
 	c := newH2Client(t, s, apns.WithSilenceTimes(5*time.Millisecond, 5*time.Second), apns.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
@@ -77,6 +78,7 @@ func TestSilenceProbesAmidLargeConcurrentWritesKeepTheStreamValid(t *testing.T) 
 
 // The same with Send (the worker path) and small payloads, many in flight at once.
 func TestSilenceProbesAmidManySendsKeepTheStreamValid(t *testing.T) {
+	parallel(t)
 	s, _ := silenceServer(t, 100*time.Millisecond)
 	var logs lockedBuffer
 	c := newH2Client(t, s, apns.WithSilenceTimes(5*time.Millisecond, 5*time.Second), apns.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
@@ -106,8 +108,11 @@ func TestSilenceProbesAmidManySendsKeepTheStreamValid(t *testing.T) {
 
 // A server that answers PINGs but holds the answers to requests for an hour: Stop is bounded.
 func TestSilenceStopWithAnswersHeldButPingsAnsweredIsBounded(t *testing.T) {
+	parallel(t)
 	s, arrived := silenceServer(t, time.Hour)
-	c := newH2Client(t, s, apns.WithWriteTimeout(2*time.Second), apns.WithSilenceTimes(50*time.Millisecond, time.Second))
+	// A probe's answer may take 5 s (it takes far less): on a busy machine one can take more
+	// than a second, and the connection is not silent.
+	c := newH2Client(t, s, apns.WithWriteTimeout(2*time.Second), apns.WithSilenceTimes(50*time.Millisecond, 5*time.Second))
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +127,7 @@ func TestSilenceStopWithAnswersHeldButPingsAnsweredIsBounded(t *testing.T) {
 
 // Start that fails (nothing listens) leaves no detector goroutine behind (stopAfter checks).
 func TestSilenceFailedStartLeavesNoDetector(t *testing.T) {
+	parallel(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +151,7 @@ func TestSilenceFailedStartLeavesNoDetector(t *testing.T) {
 // under a steady stream of requests: its probes must not make the pool open more connections,
 // as if the slow connection were full or lost.
 func TestSilenceSlowConnectionProbesDoNotGrowThePool(t *testing.T) {
+	parallel(t)
 	s, arrived := silenceServer(t, 600*time.Millisecond)
 	c := newH2Client(t, s, apns.WithSilenceTimes(100*time.Millisecond, 5*time.Second), apns.WithMaxConnections(8))
 	if err := c.Start(1); err != nil {
@@ -264,11 +271,14 @@ func (p *countingProxy) upBytes() []int {
 // Idle connections are not probed at all, and after one connection is closed as silent the
 // other, idle one is probed once (its answer comes back), not again and again.
 func TestSilenceIdleConnectionsAreProbedAtMostOnce(t *testing.T) {
+	parallel(t)
 	s, arrived := silenceServer(t, 0)
 	p := newCountingProxy(t, strings.TrimPrefix(s.URL, "https://"))
 	cert, key := apnstest.ClientCertPEM()
+	// A probe's answer may take 5 s: no connection is silent here, and on a busy machine a
+	// PING's answer can take longer than a silence time.
 	c, err := apns.CreateClient("https://"+p.l.Addr().String(), cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()),
-		apns.WithSilenceTimes(50*time.Millisecond, 500*time.Millisecond))
+		apns.WithSilenceTimes(50*time.Millisecond, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +288,8 @@ func TestSilenceIdleConnectionsAreProbedAtMostOnce(t *testing.T) {
 	}
 	sendH2(t, c, 0, 200)
 	awaitArrivals(t, arrived, 200)
+	// Every answer back: from here on no request is in flight, so the connections are idle.
+	waitFor(t, "every answer", func() bool { st := c.Stats(); return st.Delivered == 200 && st.InFlight == 0 })
 	time.Sleep(300 * time.Millisecond)
 	before := p.upBytes()
 	time.Sleep(2 * time.Second) // idle: forty silence times
@@ -295,11 +307,14 @@ func TestSilenceIdleConnectionsAreProbedAtMostOnce(t *testing.T) {
 // After a connection is closed as silent, the others are probed once, then left alone while
 // idle: no bytes from the client on them over many silence times.
 func TestSilenceAfterASilentCloseIdleConnectionsAreLeftAlone(t *testing.T) {
+	parallel(t)
 	s, _ := silenceServer(t, 200*time.Millisecond)
+	// A probe's answer may take 5 s: the live connection, probed while its requests wait
+	// 200 ms for their answers, must not be closed as silent on a busy machine.
 	p := newCountingProxy(t, strings.TrimPrefix(s.URL, "https://"))
 	cert, key := apnstest.ClientCertPEM()
 	c, err := apns.CreateClient("https://"+p.l.Addr().String(), cert, key, false, apns.WithTLSConfig(s.ClientTLSConfig()),
-		apns.WithSilenceTimes(50*time.Millisecond, 500*time.Millisecond))
+		apns.WithSilenceTimes(50*time.Millisecond, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,17 +333,22 @@ func TestSilenceAfterASilentCloseIdleConnectionsAreLeftAlone(t *testing.T) {
 	pc.silent = true
 	pc.mu.Unlock()
 	deadline := time.Now().Add(waitGuard)
+	sent := uint64(50)
 	for i := 1; c.Stats().SilentConns == 0; i++ {
 		if time.Now().After(deadline) {
 			t.Fatal("no connection closed as silent")
 		}
 		sendH2(t, c, i*100, 5)
+		sent += 5
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !s.WaitCount(50+5, waitGuard) {
-		t.Fatal("not delivered")
-	}
-	time.Sleep(time.Second) // answers come back, the one probe of the others is answered
+	// Every notification answered, those of the silent connection sent again elsewhere: no
+	// request is left to go out while the connections are watched.
+	waitFor(t, "every notification delivered", func() bool {
+		st := c.Stats()
+		return st.Delivered == sent && st.InFlight == 0 && st.Queued == 0
+	})
+	time.Sleep(time.Second) // the one probe of the others is answered
 	before := p.upBytes()
 	time.Sleep(2 * time.Second)
 	after := p.upBytes()

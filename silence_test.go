@@ -70,6 +70,7 @@ func checkAllDelivered(t *testing.T, s *apnstest.HTTP2Server, c *apns.Client, to
 // delivered through another connection, the Push caller gets its answer, the connections are
 // counted and logged as silent, and duplicates are counted.
 func TestSilentConnectionsRequestsGoToAnotherConnection(t *testing.T) {
+	parallel(t)
 	s, arrived := silenceServer(t, time.Second)
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -129,6 +130,7 @@ func TestSilentConnectionsRequestsGoToAnotherConnection(t *testing.T) {
 // been delivered through another connection: it does not wait for the request timeout, and
 // nothing is lost.
 func TestStopDuringSilenceIsBoundedAndLosesNothing(t *testing.T) {
+	parallel(t)
 	s, arrived := silenceServer(t, time.Second)
 	// A request timeout far above the test's guard: only the detector can end the requests
 	// on the silent connections before Stop's guard fails the test.
@@ -167,6 +169,7 @@ func TestStopDuringSilenceIsBoundedAndLosesNothing(t *testing.T) {
 // but whose connection is alive, answers the probe's PING: its connection is not closed, and
 // nothing is sent twice.
 func TestSlowServerAnswersTheProbeAndKeepsItsConnection(t *testing.T) {
+	parallel(t)
 	s, _ := silenceServer(t, 2*(testSilenceAfter+testSilenceTimeout))
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -190,6 +193,7 @@ func TestSlowServerAnswersTheProbeAndKeepsItsConnection(t *testing.T) {
 // An idle connection is left to net/http's health check (a PING after a minute without
 // frames): the detector does not probe it.
 func TestIdleConnectionIsNotProbed(t *testing.T) {
+	parallel(t)
 	s, _ := silenceServer(t, 0)
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

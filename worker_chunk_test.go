@@ -288,6 +288,7 @@ func newSentinelGateway(t *testing.T, drop, slow int) *sentinelGateway {
 // lost and counted Delivered. The worker wakes while the sentinel waits for its answer (the
 // oldest frame's assume-sent time); a broken one then writes the next frames.
 func TestNoFrameIsWrittenAfterAChunksSentinel(t *testing.T) {
+	parallel(t)
 	cases := []struct {
 		name string
 		// drop: frames the first connection takes; slow: the connection that answers its
@@ -318,6 +319,7 @@ func TestNoFrameIsWrittenAfterAChunksSentinel(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			parallel(t)
 			g := newSentinelGateway(t, tc.drop, tc.slow)
 			c := scriptedClient(t, g.ln.Addr().String(), append(tc.opts, apns.WithAssumeSentTimeout(2*time.Second))...)
 			l := newLedger(c)
@@ -435,6 +437,7 @@ func TestLightTrafficAfterADropOpensFewConnections(t *testing.T) {
 // gateway that takes two frames per connection is still not given up on
 // (TestGatewayTakingTwoFramesPerConnectionGetsEverything).
 func TestStopGivesUpAfterThreeAttemptsThatConfirmNothing(t *testing.T) {
+	parallel(t)
 	proceed := make(chan struct{})
 	g := newScriptedGateway(t, func(idx int, g *scriptedGateway, conn *tls.Conn) {
 		if idx > 1 {
@@ -542,6 +545,7 @@ func fixedSizePayload(t *testing.T, i, size int) map[string]interface{} {
 // make this happen at every TLS record boundary. TestUnwrittenBytesLeaveOutTheSentinel holds
 // the case of a sentinel among the bytes that never left.
 func TestShutdownCuttingAWriteShortCountsOnlyWholeFramesWritten(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	s.Script(apnstest.ConnScript{After: 100, Stall: 4 * time.Second})
 	const n = 30000

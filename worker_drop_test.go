@@ -30,6 +30,7 @@ func dropScripts(r *rand.Rand, k int) []apnstest.ConnScript {
 // TestDroppingGatewayGetsEverything runs APNS_DROP_SEEDS seeds (default 2, for the time of
 // the default run; the issue asks for 20 of 20).
 func TestDroppingGatewayGetsEverything(t *testing.T) {
+	parallel(t)
 	seeds := 2
 	if v := os.Getenv("APNS_DROP_SEEDS"); v != "" {
 		k, err := strconv.Atoi(v)
@@ -91,6 +92,7 @@ func droppingGateway(t *testing.T, seed uint64, n int) {
 // notification and the sentinel fit) still gets every notification, each confirmed by a
 // sentinel, and Stop returns.
 func TestGatewayTakingTwoFramesPerConnectionGetsEverything(t *testing.T) {
+	parallel(t)
 	s := newServer(t)
 	s.Script(repeat(apnstest.ConnScript{After: 2, Drop: true}, 100000)...)
 	c := newClient(t, s, apns.WithAssumeSentTimeout(time.Hour), apns.WithErrorHandler(func(error) {}))

@@ -44,6 +44,7 @@ func shutdownNow(t *testing.T, c *apns.Client) {
 // 100 ms, doubling, a worker makes about 5 attempts in 2 s (at 0, 0.1, 0.3, 0.7 and 1.5 s);
 // without it, hundreds. The bound is an upper bound: a slow machine only makes fewer.
 func TestConnectionsThatConfirmNothingAreRetriedWithBackoff(t *testing.T) {
+	parallel(t)
 	cases := []struct {
 		name   string
 		script apnstest.ConnScript
@@ -57,7 +58,7 @@ func TestConnectionsThatConfirmNothingAreRetriedWithBackoff(t *testing.T) {
 	const window, bound = 2 * time.Second, 15
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			s := newServer(t)
 			s.Script(repeat(tc.script, 5000)...)
 			var errs atomic.Int64
@@ -93,7 +94,10 @@ func paddedPayload(i int) map[string]interface{} {
 // client assumes every frame written before it delivered as soon as its queue runs dry, and
 // the rejection names a frame it no longer holds.)
 func TestRejectionAfterAStallLongerThanTheAssumeSentTimeout(t *testing.T) {
-	const assumeSent, most = time.Second, 20000
+	parallel(t) // countGoroutines below sees this test's goroutines only
+	// Two seconds: after the stall, the gateway reads a few megabytes to reach the frame it
+	// rejects, within what is left of that frame's assume-sent time, on a busy machine too.
+	const assumeSent, most = 2 * time.Second, 20000
 	s := newServer(t)
 	s.Script(apnstest.ConnScript{After: 10, Stall: 4 * assumeSent})
 	var bad atomic.Int64
@@ -113,7 +117,8 @@ func TestRejectionAfterAStallLongerThanTheAssumeSentTimeout(t *testing.T) {
 		}))
 	l := newLedger(c)
 	start(t, c, 1)
-	// Send 100 at a time until the client stops taking them: its write is blocked.
+	// Send 100 at a time until the client's write is blocked: its worker is parked waiting for
+	// the socket to take more (nothing else of this test writes while the gateway stalls).
 	n := 0
 	for blocked := false; !blocked; {
 		if n == most {
@@ -125,11 +130,24 @@ func TestRejectionAfterAStallLongerThanTheAssumeSentTimeout(t *testing.T) {
 			}
 			n++
 		}
-		deadline := time.Now().Add(500 * time.Millisecond)
-		for c.Stats().Written < uint64(n) && !blocked {
-			blocked = time.Now().After(deadline)
-			time.Sleep(5 * time.Millisecond)
-		}
+		last, lastAt := c.Stats().Written, time.Now()
+		waitFor(t, "the worker to write the notifications or block", func() bool {
+			w := c.Stats().Written
+			if w >= uint64(n) {
+				return true
+			}
+			if w != last || time.Since(lastAt) < 20*time.Millisecond {
+				// Writing: the stacks (a profile that stops the world) are looked at only
+				// once the writes have paused, at most every 20 ms.
+				if w != last {
+					last, lastAt = w, time.Now()
+				}
+				return false
+			}
+			lastAt = time.Now()
+			blocked = countGoroutines(t, "(*pollDesc).waitWrite") > 0
+			return blocked
+		})
 	}
 	b := int(c.Stats().Written) - 50
 	bad.Store(int64(b))
@@ -211,6 +229,7 @@ func reasons(c *apns.Client) func() map[string][]string {
 // (Unconfirmed, reason "unknown (possibly delivered)"); those the gateway discarded after a
 // rejection never did (Unsent, reason "unknown").
 func TestStopGivingUpReportsHeldFramesWith255CountedApart(t *testing.T) {
+	parallel(t)
 	refuse := repeat(apnstest.ConnScript{RefuseHandshake: true}, 1000)
 	cases := []struct {
 		name        string
@@ -333,6 +352,7 @@ func TestShutdownStatusNamingAFrameDeliversIt(t *testing.T) {
 // in flight: the gateway may have delivered any of them. They are written again and counted
 // as possible duplicates.
 func TestUnknownIDCountsTheFramesInFlightAsDuplicates(t *testing.T) {
+	parallel(t)
 	const n, after = 500, 100
 	s := newServer(t)
 	s.Script(apnstest.ConnScript{After: after, Garbage: []byte{8, 8, 0xff, 0xff, 0xff, 0xf0}})
