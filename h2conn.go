@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -226,7 +227,7 @@ func (h *h2Transport) freeLocked(k *h2Conn, avail int) int {
 }
 
 // reserve waits until a connection has a free stream and reserves one on the connection
-// with the most. While it waits it has the connections that are missing opened, one attempt
+// with the most; a new connection's first request goes first. While it waits it has the connections that are missing opened, one attempt
 // per connection at a time with backoff, and the pool grown when every stream is busy
 // (WithMaxConnections). With failFast it returns the error of a failed connection attempt
 // made while it waited when no connection is open; without, it waits for a connection. It
@@ -282,7 +283,13 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				h.connectLocked(k, stopping)
 				dialing++
 			}
-			if f := h.freeLocked(k, avail); f > bestFree {
+			switch f := h.freeLocked(k, avail); {
+			case f > 0 && k.cold:
+				// A new connection's first request, which proves it, goes before any
+				// other's free streams: passed over, a connection opened for load would
+				// sit unused until closed as idle, and the pool would grow again.
+				best, bestFree = k, math.MaxInt
+			case f > bestFree:
 				best, bestFree = k, f
 			}
 		}
