@@ -204,12 +204,10 @@ func (l *acceptTimes) accepted() []time.Time {
 // Under load, Start(1) with WithMaxConnections(3) opens more connections, one at a time, no
 // two within a second of each other, and is back to one connection after the idle timeout;
 // nothing is lost or doubled when extra connections close and open again with bursts of work.
-//
-// It runs alone (not in parallel): a connection opened for load gets its first request only
-// when it has the most free streams, so when the scheduler lags behind the answers (a busy
-// machine) it can wait for one longer than the idle timeout, even a second, and be closed as
-// idle, and another opened, while work still waits.
+// (It ran alone until a new connection's first request went first: passed over on a busy
+// machine, a connection opened for load could be closed as idle unused, and another opened.)
 func TestHTTP2ConnectionsGrowWithTheLoadAndShrinkWhenIdle(t *testing.T) {
+	parallel(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
