@@ -294,3 +294,129 @@ func TestFastPathStopWithSteadyEndsSettlesEverything(t *testing.T) {
 		})
 	}
 }
+
+// WithStreams(1): every request waits for the one before it on the connection, so every
+// waiter depends on the wake-up of a steady end. Push callers and the queue share it.
+func TestFastPathOneStreamPerConnectionWakesEveryWaiter(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
+		s.DiscardNotifications = true
+	})
+	c := newH2Client(t, s, apns.WithStreams(1), apns.WithErrorHandler(func(error) {}))
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	warmPushes(t, c, 0, 6)
+	const pushers, each, sends = 8, 40, 400
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for g := range pushers {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(7000 + g*each + i), Payload: fastPathPayload}); err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	sendH2(t, c, 100, sends)
+	guard(t, "Push callers", wg.Wait)
+	waitFor(t, "the queue delivered", func() bool { return c.Stats().Delivered == sends })
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d Pushes failed", n)
+	}
+}
+
+// The server drops every connection (no GOAWAY) again and again while steady requests end on
+// them: each lost connection is closed once and uncounted, requests go on on new ones, and the
+// idle client's gauge matches the connections the server has open.
+func TestFastPathDroppedConnectionsUnderSteadyLoadAreUncounted(t *testing.T) {
+	s := newOpenConnServer(t, 50, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Millisecond)
+		w.Header().Set("apns-id", r.Header.Get("apns-id"))
+		w.WriteHeader(http.StatusOK)
+	})
+	c := s.client(t, apns.WithStreams(4), apns.WithMaxConnections(3))
+	stopAfter(t, c)
+	if err := c.Start(2); err != nil {
+		t.Fatal(err)
+	}
+	warmPushes(t, c, 0, 6)
+	drops := make(chan struct{})
+	go func() {
+		defer close(drops)
+		for range 5 {
+			time.Sleep(30 * time.Millisecond)
+			s.CloseClientConnections()
+		}
+	}()
+	const sends = 1500
+	sendH2(t, c, 100, sends)
+	receive(t, "the drops", drops)
+	waitFor(t, "every notification settled", func() bool {
+		st := c.Stats()
+		return st.InFlight == 0 && st.Queued == 0 && st.Accepted == sends
+	})
+	gaugeMatches(t, c, &s.open)
+	if st := c.Stats(); st.Delivered+st.Unconfirmed != sends {
+		t.Errorf("settled %d delivered + %d unconfirmed of %d (stats %+v)", st.Delivered, st.Unconfirmed, sends, st)
+	}
+}
+
+// gaugeMatches waits up to waitGuard for the client's Stats.Connections to equal the server's
+// count of open connections, and fails with both when they never meet.
+func gaugeMatches(t *testing.T, c *apns.Client, open *atomic.Int64) {
+	t.Helper()
+	deadline := time.Now().Add(waitGuard)
+	for {
+		got, want := c.Stats().Connections, open.Load()
+		if got == uint64(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Stats().Connections = %d after %v idle; the server has %d open (stats %+v)", got, waitGuard, want, c.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The server drops a warm connection (no GOAWAY) while requests are in flight on it and
+// nothing has been read since they were sent. net/http then counts each of them as a reset
+// stream waiting for a PING's answer (http2ClientConn.pendingResets, bumped in
+// cleanupWriteRequest), and never clears that count on a closed connection: InFlight stays
+// above 0 for ever. The pool closes a retired connection only once its InFlight is 0
+// (sweepLocked), so this one is never closed by the client and Stats.Connections counts it
+// until Stop, though the server has closed it. Fails before the fast paths too.
+func TestFastPathConnectionDroppedWithRequestsInFlightIsUncounted(t *testing.T) {
+	var arrived atomic.Int64
+	s := newOpenConnServer(t, 100, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("apns-collapse-id") == "hold" {
+			arrived.Add(1)
+			<-r.Context().Done() // answered never: the connection is dropped under it
+			return
+		}
+		w.Header().Set("apns-id", r.Header.Get("apns-id"))
+		w.WriteHeader(http.StatusOK)
+	})
+	c := s.client(t, apns.WithMaxAttempts(1))
+	stopAfter(t, c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	warmPushes(t, c, 0, 3)
+	const held = 4
+	for i := range held {
+		if err := c.SendNotification(context.Background(), &apns.Notification{DeviceToken: token(10 + i), Payload: fastPathPayload, CollapseID: "hold"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the held requests at the server", func() bool { return arrived.Load() == held })
+	s.CloseClientConnections()
+	waitFor(t, "the held requests settled", func() bool {
+		st := c.Stats()
+		return st.InFlight == 0 && st.Queued == 0 && st.Accepted == held
+	})
+	gaugeMatches(t, c, &s.open)
+	// The next request does not close it either.
+	warmPushes(t, c, 100, 2)
+	gaugeMatches(t, c, &s.open)
+}
