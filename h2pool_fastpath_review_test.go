@@ -373,7 +373,7 @@ func gaugeMatches(t *testing.T, c *apns.Client, open *atomic.Int64) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Stats().Connections = %d after %v idle; the server has %d open (stats %+v)", got, waitGuard, want, c.Stats())
+			t.Fatalf("Stats().Connections = %d after %v idle; want %d, the connections open at the server (stats %+v)", got, waitGuard, want, c.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -419,4 +419,34 @@ func TestFastPathConnectionDroppedWithRequestsInFlightIsUncounted(t *testing.T) 
 	// The next request does not close it either.
 	warmPushes(t, c, 100, 2)
 	gaugeMatches(t, c, &s.open)
+}
+
+// The silence detector closes a connection that has requests in flight and has read nothing
+// since: exactly the case where net/http counts every one of those requests as a reset
+// waiting for a PING's answer on the closed connection (pendingResets), so its InFlight never
+// drops to 0 and sweepLocked never closes and uncounts it. The requests are delivered on a new
+// connection; the idle client must then count one connection, not two. Same root cause as
+// TestFastPathConnectionDroppedWithRequestsInFlightIsUncounted; fails before the fast paths.
+func TestFastPathConnectionClosedAsSilentIsUncounted(t *testing.T) {
+	s, arrived := silenceServer(t, time.Second)
+	c := newH2Client(t, s, apns.WithSilenceTimes(testSilenceAfter, testSilenceTimeout), apns.WithErrorHandler(func(error) {}))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	sendH2(t, c, 0, n)
+	awaitArrivals(t, arrived, n) // all in flight: the mock answers a second after each arrived
+	if got := s.SilenceClientConnections(); got != 1 {
+		t.Fatalf("SilenceClientConnections silenced %d connections; want 1", got)
+	}
+	waitFor(t, "every notification delivered", func() bool {
+		st := c.Stats()
+		return st.Delivered == n && st.InFlight == 0
+	})
+	if st := c.Stats(); st.SilentConns != 1 {
+		t.Fatalf("setup: SilentConns = %d; want 1 (stats %+v)", st.SilentConns, st)
+	}
+	var one atomic.Int64
+	one.Store(1)
+	gaugeMatches(t, c, &one)
 }
