@@ -450,3 +450,33 @@ func TestFastPathConnectionClosedAsSilentIsUncounted(t *testing.T) {
 	one.Store(1)
 	gaugeMatches(t, c, &one)
 }
+
+// A warm connection (past its first request, with room) that the server closes or sends
+// GOAWAY on, followed at once by a Push: reserve's one question (Available) must not take the
+// dead connection for an open one. Every Push is answered, and the idle client counts the
+// connection it has.
+func TestFastPathPushRightAfterTheServerEndsAWarmConnection(t *testing.T) {
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.DiscardNotifications = true })
+	c := newH2Client(t, s, apns.WithStreams(8), apns.WithErrorHandler(func(error) {}))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for round := range 20 {
+		warmPushes(t, c, n, 3) // the connection is past its first request: steady
+		n += 3
+		if round%2 == 0 {
+			s.CloseClientConnections()
+		} else {
+			s.GoAway()
+		}
+		resp, err := guardPush(t, c, context.Background(), n)
+		n++
+		if err != nil || !resp.Sent() {
+			t.Fatalf("round %d: Push right after the server ended the connection: %v %+v", round, err, resp)
+		}
+	}
+	var one atomic.Int64
+	one.Store(1)
+	gaugeMatches(t, c, &one)
+}
