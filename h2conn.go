@@ -444,8 +444,10 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	h.mu.Unlock()
 	h.watch(cc, bc)
 	cc.SetStateHook(func(cc *http.ClientConn) {
-		if cc.Err() != nil {
-			h.reapSoon() // the hook may run under h.mu: the reaper closes it
+		// Ended, or idle (a retired connection whose last request is done): the reaper
+		// closes it. The hook may run under h.mu, and a request's end takes no lock.
+		if cc.Err() != nil || cc.InFlight() == 0 {
+			h.reapSoon()
 		}
 		h.signal()
 	})
@@ -556,7 +558,9 @@ func (k *h2Conn) sweepLocked() (idle []*http.ClientConn) {
 	}
 	live := k.retired[:0]
 	for _, r := range k.retired {
-		if r.InFlight() == 0 {
+		// A closed connection may count requests in flight for ever (net/http's pending
+		// stream resets, never cleared once it is closed): it is done too.
+		if r.InFlight() == 0 || r.Err() != nil {
 			idle = append(idle, r)
 		} else {
 			live = append(live, r)
@@ -703,8 +707,9 @@ func (h *h2Transport) reapSoon() {
 }
 
 // reaper closes, until quit is closed, the connections that have ended (the server closed
-// them, or they failed) as soon as their state hook tells, so that an idle client's
-// Stats.Connections counts the open ones without waiting for the next request.
+// them, or they failed) and the retired ones whose last request is done, as soon as their
+// state hook tells, so that an idle client's Stats.Connections counts the open ones without
+// waiting for the next request.
 func (h *h2Transport) reaper(quit <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	for {
@@ -747,7 +752,7 @@ func (h *h2Transport) shrink(quit <-chan struct{}, done chan<- struct{}) {
 			// Reservations are made under h.mu: none can come after this look.
 			quiet := !k.dialing && (k.cc == nil || k.cc.InFlight() == 0 && time.Since(k.lastUsed) >= idleFor)
 			for _, r := range k.retired {
-				quiet = quiet && r.InFlight() == 0
+				quiet = quiet && (r.InFlight() == 0 || r.Err() != nil)
 			}
 			if !quiet {
 				keep = append(keep, k)

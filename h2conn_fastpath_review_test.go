@@ -86,6 +86,7 @@ func guardPush(t *testing.T, c *apns.Client, ctx context.Context, i int) (*apns.
 // net/http's. Every steady end now signals nothing itself; every waiter must still be woken
 // and every Push return with its answer (no Push stuck until the guard).
 func TestFastPathPushWaitersUnderOurStreamCapAllReturn(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = time.Millisecond
 		s.DiscardNotifications = true
@@ -130,6 +131,7 @@ func TestFastPathPushWaitersUnderOurStreamCapAllReturn(t *testing.T) {
 // settled, every Push returns, and once idle the gauge counts the connections the server
 // has open: the retired ones are closed and uncounted.
 func TestFastPathGoAwayUnderSteadyLoadSettlesAndUncounts(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.Latency = 2 * time.Millisecond
 		s.DiscardNotifications = true
@@ -190,6 +192,7 @@ func TestFastPathGoAwayUnderSteadyLoadSettlesAndUncounts(t *testing.T) {
 // reaper's promise ("an idle client's Stats.Connections counts the open ones") for a
 // connection retired with requests in flight.
 func TestFastPathConnectionRetiredWithRequestsInFlightIsClosedOnceTheyEnd(t *testing.T) {
+	parallel(t)
 	const stuck = 999999
 	const timeout = 2 * time.Second
 	release := make(chan struct{})
@@ -263,6 +266,7 @@ func TestFastPathConnectionRetiredWithRequestsInFlightIsClosedOnceTheyEnd(t *tes
 // Stop while requests end concurrently on steady connections: Stop returns, everything is
 // settled, nothing is counted as open or in flight afterwards.
 func TestFastPathStopWithSteadyEndsSettlesEverything(t *testing.T) {
+	parallel(t)
 	for round := range 5 {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
 			s := newH2Server(t, func(s *apnstest.HTTP2Server) {
@@ -308,6 +312,7 @@ func TestFastPathStopWithSteadyEndsSettlesEverything(t *testing.T) {
 // WithStreams(1): every request waits for the one before it on the connection, so every
 // waiter depends on the wake-up of a steady end. Push callers and the queue share it.
 func TestFastPathOneStreamPerConnectionWakesEveryWaiter(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) {
 		s.DiscardNotifications = true
 	})
@@ -340,6 +345,7 @@ func TestFastPathOneStreamPerConnectionWakesEveryWaiter(t *testing.T) {
 // them: each lost connection is closed once and uncounted, requests go on on new ones, and the
 // idle client's gauge matches the connections the server has open.
 func TestFastPathDroppedConnectionsUnderSteadyLoadAreUncounted(t *testing.T) {
+	parallel(t)
 	s := newOpenConnServer(t, 50, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Millisecond)
 		w.Header().Set("apns-id", r.Header.Get("apns-id"))
@@ -397,6 +403,7 @@ func gaugeMatches(t *testing.T, c *apns.Client, open *atomic.Int64) {
 // (sweepLocked), so this one is never closed by the client and Stats.Connections counts it
 // until Stop, though the server has closed it. Fails before the fast paths too.
 func TestFastPathConnectionDroppedWithRequestsInFlightIsUncounted(t *testing.T) {
+	parallel(t)
 	var arrived atomic.Int64
 	s := newOpenConnServer(t, 100, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("apns-collapse-id") == "hold" {
@@ -438,6 +445,7 @@ func TestFastPathConnectionDroppedWithRequestsInFlightIsUncounted(t *testing.T) 
 // connection; the idle client must then count one connection, not two. Same root cause as
 // TestFastPathConnectionDroppedWithRequestsInFlightIsUncounted; fails before the fast paths.
 func TestFastPathConnectionClosedAsSilentIsUncounted(t *testing.T) {
+	parallel(t)
 	s, arrived := silenceServer(t, time.Second)
 	c := newH2Client(t, s, apns.WithSilenceTimes(testSilenceAfter, testSilenceTimeout), apns.WithErrorHandler(func(error) {}))
 	if err := c.Start(1); err != nil {
@@ -466,6 +474,7 @@ func TestFastPathConnectionClosedAsSilentIsUncounted(t *testing.T) {
 // dead connection for an open one. Every Push is answered, and the idle client counts the
 // connection it has.
 func TestFastPathPushRightAfterTheServerEndsAWarmConnection(t *testing.T) {
+	parallel(t)
 	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.DiscardNotifications = true })
 	c := newH2Client(t, s, apns.WithStreams(8), apns.WithErrorHandler(func(error) {}))
 	if err := c.Start(1); err != nil {
