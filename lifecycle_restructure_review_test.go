@@ -371,14 +371,6 @@ func TestRestructureStartRacingStopEndsEveryNotificationOnce(t *testing.T) {
 	})
 }
 
-// goroutineID returns the caller's goroutine number, from its stack header.
-func goroutineID() string {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
-	return id
-}
-
 // A connection attempt that failed before Stop was called is an event due: Stop returns after
 // the error handler has heard of it ("Stop returns after every callback already due has run";
 // WithErrorHandler: failed connection attempts are its events). Start's failed attempt, made
