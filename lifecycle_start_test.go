@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,5 +107,49 @@ func TestStartAgainstAClosedPortIsNotCalledATimeout(t *testing.T) {
 	defer stop(t, c)
 	if err := c.Start(1); err == nil || strings.Contains(err.Error(), "timed out") {
 		t.Fatalf("Start = %v; want a refused connection, not a timeout", err)
+	}
+}
+
+// refusingListener accepts connections and closes each at once, counting them.
+type refusingListener struct {
+	net.Listener
+	accepted atomic.Int32
+}
+
+func (l *refusingListener) serve() {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		l.accepted.Add(1)
+		c.Close()
+	}
+}
+
+// A Start that reaches nothing tries each connection exactly three times (startDialAttempts),
+// on both protocols, and returns the error: no fewer tries, and none left running after it.
+func TestFailedStartTriesEachConnectionThreeTimes(t *testing.T) {
+	for name, proto := range map[string]apns.Protocol{"binary": apns.ProtocolBinary, "HTTP/2": apns.ProtocolHTTP2} {
+		t.Run(name, func(t *testing.T) {
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := &refusingListener{Listener: inner}
+			go l.serve()
+			t.Cleanup(func() { inner.Close() })
+			c, err := apns.CreateClient(inner.Addr().String(), nil, nil, true, apns.WithProtocol(proto))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopAfter(t, c)
+			if err := guardErr(t, "Start", func() error { return c.Start(2) }); err == nil {
+				t.Fatal("Start succeeded against a gateway that closes every connection")
+			}
+			if n := l.accepted.Load(); n != 6 {
+				t.Errorf("the gateway saw %d connection attempts from Start(2); want 6 (3 per connection)", n)
+			}
+		})
 	}
 }
