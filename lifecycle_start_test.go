@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,8 @@ func TestStartAgainstAClosedPortIsNotCalledATimeout(t *testing.T) {
 type refusingListener struct {
 	net.Listener
 	accepted atomic.Int32
+	mu       sync.Mutex
+	times    []time.Time
 }
 
 func (l *refusingListener) serve() {
@@ -122,6 +125,9 @@ func (l *refusingListener) serve() {
 		if err != nil {
 			return
 		}
+		l.mu.Lock()
+		l.times = append(l.times, time.Now())
+		l.mu.Unlock()
 		l.accepted.Add(1)
 		c.Close()
 	}
@@ -151,5 +157,36 @@ func TestFailedStartTriesEachConnectionThreeTimes(t *testing.T) {
 				t.Errorf("the gateway saw %d connection attempts from Start(2); want 6 (3 per connection)", n)
 			}
 		})
+	}
+}
+
+// Start's tries of one connection are spaced by backoff (at least 90 ms: 100 ms less its
+// 10% jitter), not made at once. A lower bound: a busy machine only widens the gaps.
+func TestFailedStartBacksOffBetweenTries(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &refusingListener{Listener: inner}
+	go l.serve()
+	t.Cleanup(func() { inner.Close() })
+	c, err := apns.CreateClient(inner.Addr().String(), nil, nil, true, apns.WithProtocol(apns.ProtocolBinary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	if err := guardErr(t, "Start", func() error { return c.Start(1) }); err == nil {
+		t.Fatal("Start succeeded against a gateway that closes every connection")
+	}
+	l.mu.Lock()
+	times := slices.Clone(l.times)
+	l.mu.Unlock()
+	if len(times) != 3 {
+		t.Fatalf("%d tries; want 3", len(times))
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < 90*time.Millisecond {
+			t.Errorf("tries %d and %d came %v apart; want at least 90 ms of backoff", i, i+1, gap)
+		}
 	}
 }
