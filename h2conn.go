@@ -56,6 +56,7 @@ type h2Conn struct {
 	answered     bool               // cc proved itself: answered a request besides its first, or one a second after it opened
 	opened       time.Time          // when cc opened
 	retired      []*http.ClientConn // replaced connections, closed once idle
+	hasRetired   atomic.Bool        // len(retired) > 0, for the state hook, which takes no lock
 	dialing      bool               // a connection attempt is in progress
 	failures     int                // failed attempts and connections ended without an answer, in a row
 	stopAttempts int                // connection attempts since Stop began or the last answer
@@ -444,9 +445,11 @@ func (h *h2Transport) connect(k *h2Conn) error {
 	h.mu.Unlock()
 	h.watch(cc, bc)
 	cc.SetStateHook(func(cc *http.ClientConn) {
-		// Ended, or idle (a retired connection whose last request is done): the reaper
-		// closes it. The hook may run under h.mu, and a request's end takes no lock.
-		if cc.Err() != nil || cc.InFlight() == 0 {
+		// Ended, or idle while the slot has retired connections (a retired one whose last
+		// request is done): the reaper closes it. A current connection going idle, at light
+		// load after every request, wakes nothing. The hook may run under h.mu, and a
+		// request's end takes no lock.
+		if cc.Err() != nil || cc.InFlight() == 0 && k.hasRetired.Load() {
 			h.reapSoon()
 		}
 		h.signal()
@@ -547,6 +550,7 @@ func (k *h2Conn) retireLocked() {
 		k.steadyLocked()
 	}
 	k.retired = append(k.retired, k.cc)
+	k.hasRetired.Store(true)
 	k.cc = nil
 }
 
@@ -568,6 +572,7 @@ func (k *h2Conn) sweepLocked() (idle []*http.ClientConn) {
 	}
 	clear(k.retired[len(live):])
 	k.retired = live
+	k.hasRetired.Store(len(live) > 0)
 	return idle
 }
 
@@ -763,6 +768,7 @@ func (h *h2Transport) shrink(quit <-chan struct{}, done chan<- struct{}) {
 				idle = append(idle, k.cc)
 			}
 			k.cc, k.retired = nil, nil
+			k.hasRetired.Store(false)
 		}
 		clear(h.conns[len(keep):])
 		h.conns = keep

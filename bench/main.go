@@ -386,6 +386,7 @@ type result struct {
 	serverCPU      time.Duration // the mock's CPU time (child process) meanwhile
 	sending        time.Duration // until the sends returned (the rest of wall: finish)
 	heap           uint64        // most heap in use (objects) at once
+	inSend         time.Duration // summed over the sends: time inside send (for Push: the round trip)
 }
 
 func (r result) nsPerOp() float64     { return float64(r.wall.Nanoseconds()) / float64(r.n) }
@@ -394,6 +395,10 @@ func (r result) cpuPerOp() float64    { return float64(r.cpu.Nanoseconds()) / 1e
 func (r result) bytesPerOp() float64  { return float64(r.bytes) / float64(r.n) }
 func (r result) allocsPerOp() float64 { return float64(r.mallocs) / float64(r.n) }
 
+// msPerSend is the mean time one send took, in ms: for Push, the round trip as the caller sees
+// it, latency and the client's own delays included.
+func (r result) msPerSend() float64 { return float64(r.inSend.Nanoseconds()) / 1e6 / float64(r.n) }
+
 // measure runs one client at one concurrency: connect, warm up with n/10 notifications (at
 // least conc), then time n notifications sent from conc goroutines until finish returns.
 func measure(newRunner runner, srv *server, conc, conns, n int) (result, error) {
@@ -401,7 +406,7 @@ func measure(newRunner runner, srv *server, conc, conns, n int) (result, error) 
 	if err != nil {
 		return result{}, err
 	}
-	if err := sendAll(send, conc, max(n/10, conc)); err != nil {
+	if _, err := sendAll(send, conc, max(n/10, conc)); err != nil {
 		finish()
 		return result{}, fmt.Errorf("warming up: %w", err)
 	}
@@ -414,7 +419,7 @@ func measure(newRunner runner, srv *server, conc, conns, n int) (result, error) 
 	peak := samplePeaks()
 	scpu0 := childCPU(srv)
 	cpu0, begin := processCPU(), time.Now()
-	err = sendAll(send, conc, n)
+	inSend, err := sendAll(send, conc, n)
 	sending := time.Since(begin)
 	if ferr := finish(); err == nil {
 		err = ferr
@@ -427,7 +432,7 @@ func measure(newRunner runner, srv *server, conc, conns, n int) (result, error) 
 		return result{}, err
 	}
 	return result{n: n, wall: wall, cpu: cpu, bytes: m1.TotalAlloc - m0.TotalAlloc, mallocs: m1.Mallocs - m0.Mallocs,
-		goroutines: goroutines, heap: heap, serverCPU: scpu, sending: sending}, nil
+		goroutines: goroutines, heap: heap, serverCPU: scpu, sending: sending, inSend: inSend}, nil
 }
 
 // samplePeaks samples the goroutine count and the heap in use every 10 ms until the
@@ -457,15 +462,19 @@ func samplePeaks() func() (goroutines int, heap uint64) {
 	}
 }
 
-// sendAll calls send n times from conc goroutines and returns the first error.
-func sendAll(send func() error, conc, n int) error {
-	var next atomic.Int64
+// sendAll calls send n times from conc goroutines and returns the time spent inside send,
+// summed over the calls, and the first error.
+func sendAll(send func() error, conc, n int) (time.Duration, error) {
+	var next, inSend atomic.Int64
 	var first atomic.Pointer[error]
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if err := send(); err != nil {
+				begin := time.Now()
+				err := send()
+				inSend.Add(int64(time.Since(begin)))
+				if err != nil {
 					first.CompareAndSwap(nil, &err)
 					return
 				}
@@ -474,9 +483,9 @@ func sendAll(send func() error, conc, n int) error {
 	}
 	wg.Wait()
 	if err := first.Load(); err != nil {
-		return *err
+		return time.Duration(inSend.Load()), *err
 	}
-	return nil
+	return time.Duration(inSend.Load()), nil
 }
 
 // childCPU returns the user and system CPU time the mock's process has used so far, read from
@@ -544,11 +553,12 @@ func printRatios(results map[key][]result, keys []key, streams int) {
 			tp, b, ofBound, med(k, result.cpuPerOp), med(k, result.bytesPerOp), med(k, result.allocsPerOp),
 			med(k, func(r result) float64 { return float64(r.goroutines) }), med(k, func(r result) float64 { return float64(r.heap) / (1 << 20) }), ofApns2)
 	}
-	fmt.Printf("\n# mock server (child process) CPU µs per notification, and the share of the wall time the sends took (the rest: finish, e.g. Stop)\n")
+	fmt.Printf("\n# mock server (child process) CPU µs per notification; the share of the wall time the sends took (the rest: finish, e.g. Stop); ms per send (for Push: the round trip the caller sees)\n")
 	for _, k := range keys {
-		fmt.Printf("# %-8v %-13s %5d %5d %10.2f %8.3f\n", k.latency, k.client, k.conns, k.conc,
+		fmt.Printf("# %-8v %-13s %5d %5d %10.2f %8.3f %10.2f\n", k.latency, k.client, k.conns, k.conc,
 			med(k, func(r result) float64 { return float64(r.serverCPU.Nanoseconds()) / 1e3 / float64(r.n) }),
-			med(k, func(r result) float64 { return r.sending.Seconds() / r.wall.Seconds() }))
+			med(k, func(r result) float64 { return r.sending.Seconds() / r.wall.Seconds() }),
+			med(k, result.msPerSend))
 	}
 	fmt.Printf("\n# CPU per notification ÷ apns2's (goal at latency 0: <= 0.60)\n")
 	for _, k := range keys {
