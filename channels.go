@@ -249,8 +249,8 @@ type channelManager struct {
 
 	mu       sync.Mutex // guards the fields below
 	cc       *http.ClientConn
-	retired  []*http.ClientConn // replaced connections, closed once idle
-	dialing  chan struct{}      // closed when the dial in progress ends; nil if none
+	retired  retiredConns  // replaced connections, closed once idle
+	dialing  chan struct{} // closed when the dial in progress ends; nil if none
 	closed   bool
 	policies map[string]MessageStoragePolicy // bundle ID "/" channel ID -> policy
 }
@@ -412,16 +412,7 @@ func (m *channelManager) retireLocked(cc *http.ClientConn) (idle []*http.ClientC
 	if cc != nil {
 		m.retired = append(m.retired, cc)
 	}
-	live := m.retired[:0]
-	for _, r := range m.retired {
-		if r.InFlight() == 0 {
-			idle = append(idle, r)
-		} else {
-			live = append(live, r)
-		}
-	}
-	m.retired = live
-	return idle
+	return m.retired.sweep()
 }
 
 // closeIdle closes management connections.

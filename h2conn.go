@@ -49,19 +49,19 @@ type h2Conn struct {
 	h     *h2Transport
 	extra bool // opened because of load, beyond Start's count: closed after the idle timeout
 
-	cc           *http.ClientConn   // nil before the first dial and after a failure
-	bc           *batchConn         // cc's connection, for the silence detector; nil through a proxy
-	cold         bool               // cc's first request has not ended: cc takes one stream
-	firstOut     bool               // cc's first request has its stream
-	answered     bool               // cc proved itself: answered a request besides its first, or one a second after it opened
-	opened       time.Time          // when cc opened
-	retired      []*http.ClientConn // replaced connections, closed once idle
-	hasRetired   atomic.Bool        // len(retired) > 0, for the state hook, which takes no lock
-	dialing      bool               // a connection attempt is in progress
-	failures     int                // failed attempts and connections ended without an answer, in a row
-	stopAttempts int                // connection attempts since Stop began or the last answer
-	dials        int                // connections opened
-	lastUsed     time.Time          // when a stream was last reserved on cc
+	cc           *http.ClientConn // nil before the first dial and after a failure
+	bc           *batchConn       // cc's connection, for the silence detector; nil through a proxy
+	cold         bool             // cc's first request has not ended: cc takes one stream
+	firstOut     bool             // cc's first request has its stream
+	answered     bool             // cc proved itself: answered a request besides its first, or one a second after it opened
+	opened       time.Time        // when cc opened
+	retired      retiredConns     // replaced connections, closed once idle
+	hasRetired   atomic.Bool      // len(retired) > 0, for the state hook, which takes no lock
+	dialing      bool             // a connection attempt is in progress
+	failures     int              // failed attempts and connections ended without an answer, in a row
+	stopAttempts int              // connection attempts since Stop began or the last answer
+	dials        int              // connections opened
+	lastUsed     time.Time        // when a stream was last reserved on cc
 
 	// steady tells that the end of an answered request other than a connection's first has
 	// nothing to change: answered is set and no failure or stop attempt is counted. It is
@@ -557,22 +557,32 @@ func (k *h2Conn) retireLocked() {
 // sweepLocked returns the retired connections with no request in flight, for the caller to
 // close once it has let go of the lock.
 func (k *h2Conn) sweepLocked() (idle []*http.ClientConn) {
-	if len(k.retired) == 0 {
+	idle = k.retired.sweep()
+	k.hasRetired.Store(len(k.retired) > 0)
+	return idle
+}
+
+// retiredConns are connections that take no new request and are closed once the requests
+// they carry are done.
+type retiredConns []*http.ClientConn
+
+// sweep removes the connections with no request in flight and returns them. A closed
+// connection may count requests in flight for ever (net/http's pending stream resets, never
+// cleared once it is closed): it is done too.
+func (rs *retiredConns) sweep() (idle []*http.ClientConn) {
+	if len(*rs) == 0 {
 		return nil
 	}
-	live := k.retired[:0]
-	for _, r := range k.retired {
-		// A closed connection may count requests in flight for ever (net/http's pending
-		// stream resets, never cleared once it is closed): it is done too.
+	live := (*rs)[:0]
+	for _, r := range *rs {
 		if r.InFlight() == 0 || r.Err() != nil {
 			idle = append(idle, r)
 		} else {
 			live = append(live, r)
 		}
 	}
-	clear(k.retired[len(live):])
-	k.retired = live
-	k.hasRetired.Store(len(live) > 0)
+	clear((*rs)[len(live):])
+	*rs = live
 	return idle
 }
 
