@@ -169,8 +169,14 @@ func (s *h2Stream) end() {
 	proven := s.answered && (!s.first || time.Since(s.opened) >= connectionProvenAfter)
 	h.mu.Lock()
 	if k.cc == s.cc {
-		if s.first {
+		switch {
+		case s.first && s.sent:
 			k.cold = false // the server's SETTINGS are known by now
+		case s.first:
+			// Released unused (the provider token could not be signed): the connection
+			// still never had a stream, and its next request is its first. Past its first,
+			// a connection has had a stream, which reserve's one question relies on.
+			k.firstOut = false
 		}
 		if proven {
 			k.answered = true
@@ -307,7 +313,13 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 				closeConns(h.c, idle)
 				return s, nil
 			}
-			// The connection changed since it was looked at (SETTINGS, GOAWAY): again.
+			// The connection changed since it was looked at (SETTINGS, GOAWAY), or it is
+			// closed (net/http reports room on a closed connection that never had a
+			// stream): again, without it once closed.
+			if cc.Err() != nil {
+				best.retireLocked()
+				idle = append(idle, best.sweepLocked()...)
+			}
 			h.mu.Unlock()
 			h.unawait()
 			closeConns(h.c, idle)
