@@ -63,6 +63,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
 	mutexprofile := flag.String("mutexprofile", "", "write a mutex contention profile of this (client) process to `file`")
 	blockprofile := flag.String("blockprofile", "", "write a blocking profile of this (client) process to `file` (sampling every 100 µs blocked)")
+	svgFile := flag.String("svg", "", "write a chart of throughput against latency (medians; one line per client and connection count, and the bounds) to `file`")
 	serverCPUs := flag.String("servercpus", "", "run the mock server under taskset -c `list` (e.g. 1; then run this under taskset -c 0)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -177,6 +178,11 @@ func main() {
 		srv.stop()
 	}
 	printRatios(results, keys, *streams)
+	if *svgFile != "" {
+		if err := os.WriteFile(*svgFile, latencyChart(results, keys, latencies, *streams), 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		fmt.Printf("# peak RSS of this (client) process: %.1f MiB\n", float64(ru.Maxrss)/1024)
