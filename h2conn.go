@@ -174,8 +174,7 @@ func (s *h2Stream) end() {
 			k.cold = false // the server's SETTINGS are known by now
 		case s.first:
 			// Released unused (the provider token could not be signed): the connection
-			// still never had a stream, and its next request is its first. Past its first,
-			// a connection has had a stream, which reserve's one question relies on.
+			// still never had a stream, and its next request is its first.
 			k.firstOut = false
 		}
 		if proven {
@@ -260,9 +259,11 @@ func (h *h2Transport) reserve(ctx context.Context, failFast bool) (*h2Stream, er
 		bestFree, live, dialing, spent, dormant := 0, 0, 0, 0, 0
 		for _, k := range h.conns {
 			// Each call on an http.ClientConn takes its lock, which its reader and its
-			// requests take too: one call tells the common case. A connection past its first
-			// request with a free stream is open and takes requests (only a connection
-			// that never had a stream may report room once closed).
+			// requests take too: one call tells the common case, a connection past its first
+			// request with a free stream, open. net/http also reports room on a closed
+			// connection that never had a stream (its first request was released unused, or
+			// its context ended before net/http made the stream): its Reserve fails, and
+			// the failure retires it below.
 			avail := -1
 			if cc := k.cc; cc != nil && !k.cold {
 				avail = cc.Available()
