@@ -57,6 +57,7 @@ func main() {
 	concFlag := flag.String("conc", "1,64,256", "comma-separated numbers of concurrent sends; 0: as many as the connections' streams (conns x streams; apns2: streams)")
 	clientsFlag := flag.String("clients", "apns-go,apns-go-send,apns2,nethttp", "comma-separated clients: apns-go (Push), apns-go-send (SendNotification through the queue, WithStreams(conc)), apns-go-seed (the seed API: Send through the queue from 8 goroutines, streams as the server allows), apns2, nethttp (a plain net/http client: the floor)")
 	latencyFlag := flag.String("latency", "0", "comma-separated answer latencies of the mock (e.g. 0,20ms,100ms,250ms)")
+	jitter := flag.Duration("jitter", 0, "spread of the mock's answer latency: each answer waits latency - jitter/2 plus a uniform random part of [0, jitter), so the mean stays latency (at most 2 x the smallest latency but 0)")
 	connsFlag := flag.String("conns", "1", "comma-separated connection counts of apns-go (Start(n)); apns2 and nethttp run once")
 	streams := flag.Int("streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS the mock announces")
 	growth := flag.Bool("growth", false, "run the growth scenario instead: Start(1), WithMaxConnections(8), -streams 100 and 200ms latency by default")
@@ -74,7 +75,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		runServer(lat, *streams)
+		runServer(lat, *jitter, *streams)
 		return
 	}
 	concs, err := parseInts(*concFlag, 0)
@@ -135,11 +136,14 @@ func main() {
 	}
 
 	fmt.Printf("goos: %s\ngoarch: %s\npkg: github.com/Kwik-messenger/apns-go/bench\n", runtime.GOOS, runtime.GOARCH)
-	fmt.Printf("# %d CPUs, GOMAXPROCS %d, %s; mock server in a child process announcing %d streams\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), *streams)
+	fmt.Printf("# %d CPUs, GOMAXPROCS %d, %s; mock server in a child process announcing %d streams, latency jitter %v\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), *streams, *jitter)
 	results := map[key][]result{}
 	var keys []key
 	for _, lat := range latencies {
-		srv, err := startServer(*serverCPUs, lat, *streams)
+		if *jitter < 0 || lat > 0 && *jitter > 2*lat {
+			log.Fatalf("-jitter %v: want at most twice the latency %v", *jitter, lat)
+		}
+		srv, err := startServer(*serverCPUs, lat, *jitter, *streams)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -610,12 +614,12 @@ type server struct {
 
 // startServer re-executes this program with -serve (under taskset if cpus is set) and reads the line it prints:
 // "<url> <directory>", the directory holding server.pem, client.pem and client-key.pem.
-func startServer(cpus string, latency time.Duration, streams int) (*server, error) {
+func startServer(cpus string, latency, jitter time.Duration, streams int) (*server, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	args := []string{exe, "-serve", "-latency", latency.String(), "-streams", strconv.Itoa(streams)}
+	args := []string{exe, "-serve", "-latency", latency.String(), "-jitter", jitter.String(), "-streams", strconv.Itoa(streams)}
 	if cpus != "" {
 		args = append([]string{"taskset", "-c", cpus}, args...)
 	}
@@ -673,10 +677,12 @@ func (s *server) stop() {
 
 // runServer is the child: it starts the mock, writes the certificates a client needs to a
 // temporary directory, prints "<url> <directory>", and serves until its stdin is closed.
-func runServer(latency time.Duration, streams int) {
+func runServer(latency, jitter time.Duration, streams int) {
 	s := apnstest.NewUnstartedHTTP2Server()
 	s.DiscardNotifications = true
-	s.Latency = latency
+	if latency > 0 {
+		s.Latency, s.LatencyJitter = latency-jitter/2, jitter
+	}
 	s.MaxConcurrentStreams = streams
 	s.Start()
 	defer s.Close()
@@ -716,7 +722,7 @@ func runServer(latency time.Duration, streams int) {
 // and the connections open. After the ramp (8 s) it measures 5 s at the full pool, then stops
 // sending and waits for the pool to shrink back to one connection (idle timeout 2 s).
 func runGrowth(cpus string, latency time.Duration, streams int) error {
-	srv, err := startServer(cpus, latency, streams)
+	srv, err := startServer(cpus, latency, 0, streams)
 	if err != nil {
 		return err
 	}
