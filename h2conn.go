@@ -103,8 +103,9 @@ const goAwayResends = 3
 // req sent again on a stream of another connection, up to goAwayResends times, before the
 // failure is the caller's: with a thousand streams a connection may have many requests
 // written after the server's GOAWAY and before the client read it, and these are not tries
-// of the notification. They count as replayed and, as APNs may have seen them (the client
-// cannot tell which streams the GOAWAY covered), as duplicates and drops.
+// of the notification. They count as replayed, not as duplicates or drops: net/http fails
+// this way only the streams above the GOAWAY's last stream ID, which the server says it did
+// not process (RFC 9113, section 6.8), and requests it never sent.
 func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	for resend := 0; ; resend++ {
 		s.sent = true
@@ -124,8 +125,6 @@ func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		*s = *ns
 		req = resendable(req)
 		h.c.stats.replayed.Add(1)
-		h.c.stats.duplicates.Add(1)
-		h.c.stats.drops.Add(1)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,4 +328,63 @@ func TestHTTP2StopIsBoundedWhenTheGatewayIsGone(t *testing.T) {
 		t.Errorf("stats %+v; want 10 delivered, %d unsent or unconfirmed, unconfirmed among the duplicates", st, queued)
 	}
 	t.Logf("Stop took %v with the gateway gone", took)
+}
+
+// A request that net/http did not send because the server's graceful GOAWAY came first (a
+// stream above the GOAWAY's last stream ID, which the server did not process) is sent again
+// on another connection and counted as replayed only: it is no duplicate and no drop. Pushes
+// run from many goroutines while the mock sends GOAWAY, until some request was refused so;
+// then every notification reached the mock exactly once and Duplicates and Drops are 0.
+func TestHTTP2RequestRefusedByGoAwayIsReplayedNotDuplicated(t *testing.T) {
+	parallel(t)
+	s := newH2Server(t, func(s *apnstest.HTTP2Server) { s.Latency = 20 * time.Millisecond })
+	c := newH2Client(t, s)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	pl := []byte(`{"aps":{"alert":"x"}}`)
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	push := func() {
+		for {
+			i := next.Add(1)
+			if i > 200_000 || c.Stats().Replayed > 0 {
+				return
+			}
+			if _, err := c.Push(context.Background(), &apns.Notification{DeviceToken: token(int(i)), Payload: pl}); err != nil {
+				failed.CompareAndSwap(nil, &err)
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(push)
+	}
+	go func() {
+		for c.Stats().Replayed == 0 && next.Load() < 200_000 && failed.Load() == nil {
+			// Long enough for each new connection to prove itself, so that no backoff
+			// slows the Pushes (a gateway that sends GOAWAY before is met with backoff).
+			time.Sleep(150 * time.Millisecond)
+			s.GoAway()
+		}
+	}()
+	guard(t, "the Pushes", wg.Wait)
+	if err := failed.Load(); err != nil {
+		t.Fatalf("Push: %v", *err)
+	}
+	st := c.Stats()
+	if st.Replayed == 0 {
+		t.Skipf("no request was refused by a GOAWAY in %d Pushes; nothing to check", next.Load())
+	}
+	for tok, k := range h2Received(s) {
+		if k != 1 {
+			t.Errorf("%s reached the mock %d times", tok, k)
+		}
+	}
+	if st.Duplicates != 0 || st.Drops != 0 {
+		t.Errorf("Replayed %d, Duplicates %d, Drops %d; want no duplicates or drops: the server did not process a stream its GOAWAY refused",
+			st.Replayed, st.Duplicates, st.Drops)
+	}
 }
