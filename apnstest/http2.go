@@ -12,6 +12,7 @@ package apnstest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -968,7 +969,7 @@ func isHex(s string) bool {
 // isUUID reports whether s is a canonical lowercase UUID, 8-4-4-4-12 hexadecimal digits.
 // isNull reports whether a body is the JSON null, which the mock refuses as PayloadEmpty.
 func isNull(body []byte) bool {
-	return strings.TrimSpace(string(body)) == "null"
+	return string(bytes.TrimSpace(body)) == "null"
 }
 
 func isUUID(s string) bool {
