@@ -194,15 +194,22 @@ func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID
 	defer cancel()
 	defer context.AfterFunc(c.abortCtx, cancel)() // Stop's abort ends the call
 
+	defer m.sweep() // a replaced connection whose last call this was is closed
+
 	requestID := newUUID()
 	idempotent := method != http.MethodPost // GET and DELETE; POST creates a channel
-	reauthed, retried := false, false
+	reauthed, retried, resends := false, false, 0
 	var dead *http.ClientConn // the connection that lost the first attempt
 	for {
 		status, header, resBody, used, err := m.roundTrip(ctx, method, managePathPrefix+bundleID+suffix, channelID, requestID, body, dead)
 		var lost lostOnReusedConn
 		if errors.As(err, &lost) && idempotent && !retried {
 			retried, dead = true, lost.cc
+			continue
+		}
+		var notSent notSentError
+		if errors.As(err, &notSent) && resends < goAwayResends {
+			resends++ // never sent: a POST too goes again, on a new connection
 			continue
 		}
 		if err != nil {
@@ -474,8 +481,16 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 	}).WithContext(reqCtx)
 	res, err := cc.RoundTrip(req)
 	if err != nil {
+		notSent := notSentByNetHTTP(err)
 		err = fmt.Errorf("apns: channel management request: %w", err)
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case notSent:
+			// The connection takes no new request (a GOAWAY came first): the request was
+			// not processed, and goes again on a new connection.
+			m.replace(cc)
+			err = notSentError{err: err}
+		default:
 			m.failed(cc)
 			if !fresh {
 				err = lostOnReusedConn{err, cc}
@@ -503,6 +518,14 @@ func (m *channelManager) replace(cc *http.ClientConn) {
 		idle = m.retireLocked(cc)
 		m.cc = nil
 	}
+	m.mu.Unlock()
+	closeIdle(idle)
+}
+
+// sweep closes the replaced connections whose calls have all ended.
+func (m *channelManager) sweep() {
+	m.mu.Lock()
+	idle := m.retired.sweep()
 	m.mu.Unlock()
 	closeIdle(idle)
 }

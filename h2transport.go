@@ -334,6 +334,12 @@ func (h *h2Transport) roundTrip(ctx context.Context, s *h2Stream, r *h2Request) 
 			return nil, auth, 0, ctx.Err()
 		}
 		s.failed(err)
+		if notSentByNetHTTP(err) {
+			// Refused by a GOAWAY on every connection it was resent to: never processed, so
+			// a retry is no duplicate, and a notification that runs out of tries so was
+			// never sent.
+			return nil, auth, 0, notSentError{err: err}
+		}
 		return nil, auth, 0, err
 	}
 	// From here on the request has its answer: the status is final, whatever becomes of the
