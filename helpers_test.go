@@ -301,7 +301,11 @@ func countGoroutines(t testing.TB, fn string) int {
 	n := 0
 	for _, record := range strings.Split(b.String(), "\n\n") {
 		// A record begins with the number of goroutines that share its stack and labels,
-		// and names each frame's function followed by its offset: fn+0x1f.
+		// and names each frame's function followed by its offset: fn+0x1f. The first
+		// begins after the profile's header line.
+		if strings.HasPrefix(record, "goroutine profile:") {
+			_, record, _ = strings.Cut(record, "\n")
+		}
 		if hasLabel(record, label) && strings.Contains(record, fn+"+") {
 			var k int
 			if _, err := fmt.Sscan(record, &k); err != nil {

@@ -3,6 +3,11 @@ package apns_test
 // Attack review (helper attack20b, stop 20) of b2ef932, 114ca44, b9e288d, f95f2db: the state
 // hook's hasRetired, retiredConns shared with the management connection, reserve's retire
 // of a closed connection, and GOAWAY refusals counted as replayed only.
+//
+// Failing on the code reviewed (defects): TestCreateChannelDuringAGracefulGoAway...,
+// TestReplacedManagementConnection..., TestNotificationRefusedByGoAway....
+// Protection (passes): TestConnectionRetiredForASilentRequest... (fails if the
+// state hook does not wake the reaper for a retired connection going idle).
 
 import (
 	"context"
@@ -34,7 +39,7 @@ import (
 // Here the connection drains a slow call after the GOAWAY, so it stays open (Err nil);
 // channelManager.failed retires only a closed connection, and a POST is not retried: the
 // caller gets net/http's refusal.
-func TestAttack20bCreateChannelDuringAGracefulGoAwayIsSentOnANewConnection(t *testing.T) {
+func TestCreateChannelDuringAGracefulGoAwayIsSentOnANewConnection(t *testing.T) {
 	parallel(t)
 	s, c := newTokenBroadcastClient(t, nil)
 	ctx := context.Background()
@@ -92,7 +97,7 @@ func TestAttack20bCreateChannelDuringAGracefulGoAwayIsSentOnANewConnection(t *te
 // The replacement: a list call B that outlasts the write timeout on connection X, which
 // already carried a call, is lost on a reused connection and retried with X avoided
 // (channelManager.replace), while call A, sent on X after B, waits for its answer.
-func TestAttack20bReplacedManagementConnectionIsClosedOnceItsLastCallEnds(t *testing.T) {
+func TestReplacedManagementConnectionIsClosedOnceItsLastCallEnds(t *testing.T) {
 	parallel(t)
 	const writeTimeout = 1500 * time.Millisecond
 	s, c := newTokenBroadcastClient(t, nil, apns.WithWriteTimeout(writeTimeout))
@@ -169,7 +174,7 @@ func TestAttack20bReplacedManagementConnectionIsClosedOnceItsLastCallEnds(t *tes
 // closed once they end, on an idle client: the state hook wakes the reaper for it because its
 // slot has retired connections (hasRetired). Once idle, Stats.Connections and the gateway
 // count Start's connection only.
-func TestAttack20bConnectionRetiredForASilentRequestIsClosedOnceItsOthersEnd(t *testing.T) {
+func TestConnectionRetiredForASilentRequestIsClosedOnceItsOthersEnd(t *testing.T) {
 	parallel(t)
 	// The stalled request times out at 2s and its retry is answered on a new connection soon
 	// after; the others, sent at 1s, end at 2.8s: then nothing but the state hook can see that
@@ -381,7 +386,7 @@ func (srv *goAwayEveryStreamServer) serve(c net.Conn) {
 // returns net/http's refusal as an ordinary error, and deliver counts it as a request that
 // may have reached APNs: a duplicate, a drop, and the notification ends as Unconfirmed
 // ("possibly delivered") instead of Unsent. Nothing reached the gateway.
-func TestAttack20bNotificationRefusedByGoAwayOnEveryConnectionIsNoDuplicate(t *testing.T) {
+func TestNotificationRefusedByGoAwayOnEveryConnectionIsNoDuplicate(t *testing.T) {
 	parallel(t)
 	srv := newGoAwayEveryStreamServer(t)
 	cert, key := apnstest.ClientCertPEM()
