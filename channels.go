@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // MessageStoragePolicy is a channel's message-storage policy, fixed when it is created.
@@ -254,6 +255,13 @@ type channelManager struct {
 
 	calls sync.WaitGroup // calls in progress
 
+	// The sweeps the connections' state hook starts when a retired connection goes idle.
+	// The hook may run under mu (from Reserve), so it takes only sweepMu.
+	hasRetired atomic.Bool    // len(retired) > 0
+	sweepMu    sync.Mutex     // guards noSweeps, and sweeps' Add
+	noSweeps   bool           // set by close: no new sweep starts
+	sweeps     sync.WaitGroup // sweeps in progress
+
 	mu       sync.Mutex // guards the fields below
 	cc       *http.ClientConn
 	retired  retiredConns  // replaced connections, closed once idle
@@ -367,12 +375,14 @@ func (m *channelManager) enter() error {
 	return nil
 }
 
-// conn returns the connection, dialing one when there is none or it failed; fresh reports
-// that this call dialed it.
+// conn returns the connection with a stream reserved for the caller, who makes one
+// RoundTrip on it or calls Release. It dials a connection when there is none or it takes no
+// request (it failed, or read a GOAWAY); fresh reports that this call dialed it. The
+// reservation counts in InFlight, so the connection is not closed as idle meanwhile.
 func (m *channelManager) conn(ctx context.Context) (cc *http.ClientConn, fresh bool, err error) {
 	for {
 		m.mu.Lock()
-		if m.cc != nil && m.cc.Err() == nil {
+		if m.cc != nil && m.cc.Err() == nil && m.cc.Reserve() == nil {
 			cc := m.cc
 			m.mu.Unlock()
 			return cc, false, nil
@@ -397,6 +407,13 @@ func (m *channelManager) conn(ctx context.Context) (cc *http.ClientConn, fresh b
 		cc, err := m.tr.NewClientConn(dctx, "https", m.addr)
 		cancel()
 
+		if err == nil {
+			cc.SetStateHook(m.stateHook)
+			err = cc.Reserve()
+			if err != nil {
+				cc.Close()
+			}
+		}
 		m.mu.Lock()
 		m.dialing = nil
 		close(done)
@@ -413,13 +430,33 @@ func (m *channelManager) conn(ctx context.Context) (cc *http.ClientConn, fresh b
 	}
 }
 
+// stateHook is every management connection's: a retired one that goes idle or ends is
+// closed, by a sweep of its own, since the hook may run under m.mu.
+func (m *channelManager) stateHook(cc *http.ClientConn) {
+	if !m.hasRetired.Load() || cc.Err() == nil && cc.InFlight() > 0 {
+		return
+	}
+	m.sweepMu.Lock()
+	defer m.sweepMu.Unlock()
+	if m.noSweeps {
+		return
+	}
+	m.sweeps.Add(1)
+	go func() {
+		defer m.sweeps.Done()
+		m.sweep()
+	}()
+}
+
 // retireLocked adds cc to the retired connections and returns those with no request in
 // flight, for the caller to close once it has let go of m.mu.
 func (m *channelManager) retireLocked(cc *http.ClientConn) (idle []*http.ClientConn) {
 	if cc != nil {
 		m.retired = append(m.retired, cc)
 	}
-	return m.retired.sweep()
+	idle = m.retired.sweep()
+	m.hasRetired.Store(len(m.retired) > 0)
+	return idle
 }
 
 // closeIdle closes management connections.
@@ -449,6 +486,7 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 		return 0, nil, nil, "", err
 	}
 	if cc == avoid {
+		cc.Release()
 		m.replace(cc)
 		if cc, fresh, err = m.conn(ctx); err != nil {
 			return 0, nil, nil, "", err
@@ -460,6 +498,7 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 	}
 	if m.token != nil {
 		if used, err = m.token.get(); err != nil {
+			cc.Release()
 			return 0, nil, nil, "", err
 		}
 		h[hdrAuth] = []string{used}
@@ -525,7 +564,7 @@ func (m *channelManager) replace(cc *http.ClientConn) {
 // sweep closes the replaced connections whose calls have all ended.
 func (m *channelManager) sweep() {
 	m.mu.Lock()
-	idle := m.retired.sweep()
+	idle := m.retireLocked(nil)
 	m.mu.Unlock()
 	closeIdle(idle)
 }
@@ -549,12 +588,17 @@ func (m *channelManager) close() {
 	m.closed = true
 	m.mu.Unlock()
 	m.calls.Wait()
+	m.sweepMu.Lock()
+	m.noSweeps = true
+	m.sweepMu.Unlock()
+	m.sweeps.Wait()
 	m.mu.Lock()
 	all := m.retired
 	if m.cc != nil {
 		all = append(all, m.cc)
 	}
 	m.cc, m.retired = nil, nil
+	m.hasRetired.Store(false)
 	m.mu.Unlock()
 	closeIdle(all)
 }

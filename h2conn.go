@@ -22,7 +22,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,14 +135,18 @@ func (s *h2Stream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 // requests ("client conn not usable"). They can be told only by their text:
 // TestNotSentByNetHTTPMatchesGoAway pins it against a real GOAWAY from net/http's server,
 // so a Go release that changes it fails loudly. A stream reset is no such word: the server
-// may have processed the request.
+// may have processed the request. The whole text must match: ClientConn.RoundTrip returns
+// these errors as they are, and other errors carry text the server chose (a GOAWAY's debug
+// data), which may hold the same words.
 func notSentByNetHTTP(err error) bool {
 	if err == nil {
 		return false
 	}
-	msg := err.Error()
-	return strings.Contains(msg, "http2: Transport received Server's graceful shutdown GOAWAY") ||
-		strings.Contains(msg, "http2: client conn not usable")
+	switch err.Error() {
+	case "http2: Transport received Server's graceful shutdown GOAWAY", "http2: client conn not usable":
+		return true
+	}
+	return false
 }
 
 // failed tells that the request got no answer because of err (see h2Conn.failed).
