@@ -256,7 +256,7 @@ type channelManager struct {
 	calls sync.WaitGroup // calls in progress
 
 	// The sweeps the connections' state hook starts when a retired connection goes idle.
-	// The hook may run under mu (from Reserve), so it takes only sweepMu.
+	// The hook may run from net/http's calls, so it takes only sweepMu.
 	hasRetired atomic.Bool    // len(retired) > 0
 	sweepMu    sync.Mutex     // guards noSweeps, and sweeps' Add
 	noSweeps   bool           // set by close: no new sweep starts
@@ -375,14 +375,15 @@ func (m *channelManager) enter() error {
 	return nil
 }
 
-// conn returns the connection with a stream reserved for the caller, who makes one
-// RoundTrip on it or calls Release. It dials a connection when there is none or it takes no
-// request (it failed, or read a GOAWAY); fresh reports that this call dialed it. The
-// reservation counts in InFlight, so the connection is not closed as idle meanwhile.
+// conn returns the connection, dialing one when there is none or it failed; fresh reports
+// that this call dialed it. A call at the server's stream limit waits in net/http's
+// RoundTrip for a free stream. (Reserving one here instead took a full connection for a
+// broken one: attack20d.) A connection that read a GOAWAY is replaced when net/http refuses
+// a request on it (roundTrip).
 func (m *channelManager) conn(ctx context.Context) (cc *http.ClientConn, fresh bool, err error) {
 	for {
 		m.mu.Lock()
-		if m.cc != nil && m.cc.Err() == nil && m.cc.Reserve() == nil {
+		if m.cc != nil && m.cc.Err() == nil {
 			cc := m.cc
 			m.mu.Unlock()
 			return cc, false, nil
@@ -409,10 +410,6 @@ func (m *channelManager) conn(ctx context.Context) (cc *http.ClientConn, fresh b
 
 		if err == nil {
 			cc.SetStateHook(m.stateHook)
-			err = cc.Reserve()
-			if err != nil {
-				cc.Close()
-			}
 		}
 		m.mu.Lock()
 		m.dialing = nil
@@ -459,6 +456,25 @@ func (m *channelManager) retireLocked(cc *http.ClientConn) (idle []*http.ClientC
 	return idle
 }
 
+// refusedStream reports whether err is net/http's for a stream the server reset with
+// REFUSED_STREAM, which it did not process (RFC 9113, section 8.7), so that a POST too may
+// go again. The text is net/http's StreamError, whole: "stream error: stream ID <n>;
+// REFUSED_STREAM; received from peer"; nothing in it comes from the server but the code.
+func refusedStream(err error) bool {
+	if err == nil {
+		return false
+	}
+	rest, ok := strings.CutPrefix(err.Error(), "stream error: stream ID ")
+	if !ok {
+		return false
+	}
+	id, rest, ok := strings.Cut(rest, ";")
+	if !ok || id == "" || strings.Trim(id, "0123456789") != "" {
+		return false
+	}
+	return rest == " REFUSED_STREAM; received from peer"
+}
+
 // closeIdle closes management connections.
 func closeIdle(conns []*http.ClientConn) {
 	for _, cc := range conns {
@@ -486,7 +502,6 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 		return 0, nil, nil, "", err
 	}
 	if cc == avoid {
-		cc.Release()
 		m.replace(cc)
 		if cc, fresh, err = m.conn(ctx); err != nil {
 			return 0, nil, nil, "", err
@@ -498,7 +513,6 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 	}
 	if m.token != nil {
 		if used, err = m.token.get(); err != nil {
-			cc.Release()
 			return 0, nil, nil, "", err
 		}
 		h[hdrAuth] = []string{used}
@@ -520,10 +534,14 @@ func (m *channelManager) roundTrip(ctx context.Context, method, path, channelID,
 	}).WithContext(reqCtx)
 	res, err := cc.RoundTrip(req)
 	if err != nil {
-		notSent := notSentByNetHTTP(err)
+		notSent, refused := notSentByNetHTTP(err), refusedStream(err)
 		err = fmt.Errorf("apns: channel management request: %w", err)
 		switch {
 		case ctx.Err() != nil:
+		case refused:
+			// The server reset the stream unprocessed (at its stream limit): the
+			// connection is fine, and the call goes again.
+			err = notSentError{err: err}
 		case notSent:
 			// The connection takes no new request (a GOAWAY came first): the request was
 			// not processed, and goes again on a new connection.
