@@ -1,0 +1,372 @@
+package apns_test
+
+// Tests written from a mutation-testing run of h2conn.go (gremlins v0.6.0 on the lines changed
+// since 0f1afaf): each kills a mutant that lived, and names it.
+//
+// Several of them need a gateway that sends GOAWAY and then keeps the connection open without
+// a word: apnstest's GoAway closes the connection right after, and net/http's server a second
+// later, so the pool's own handling of a connection that takes no more requests is hidden
+// behind the server's close. holdServer is that gateway: a TLS front on loopback that hands
+// each connection, decrypted, to a net/http HTTP/2 server of its own (h2c over a pipe); on
+// goAwayAndHold the server of one connection shuts down gracefully (GOAWAY, NO_ERROR) and
+// the front keeps the client's side open, reads what the client sends and answers nothing.
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apns "github.com/Kwik-messenger/apns-go"
+	"github.com/Kwik-messenger/apns-go/apnstest"
+)
+
+// holdServer is an HTTP/2 gateway whose connections can be made to send GOAWAY and then
+// stay open and silent; see the file's comment.
+type holdServer struct {
+	t    *testing.T
+	ln   net.Listener
+	pool *x509.CertPool
+	url  string
+
+	mu     sync.Mutex
+	conns  []*holdConn
+	tokens map[string]int // hex token -> connection (1-based) that answered it
+	wg     sync.WaitGroup
+}
+
+// holdConn is one client connection of a holdServer.
+type holdConn struct {
+	tc    *tls.Conn
+	srv   *http.Server
+	toSrv net.Conn      // the front's end of the pipe to srv
+	acked chan struct{} // closed when the client acknowledged the front's PING
+	ready chan struct{} // closed when the client acknowledged the server's SETTINGS
+
+	mu       sync.Mutex // guards the fields below and the writes to tc
+	held     bool       // the front has taken over: srv's frames are dropped
+	lastSeen uint32     // the highest stream the client opened
+}
+
+// holdPing is the PING the front sends after the GOAWAY: its ACK tells that the client has
+// read the GOAWAY (a connection reads its frames in order).
+var holdPing = [8]byte{'h', 'o', 'l', 'd', 'p', 'i', 'n', 'g'}
+
+func newHoldServer(t *testing.T) *holdServer {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hold"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		NextProtos:   []string{"h2"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &holdServer{t: t, ln: ln, pool: pool, url: "https://" + ln.Addr().String(), tokens: map[string]int{}}
+	t.Cleanup(s.close)
+	s.wg.Add(1)
+	go s.accept()
+	return s
+}
+
+func (s *holdServer) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		tc := c.(*tls.Conn)
+		front, back := net.Pipe()
+		hc := &holdConn{tc: tc, toSrv: front, acked: make(chan struct{}), ready: make(chan struct{})}
+		s.mu.Lock()
+		s.conns = append(s.conns, hc)
+		n := len(s.conns)
+		s.mu.Unlock()
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		hc.srv = &http.Server{
+			Protocols: &protocols,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				s.mu.Lock()
+				s.tokens[strings.TrimPrefix(r.URL.Path, "/3/device/")] = n
+				s.mu.Unlock()
+				w.Header().Set("apns-id", r.Header.Get("apns-id"))
+				w.WriteHeader(http.StatusOK)
+			}),
+		}
+		s.wg.Add(3)
+		go func() {
+			defer s.wg.Done()
+			hc.srv.Serve(&pipeListener{conn: back, addr: s.ln.Addr(), closed: make(chan struct{})})
+		}()
+		go func() { // server to client, frame by frame, until the front takes over
+			defer s.wg.Done()
+			hc.readServer()
+		}()
+		go func() { // client to server, frame by frame, looking for the ACK of holdPing
+			defer s.wg.Done()
+			hc.readClient()
+		}()
+	}
+}
+
+// readFrame reads one HTTP/2 frame, header included.
+func readFrame(r io.Reader) ([]byte, error) {
+	var hdr [9]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+	frame := make([]byte, 9+n)
+	copy(frame, hdr[:])
+	_, err := io.ReadFull(r, frame[9:])
+	return frame, err
+}
+
+// readServer forwards the server's frames to the client until the front takes over.
+func (hc *holdConn) readServer() {
+	for {
+		frame, err := readFrame(hc.toSrv)
+		if err != nil {
+			return
+		}
+		hc.mu.Lock()
+		if !hc.held {
+			_, err = hc.tc.Write(frame)
+		}
+		hc.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readClient forwards the client's frames to the server until the front takes over, and
+// reads them after; it closes acked at the ACK of holdPing.
+func (hc *holdConn) readClient() {
+	preface := make([]byte, 24)
+	if _, err := io.ReadFull(hc.tc, preface); err != nil {
+		return
+	}
+	hc.toSrv.Write(preface)
+	settled := false
+	for {
+		frame, err := readFrame(hc.tc)
+		if err != nil {
+			return
+		}
+		typ, flags, n := frame[3], frame[4], len(frame)-9
+		if typ == 0x6 && flags&0x1 != 0 && n == 8 && [8]byte(frame[9:]) == holdPing {
+			close(hc.acked)
+			continue
+		}
+		hc.mu.Lock()
+		held := hc.held
+		if typ == 0x1 {
+			hc.lastSeen = max(hc.lastSeen, binary.BigEndian.Uint32(frame[5:9])&0x7fffffff)
+		}
+		hc.mu.Unlock()
+		if !held {
+			hc.toSrv.Write(frame)
+		}
+		if typ == 0x4 && flags&0x1 != 0 && !settled {
+			settled = true
+			close(hc.ready)
+		}
+	}
+}
+
+// goAwayAndHold has connection i (1-based) send GOAWAY (NO_ERROR, naming the last stream the
+// client opened) and then stay open and silent, and returns once the client has read the
+// GOAWAY. The connection's requests must have been answered.
+func (s *holdServer) goAwayAndHold(i int) {
+	s.t.Helper()
+	s.mu.Lock()
+	if i > len(s.conns) {
+		s.mu.Unlock()
+		s.t.Fatalf("goAwayAndHold(%d): the server has %d connections", i, len(s.conns))
+	}
+	hc := s.conns[i-1]
+	s.mu.Unlock()
+	// Not before the SETTINGS exchange: a GOAWAY before the server's SETTINGS is a protocol
+	// error, after which the client closes the connection.
+	receive(s.t, "the client's ACK of the server's SETTINGS", hc.ready)
+	hc.mu.Lock()
+	hc.held = true
+	goAway := []byte{0, 0, 8, 0x7, 0, 0, 0, 0, 0}
+	goAway = binary.BigEndian.AppendUint32(goAway, hc.lastSeen)
+	goAway = binary.BigEndian.AppendUint32(goAway, 0) // NO_ERROR
+	ping := append([]byte{0, 0, 8, 0x6, 0, 0, 0, 0, 0}, holdPing[:]...)
+	_, err := hc.tc.Write(append(goAway, ping...))
+	hc.mu.Unlock()
+	if err != nil {
+		s.t.Fatalf("writing GOAWAY and PING: %v", err)
+	}
+	receive(s.t, "the client's ACK of the PING sent after the GOAWAY", hc.acked)
+}
+
+// connOf returns the connection (1-based) that answered the notification of token tok, 0 if
+// none did.
+func (s *holdServer) connOf(tok string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokens[tok]
+}
+
+func (s *holdServer) accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *holdServer) close() {
+	s.ln.Close()
+	s.mu.Lock()
+	conns := s.conns
+	s.mu.Unlock()
+	for _, hc := range conns {
+		hc.srv.Close()
+		hc.tc.Close()
+	}
+	s.wg.Wait()
+}
+
+// client returns a certificate client of s, stopped when the test ends.
+func (s *holdServer) client(t *testing.T, opts ...apns.Option) *apns.Client {
+	t.Helper()
+	cert, key := apnstest.ClientCertPEM()
+	opts = append([]apns.Option{apns.WithTLSConfig(&tls.Config{RootCAs: s.pool}), apns.WithErrorHandler(func(error) {})}, opts...)
+	c, err := apns.CreateClient(s.url, cert, key, false, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, c)
+	return c
+}
+
+// pipeListener hands one connection to an http.Server, then blocks until closed.
+type pipeListener struct {
+	conn   net.Conn
+	addr   net.Addr
+	once   sync.Once
+	mu     sync.Mutex
+	given  bool
+	closed chan struct{}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if !l.given {
+		l.given = true
+		l.mu.Unlock()
+		return l.conn, nil
+	}
+	l.mu.Unlock()
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.closed) }); return nil }
+func (l *pipeListener) Addr() net.Addr { return l.addr }
+
+// pushWithin pushes notification i with a deadline of d and returns Push's error, failing the
+// test if Push outlives its deadline by far (a Push that does not watch its context).
+func pushWithin(t *testing.T, c *apns.Client, i int, d time.Duration) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		resp, err := c.Push(ctx, &apns.Notification{DeviceToken: token(i), Payload: []byte(`{"aps":{"alert":"x"}}`)})
+		if err == nil && !resp.Sent() {
+			err = &apns.Rejection{StatusCode: resp.StatusCode, Reason: resp.Reason}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d + 5*time.Second):
+		t.Fatalf("Push with a deadline of %v has not returned %v after it", d, 5*time.Second)
+		return nil
+	}
+}
+
+// A new connection that receives GOAWAY before its first request takes no request: the next
+// Push goes on a new connection at once. Kills h2conn.go:259 `avail := -1` mutated to
+// `avail := 1` (INVERT_NEGATIVES, and ARITHMETIC_BASE's `+1`): a cold connection then skips
+// the check for a dead connection and is taken as having room, its Reserve fails, and the
+// reservation spins on it for as long as the server keeps it open, ignoring Push's deadline.
+func TestMutantColdConnectionAfterGoAwayIsReplaced(t *testing.T) {
+	parallel(t)
+	s := newHoldServer(t)
+	c := s.client(t)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	s.goAwayAndHold(1)
+	if err := pushWithin(t, c, 1, 5*time.Second); err != nil {
+		t.Fatalf("Push after a GOAWAY on the connection's first request's eve: %v; want it sent on a new connection", err)
+	}
+	if got := s.connOf(token(1)); got != 2 {
+		t.Errorf("the notification went on connection %d; want 2 (%d accepted)", got, s.accepted())
+	}
+}
+
+// A connection past its first request that receives GOAWAY while idle takes no more requests:
+// the next Push goes on a new connection at once, whether or not the server closes the old
+// one. Kills h2conn.go:267 `avail <= 0` mutated to `avail < 0` (CONDITIONALS_BOUNDARY): a
+// warm connection that reports no free stream is then never looked at as dead, and the Push
+// waits for a stream that never comes.
+func TestMutantWarmConnectionAfterGoAwayIsReplaced(t *testing.T) {
+	parallel(t)
+	s := newHoldServer(t)
+	c := s.client(t)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // past the connection's first request
+		if err := pushWithin(t, c, i, 5*time.Second); err != nil {
+			t.Fatalf("Push %d: %v", i, err)
+		}
+	}
+	s.goAwayAndHold(1)
+	if err := pushWithin(t, c, 10, 5*time.Second); err != nil {
+		t.Fatalf("Push after a GOAWAY on an idle connection: %v; want it sent on a new connection", err)
+	}
+	if got := s.connOf(token(10)); got != 2 {
+		t.Errorf("the notification went on connection %d; want 2 (%d accepted)", got, s.accepted())
+	}
+}
