@@ -41,6 +41,9 @@ type holdServer struct {
 	pool *x509.CertPool
 	url  string
 
+	latency time.Duration // before each answer
+	streams int           // SETTINGS_MAX_CONCURRENT_STREAMS; 0: net/http's default
+
 	mu     sync.Mutex
 	conns  []*holdConn
 	tokens map[string]int // hex token -> connection (1-based) that answered it
@@ -64,7 +67,9 @@ type holdConn struct {
 // read the GOAWAY (a connection reads its frames in order).
 var holdPing = [8]byte{'h', 'o', 'l', 'd', 'p', 'i', 'n', 'g'}
 
-func newHoldServer(t *testing.T) *holdServer {
+// newHoldServer starts a holdServer; its server answers each request after latency, and
+// announces streams concurrent streams (0: net/http's default).
+func newHoldServer(t *testing.T, latency time.Duration, streams int) *holdServer {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -92,7 +97,7 @@ func newHoldServer(t *testing.T) *holdServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &holdServer{t: t, ln: ln, pool: pool, url: "https://" + ln.Addr().String(), tokens: map[string]int{}}
+	s := &holdServer{t: t, ln: ln, pool: pool, url: "https://" + ln.Addr().String(), latency: latency, streams: streams, tokens: map[string]int{}}
 	t.Cleanup(s.close)
 	s.wg.Add(1)
 	go s.accept()
@@ -117,8 +122,10 @@ func (s *holdServer) accept() {
 		protocols.SetUnencryptedHTTP2(true)
 		hc.srv = &http.Server{
 			Protocols: &protocols,
+			HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: s.streams},
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
+				time.Sleep(s.latency)
 				s.mu.Lock()
 				s.tokens[strings.TrimPrefix(r.URL.Path, "/3/device/")] = n
 				s.mu.Unlock()
@@ -245,6 +252,27 @@ func (s *holdServer) connOf(tok string) int {
 	return s.tokens[tok]
 }
 
+// carried returns how many requests connection i (1-based) answered.
+func (s *holdServer) carried(i int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, k := range s.tokens {
+		if k == i {
+			n++
+		}
+	}
+	return n
+}
+
+// closeConn closes connection i (1-based) at once, as a gateway that drops it.
+func (s *holdServer) closeConn(i int) {
+	s.mu.Lock()
+	hc := s.conns[i-1]
+	s.mu.Unlock()
+	hc.tc.NetConn().Close()
+}
+
 func (s *holdServer) accepted() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -331,7 +359,7 @@ func pushWithin(t *testing.T, c *apns.Client, i int, d time.Duration) error {
 // reservation spins on it for as long as the server keeps it open, ignoring Push's deadline.
 func TestMutantColdConnectionAfterGoAwayIsReplaced(t *testing.T) {
 	parallel(t)
-	s := newHoldServer(t)
+	s := newHoldServer(t, 0, 0)
 	c := s.client(t)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
@@ -352,7 +380,7 @@ func TestMutantColdConnectionAfterGoAwayIsReplaced(t *testing.T) {
 // waits for a stream that never comes.
 func TestMutantWarmConnectionAfterGoAwayIsReplaced(t *testing.T) {
 	parallel(t)
-	s := newHoldServer(t)
+	s := newHoldServer(t, 0, 0)
 	c := s.client(t)
 	if err := c.Start(1); err != nil {
 		t.Fatal(err)
@@ -368,5 +396,30 @@ func TestMutantWarmConnectionAfterGoAwayIsReplaced(t *testing.T) {
 	}
 	if got := s.connOf(token(10)); got != 2 {
 		t.Errorf("the notification went on connection %d; want 2 (%d accepted)", got, s.accepted())
+	}
+}
+
+// A slot opened for load whose connection ended is dormant; while the load lasts, the pool
+// grows into it again (a reconnection of that slot) as soon as the growth interval allows.
+// Kills h2conn.go:279 `dormant++` mutated to `dormant--` (INCREMENT_DECREMENT): the count of
+// live and dormant slots then falls short of the pool's size, the pool does not grow while
+// the slot is dormant, and once the shrinker has dropped the empty slot the pool grows into
+// a new one instead: no reconnection.
+func TestMutantPoolGrowsAgainIntoItsDormantSlot(t *testing.T) {
+	parallel(t)
+	s := newHoldServer(t, 100*time.Millisecond, 1) // 10 a second per connection
+	c := s.client(t, apns.WithMaxConnections(2), apns.WithIdleTimeout(time.Minute))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	sendH2(t, c, 0, n)
+	// Connection 2 is the one opened for load; a second after it opened (10 answers), the
+	// growth interval allows reopening its slot at once.
+	waitFor(t, "connection 2, opened for load, to answer 10 requests", func() bool { return s.carried(2) >= 10 })
+	s.closeConn(2)
+	waitFor(t, "the load to drain", func() bool { st := c.Stats(); return st.Queued == 0 && st.InFlight == 0 })
+	if st := c.Stats(); st.Reconnects != 1 || s.accepted() != 3 {
+		t.Errorf("after the connection opened for load dropped under load: %d connections accepted, stats %+v; want 3 accepted and 1 reconnect (its slot reopened)", s.accepted(), st)
 	}
 }
