@@ -423,3 +423,72 @@ func TestMutantPoolGrowsAgainIntoItsDormantSlot(t *testing.T) {
 		t.Errorf("after the connection opened for load dropped under load: %d connections accepted, stats %+v; want 3 accepted and 1 reconnect (its slot reopened)", s.accepted(), st)
 	}
 }
+
+// The pool does not grow past a connection whose first request is still unanswered: until
+// the gateway has proven the connection, the work waits for it. Kills h2conn.go:362
+// `k.cc != nil && k.cold` mutated to `k.cc == nil && k.cold` (CONDITIONALS_NEGATION): the pool
+// then grows a second after Start while the first request is held, and the Push calls made
+// meanwhile (each looks at the pool as it begins to wait) are answered on the new connection
+// before it.
+func TestMutantPoolDoesNotGrowPastAnUnprovenConnection(t *testing.T) {
+	parallel(t)
+	s := apnstest.NewUnstartedHTTP2Server()
+	s.MaxConcurrentStreams = 1
+	s.Respond(token(0), apnstest.Response{Delay: 3 * time.Second})
+	var mu sync.Mutex
+	var answered []string
+	firstDone := make(chan struct{})
+	s.Observe = func(r apnstest.Request) {
+		mu.Lock()
+		answered = append(answered, r.Token)
+		mu.Unlock()
+		if r.Token == token(0) {
+			close(firstDone)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	c := newH2Client(t, s, apns.WithMaxConnections(2))
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendH2(t, c, 0, 1) // the connection's first request, held for 3 s
+	waitFor(t, "the first request at the gateway", func() bool { return len(s.Requests()) == 1 })
+	// A Push every 200 ms while it is held: past the growth interval, each would find the
+	// pool full and grow it, were growth allowed past an unproven connection.
+	var wg sync.WaitGroup
+	pushed := 0
+	ticker := time.NewTicker(200 * time.Millisecond)
+	defer ticker.Stop()
+	for done := false; !done; {
+		select {
+		case <-firstDone:
+			done = true
+		case <-ticker.C:
+			pushed++
+			i := pushed
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), waitGuard)
+				defer cancel()
+				if _, err := c.Push(ctx, &apns.Notification{DeviceToken: token(i), Payload: []byte(`{"aps":{}}`)}); err != nil {
+					t.Errorf("Push %d: %v", i, err)
+				}
+			})
+		case <-time.After(waitGuard):
+			t.Fatal("the held first request was never answered")
+		}
+	}
+	guard(t, "the Push calls", wg.Wait)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(answered) == 0 || answered[0] != token(0) {
+		first := -1
+		for i := range pushed + 1 {
+			if len(answered) > 0 && answered[0] == token(i) {
+				first = i
+			}
+		}
+		t.Errorf("notification %d was answered first (%d answers, %d Push calls, %d connections open); want 0, the held first request of the only connection: the pool grew past an unproven connection",
+			first, len(answered), pushed, c.Stats().Connections)
+	}
+}
