@@ -434,7 +434,14 @@ func TestMutantPoolDoesNotGrowPastAnUnprovenConnection(t *testing.T) {
 	parallel(t)
 	s := apnstest.NewUnstartedHTTP2Server()
 	s.MaxConcurrentStreams = 1
-	s.Respond(token(0), apnstest.Response{Delay: 3 * time.Second})
+	arrived := make(chan struct{})
+	s.RespondFunc(func(r apnstest.Request) *apnstest.Response {
+		if r.Token != token(0) {
+			return nil
+		}
+		close(arrived)
+		return &apnstest.Response{Delay: 3 * time.Second}
+	})
 	var mu sync.Mutex
 	var answered []string
 	firstDone := make(chan struct{})
@@ -453,7 +460,7 @@ func TestMutantPoolDoesNotGrowPastAnUnprovenConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendH2(t, c, 0, 1) // the connection's first request, held for 3 s
-	waitFor(t, "the first request at the gateway", func() bool { return len(s.Requests()) == 1 })
+	receive(t, "the first request at the gateway", arrived)
 	// A Push every 200 ms while it is held: past the growth interval, each would find the
 	// pool full and grow it, were growth allowed past an unproven connection.
 	var wg sync.WaitGroup
