@@ -44,10 +44,12 @@ type holdServer struct {
 	latency time.Duration // before each answer
 	streams int           // SETTINGS_MAX_CONCURRENT_STREAMS; 0: net/http's default
 
-	mu     sync.Mutex
-	conns  []*holdConn
-	tokens map[string]int // hex token -> connection (1-based) that answered it
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	conns   []*holdConn
+	tokens  map[string]int // hex token -> connection (1-based) that answered it
+	stall   bool           // requests are never answered from now on
+	stalled map[int]int    // connection (1-based) -> requests stalled on it
+	wg      sync.WaitGroup
 }
 
 // holdConn is one client connection of a holdServer.
@@ -61,6 +63,7 @@ type holdConn struct {
 	mu       sync.Mutex // guards the fields below and the writes to tc
 	held     bool       // the front has taken over: srv's frames are dropped
 	lastSeen uint32     // the highest stream the client opened
+	opened   []uint32   // the streams the client opened, in order
 }
 
 // holdPing is the PING the front sends after the GOAWAY: its ACK tells that the client has
@@ -97,7 +100,7 @@ func newHoldServer(t *testing.T, latency time.Duration, streams int) *holdServer
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &holdServer{t: t, ln: ln, pool: pool, url: "https://" + ln.Addr().String(), latency: latency, streams: streams, tokens: map[string]int{}}
+	s := &holdServer{t: t, ln: ln, pool: pool, url: "https://" + ln.Addr().String(), latency: latency, streams: streams, tokens: map[string]int{}, stalled: map[int]int{}}
 	t.Cleanup(s.close)
 	s.wg.Add(1)
 	go s.accept()
@@ -125,6 +128,14 @@ func (s *holdServer) accept() {
 			HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: s.streams},
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
+				s.mu.Lock()
+				if s.stall {
+					s.stalled[n]++
+					s.mu.Unlock()
+					<-r.Context().Done()
+					return
+				}
+				s.mu.Unlock()
 				time.Sleep(s.latency)
 				s.mu.Lock()
 				s.tokens[strings.TrimPrefix(r.URL.Path, "/3/device/")] = n
@@ -202,7 +213,9 @@ func (hc *holdConn) readClient() {
 		hc.mu.Lock()
 		held := hc.held
 		if typ == 0x1 {
-			hc.lastSeen = max(hc.lastSeen, binary.BigEndian.Uint32(frame[5:9])&0x7fffffff)
+			id := binary.BigEndian.Uint32(frame[5:9]) & 0x7fffffff
+			hc.lastSeen = max(hc.lastSeen, id)
+			hc.opened = append(hc.opened, id)
 		}
 		hc.mu.Unlock()
 		if !held {
@@ -218,7 +231,12 @@ func (hc *holdConn) readClient() {
 // goAwayAndHold has connection i (1-based) send GOAWAY (NO_ERROR, naming the last stream the
 // client opened) and then stay open and silent, and returns once the client has read the
 // GOAWAY. The connection's requests must have been answered.
-func (s *holdServer) goAwayAndHold(i int) {
+func (s *holdServer) goAwayAndHold(i int) { s.t.Helper(); s.goAwayAndHoldAt(i, 0) }
+
+// goAwayAndHoldAt is goAwayAndHold with a GOAWAY that names as the last stream the one
+// opened back streams before the last (0: the last): the client's later streams were not
+// taken, and it may send them again elsewhere.
+func (s *holdServer) goAwayAndHoldAt(i, back int) {
 	s.t.Helper()
 	s.mu.Lock()
 	if i > len(s.conns) {
@@ -233,7 +251,11 @@ func (s *holdServer) goAwayAndHold(i int) {
 	hc.mu.Lock()
 	hc.held = true
 	goAway := []byte{0, 0, 8, 0x7, 0, 0, 0, 0, 0}
-	goAway = binary.BigEndian.AppendUint32(goAway, hc.lastSeen)
+	last := hc.lastSeen
+	if back > 0 {
+		last = hc.opened[len(hc.opened)-1-back]
+	}
+	goAway = binary.BigEndian.AppendUint32(goAway, last)
 	goAway = binary.BigEndian.AppendUint32(goAway, 0) // NO_ERROR
 	ping := append([]byte{0, 0, 8, 0x6, 0, 0, 0, 0, 0}, holdPing[:]...)
 	_, err := hc.tc.Write(append(goAway, ping...))
@@ -250,6 +272,21 @@ func (s *holdServer) connOf(tok string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tokens[tok]
+}
+
+// stallAll makes the server answer no more requests; they wait until their stream or
+// connection ends.
+func (s *holdServer) stallAll() {
+	s.mu.Lock()
+	s.stall = true
+	s.mu.Unlock()
+}
+
+// stalledOn returns how many requests are stalled on connection i (1-based).
+func (s *holdServer) stalledOn(i int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stalled[i]
 }
 
 // carried returns how many requests connection i (1-based) answered.
@@ -497,5 +534,52 @@ func TestMutantPoolDoesNotGrowPastAnUnprovenConnection(t *testing.T) {
 		}
 		t.Errorf("notification %d was answered first (%d answers, %d Push calls, %d connections open); want 0, the held first request of the only connection: the pool grew past an unproven connection",
 			first, len(answered), pushed, c.Stats().Connections)
+	}
+}
+
+// Stop is bounded when the gateway is gone while a slot opened for load is dormant (its
+// connection retired after a GOAWAY, still holding a request the gateway never answers, so
+// the shrinker keeps the slot): once Start's connection has spent its attempts, what is left
+// is reported as unsent. Kills h2conn.go:315 `spent+dormant` mutated to `spent-dormant`
+// (ARITHMETIC_BASE): Stop then never gives up, waiting for the dormant slot, and once the
+// shrinker has dropped that slot nothing wakes it: Stop hangs.
+func TestMutantStopGivesUpWithADormantSlot(t *testing.T) {
+	parallel(t)
+	s := newHoldServer(t, 100*time.Millisecond, 2)
+	c := s.client(t, apns.WithMaxConnections(2), apns.WithIdleTimeout(time.Minute),
+		apns.WithWriteTimeout(8*time.Second), apns.WithSilenceTimes(time.Minute, time.Minute))
+	l := newLedger(c)
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	sendH2(t, c, 0, 60) // 2 streams of 100 ms: 3 s on one connection, long enough to grow
+	waitFor(t, "connection 2, opened for load, to answer 3 requests", func() bool { return s.carried(2) >= 3 })
+	waitFor(t, "the load to drain", func() bool { st := c.Stats(); return st.Queued == 0 && st.InFlight == 0 })
+	// Four requests the gateway never answers fill both connections' two streams.
+	s.stallAll()
+	sendH2(t, c, 100, 4)
+	waitFor(t, "two stalled requests on each connection", func() bool { return s.stalledOn(1) == 2 && s.stalledOn(2) == 2 })
+	// The gateway goes: no new connection; connection 2 sends GOAWAY that leaves out its last
+	// stream (sent again elsewhere; connection 2 is retired, its slot dormant) and holds the
+	// other; connection 1 drops.
+	s.ln.Close()
+	s.goAwayAndHoldAt(2, 1)
+	s.closeConn(1)
+	begin := time.Now()
+	select {
+	case err := <-stopAsync(c):
+		if err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	case <-time.After(25 * time.Second):
+		markHung(t, c)
+		t.Fatalf("Stop has not returned after 25 s with the gateway gone and a dormant slot (write timeout 8 s); stats %+v", c.Stats())
+	}
+	t.Logf("Stop took %v", time.Since(begin))
+	calls := l.snapshot()
+	for i := 100; i < 104; i++ {
+		if codes := calls[token(i)]; len(codes) != 1 || codes[0] != uint8(apns.StatusUnknown) {
+			t.Errorf("token %d reported %v; want once with 255", i, codes)
+		}
 	}
 }
