@@ -41,7 +41,8 @@ func ExampleClient_Broadcast() {
 		panic(err)
 	}
 	defer client.Stop()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // every call ends
+	defer cancel()
 
 	// 1. A channel for one match. Score updates are frequent: no message stored.
 	channel, err := client.CreateChannel(ctx, bundleID, apns.NoMessageStored)

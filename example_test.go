@@ -110,7 +110,9 @@ func ExampleCreateTokenClient() {
 	if err := client.Start(1); err != nil {
 		panic(err)
 	}
-	resp, err := client.Push(context.Background(), &apns.Notification{
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // every call ends
+	defer cancel()
+	resp, err := client.Push(ctx, &apns.Notification{
 		DeviceToken: "0123456789abcdef",
 		Payload:     map[string]any{"aps": map[string]any{"alert": "hello"}},
 	})
@@ -118,7 +120,7 @@ func ExampleCreateTokenClient() {
 		panic(err)
 	}
 	fmt.Println("push:", resp.StatusCode, resp.Sent())
-	if err := client.SendNotification(context.Background(), &apns.Notification{
+	if err := client.SendNotification(ctx, &apns.Notification{
 		DeviceToken: "bad1",
 		Payload:     map[string]any{"aps": map[string]any{"alert": "hello"}},
 	}); err != nil {
