@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 )
 
 // MessageStoragePolicy is a channel's message-storage policy, fixed when it is created.
@@ -195,8 +194,6 @@ func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID
 	defer cancel()
 	defer context.AfterFunc(c.abortCtx, cancel)() // Stop's abort ends the call
 
-	defer m.sweep() // a replaced connection whose last call this was is closed
-
 	requestID := newUUID()
 	idempotent := method != http.MethodPost // GET and DELETE; POST creates a channel
 	reauthed, retried, resends := false, false, 0
@@ -257,10 +254,9 @@ type channelManager struct {
 
 	// The sweeps the connections' state hook starts when a retired connection goes idle.
 	// The hook may run from net/http's calls, so it takes only sweepMu.
-	hasRetired atomic.Bool    // len(retired) > 0
-	sweepMu    sync.Mutex     // guards noSweeps, and sweeps' Add
-	noSweeps   bool           // set by close: no new sweep starts
-	sweeps     sync.WaitGroup // sweeps in progress
+	sweepMu  sync.Mutex     // guards noSweeps, and sweeps' Add
+	noSweeps bool           // set by close: no new sweep starts
+	sweeps   sync.WaitGroup // sweeps in progress
 
 	mu       sync.Mutex // guards the fields below
 	cc       *http.ClientConn
@@ -430,7 +426,7 @@ func (m *channelManager) conn(ctx context.Context) (cc *http.ClientConn, fresh b
 // stateHook is every management connection's: a retired one that goes idle or ends is
 // closed, by a sweep of its own, since the hook may run under m.mu.
 func (m *channelManager) stateHook(cc *http.ClientConn) {
-	if !m.hasRetired.Load() || cc.Err() == nil && cc.InFlight() > 0 {
+	if !m.retired.any() || !done(cc) {
 		return
 	}
 	m.sweepMu.Lock()
@@ -449,11 +445,9 @@ func (m *channelManager) stateHook(cc *http.ClientConn) {
 // flight, for the caller to close once it has let go of m.mu.
 func (m *channelManager) retireLocked(cc *http.ClientConn) (idle []*http.ClientConn) {
 	if cc != nil {
-		m.retired = append(m.retired, cc)
+		m.retired.add(cc)
 	}
-	idle = m.retired.sweep()
-	m.hasRetired.Store(len(m.retired) > 0)
-	return idle
+	return m.retired.sweep()
 }
 
 // refusedStream reports whether err is net/http's for a stream the server reset with
@@ -611,12 +605,11 @@ func (m *channelManager) close() {
 	m.sweepMu.Unlock()
 	m.sweeps.Wait()
 	m.mu.Lock()
-	all := m.retired
+	all := m.retired.take()
 	if m.cc != nil {
 		all = append(all, m.cc)
 	}
-	m.cc, m.retired = nil, nil
-	m.hasRetired.Store(false)
+	m.cc = nil
 	m.mu.Unlock()
 	closeIdle(all)
 }

@@ -18,7 +18,7 @@ func ManagementRetired(c *Client) (out [][2]int) {
 	m := h2Of(c).bc
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, r := range m.retired {
+	for _, r := range m.retired.conns {
 		e := 0
 		if r.Err() != nil {
 			e = 1

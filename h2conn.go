@@ -55,7 +55,6 @@ type h2Conn struct {
 	answered     bool             // cc proved itself: answered a request besides its first, or one a second after it opened
 	opened       time.Time        // when cc opened
 	retired      retiredConns     // replaced connections, closed once idle
-	hasRetired   atomic.Bool      // len(retired) > 0, for the state hook, which takes no lock
 	dialing      bool             // a connection attempt is in progress
 	failures     int              // failed attempts and connections ended without an answer, in a row
 	stopAttempts int              // connection attempts since Stop began or the last answer
@@ -464,7 +463,7 @@ func (h *h2Transport) connect(k *h2Conn) error {
 		// request is done): the reaper closes it. A current connection going idle, at light
 		// load after every request, wakes nothing. The hook may run under h.mu, and a
 		// request's end takes no lock.
-		if cc.Err() != nil || cc.InFlight() == 0 && k.hasRetired.Load() {
+		if cc.Err() != nil || cc.InFlight() == 0 && k.retired.any() {
 			h.reapSoon()
 		}
 		h.signal()
@@ -564,41 +563,70 @@ func (k *h2Conn) retireLocked() {
 		k.failures++
 		k.steadyLocked()
 	}
-	k.retired = append(k.retired, k.cc)
-	k.hasRetired.Store(true)
+	k.retired.add(k.cc)
 	k.cc = nil
 }
 
 // sweepLocked returns the retired connections with no request in flight, for the caller to
 // close once it has let go of the lock.
-func (k *h2Conn) sweepLocked() (idle []*http.ClientConn) {
-	idle = k.retired.sweep()
-	k.hasRetired.Store(len(k.retired) > 0)
-	return idle
-}
+func (k *h2Conn) sweepLocked() (idle []*http.ClientConn) { return k.retired.sweep() }
 
 // retiredConns are connections that take no new request and are closed once the requests
-// they carry are done.
-type retiredConns []*http.ClientConn
+// they carry are done. The owner's lock guards them, but any, which a state hook reads
+// without it.
+type retiredConns struct {
+	conns []*http.ClientConn
+	some  atomic.Bool // len(conns) > 0
+}
 
-// sweep removes the connections with no request in flight and returns them. A closed
-// connection may count requests in flight for ever (net/http's pending stream resets, never
-// cleared once it is closed): it is done too.
+func (rs *retiredConns) add(cc *http.ClientConn) {
+	rs.conns = append(rs.conns, cc)
+	rs.some.Store(true)
+}
+
+// any reports whether there are retired connections; it takes no lock.
+func (rs *retiredConns) any() bool { return rs.some.Load() }
+
+// done reports whether r has no request left: none in flight, or closed (a closed connection
+// may count requests in flight for ever: net/http's pending stream resets, never cleared once
+// it is closed).
+func done(r *http.ClientConn) bool { return r.InFlight() == 0 || r.Err() != nil }
+
+// allDone reports whether every retired connection is done.
+func (rs *retiredConns) allDone() bool {
+	for _, r := range rs.conns {
+		if !done(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// sweep removes the connections that are done and returns them.
 func (rs *retiredConns) sweep() (idle []*http.ClientConn) {
-	if len(*rs) == 0 {
+	if len(rs.conns) == 0 {
 		return nil
 	}
-	live := (*rs)[:0]
-	for _, r := range *rs {
-		if r.InFlight() == 0 || r.Err() != nil {
+	live := rs.conns[:0]
+	for _, r := range rs.conns {
+		if done(r) {
 			idle = append(idle, r)
 		} else {
 			live = append(live, r)
 		}
 	}
-	clear((*rs)[len(live):])
-	*rs = live
+	clear(rs.conns[len(live):])
+	rs.conns = live
+	rs.some.Store(len(live) > 0)
 	return idle
+}
+
+// take removes every retired connection and returns them.
+func (rs *retiredConns) take() []*http.ClientConn {
+	all := rs.conns
+	rs.conns = nil
+	rs.some.Store(false)
+	return all
 }
 
 // closeConns closes connections that were opened; each is closed once, here.
@@ -613,11 +641,11 @@ func closeConns(c *Client, conns []*http.ClientConn) {
 func (k *h2Conn) close() {
 	h := k.h
 	h.mu.Lock()
-	all := k.retired
+	all := k.retired.take()
 	if k.cc != nil {
 		all = append(all, k.cc)
 	}
-	k.cc, k.retired = nil, nil
+	k.cc = nil
 	h.mu.Unlock()
 	closeConns(h.c, all)
 }
@@ -781,19 +809,15 @@ func (h *h2Transport) shrink(quit <-chan struct{}, done chan<- struct{}) {
 		for _, k := range h.conns[h.base:] {
 			// Reservations are made under h.mu: none can come after this look.
 			quiet := !k.dialing && (k.cc == nil || k.cc.InFlight() == 0 && time.Since(k.lastUsed) >= idleFor)
-			for _, r := range k.retired {
-				quiet = quiet && (r.InFlight() == 0 || r.Err() != nil)
-			}
-			if !quiet {
+			if !quiet || !k.retired.allDone() {
 				keep = append(keep, k)
 				continue
 			}
-			idle = append(idle, k.retired...)
+			idle = append(idle, k.retired.take()...)
 			if k.cc != nil {
 				idle = append(idle, k.cc)
 			}
-			k.cc, k.retired = nil, nil
-			k.hasRetired.Store(false)
+			k.cc = nil
 		}
 		clear(h.conns[len(keep):])
 		h.conns = keep
