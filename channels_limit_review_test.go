@@ -30,15 +30,11 @@ package apns_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -442,72 +438,24 @@ type goAwayNewConnsServer struct {
 
 func newGoAwayNewConnsServer(t *testing.T, goAways int64) *goAwayNewConnsServer {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "goaway-new"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:        true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	srv := &goAwayNewConnsServer{pool: x509.NewCertPool()}
-	srv.pool.AddCert(leaf)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		NextProtos:   []string{"h2"},
-		MaxVersion:   tls.VersionTLS12,
-		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.addr = ln.Addr().String()
+	srv := &goAwayNewConnsServer{}
 	normal := &rawH2Server{answer: func(stream uint32) ([]byte, bool) { return listAnswer(stream), false }}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+	tls12 := func(cfg *tls.Config) {
+		cfg.MaxVersion = tls.VersionTLS12
+		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}
+	}
+	srv.addr, srv.pool = rawTLSServer(t, tls12, func(n int64, tc *tls.Conn) {
+		srv.conns.Add(1)
+		if n > goAways {
+			normal.serve(tc)
+			return
 		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			n := srv.conns.Add(1)
-			wg.Go(func() {
-				tc := c.(*tls.Conn)
-				if n > goAways {
-					normal.serve(tc)
-					return
-				}
-				defer tc.Close()
-				if tc.Handshake() != nil {
-					return
-				}
-				tc.Write(append(h2Frame(0x4, 0, 0, nil), goAwayFrame(0, 0, "")...))
-				io.Copy(io.Discard, tc)
-			})
+		defer tc.Close()
+		if tc.Handshake() != nil {
+			return
 		}
+		tc.Write(append(h2Frame(0x4, 0, 0, nil), goAwayFrame(0, 0, "")...))
+		io.Copy(io.Discard, tc)
 	})
 	return srv
 }

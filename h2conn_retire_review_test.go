@@ -11,16 +11,11 @@ package apns_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"runtime/pprof"
 	"strings"
@@ -278,68 +273,14 @@ type goAwayEveryStreamServer struct {
 
 func newGoAwayEveryStreamServer(t *testing.T) *goAwayEveryStreamServer {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "goaway"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:        true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	srv := &goAwayEveryStreamServer{pool: x509.NewCertPool()}
-	srv.pool.AddCert(leaf)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		NextProtos:   []string{"h2"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { srv.serve(c) })
-		}
-	})
+	srv := &goAwayEveryStreamServer{}
+	srv.addr, srv.pool = rawTLSServer(t, nil, func(_ int64, c *tls.Conn) { srv.serve(c) })
 	return srv
 }
 
 func (srv *goAwayEveryStreamServer) serve(c net.Conn) {
 	defer c.Close()
-	frame := func(typ, flags byte, stream uint32, payload []byte) []byte {
-		f := []byte{byte(len(payload) >> 16), byte(len(payload) >> 8), byte(len(payload)), typ, flags, 0, 0, 0, 0}
-		binary.BigEndian.PutUint32(f[5:], stream)
-		return append(f, payload...)
-	}
-	if _, err := c.Write(frame(0x4, 0, 0, nil)); err != nil { // SETTINGS
+	if _, err := c.Write(h2Frame(0x4, 0, 0, nil)); err != nil { // SETTINGS
 		return
 	}
 	preface := make([]byte, len("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
@@ -360,16 +301,16 @@ func (srv *goAwayEveryStreamServer) serve(c net.Conn) {
 		var out []byte
 		switch {
 		case typ == 0x4 && flags&0x1 == 0: // SETTINGS: ACK
-			out = frame(0x4, 0x1, 0, nil)
+			out = h2Frame(0x4, 0x1, 0, nil)
 		case typ == 0x6 && flags&0x1 == 0: // PING: ACK
-			out = frame(0x6, 0x1, 0, payload)
+			out = h2Frame(0x6, 0x1, 0, payload)
 		case typ == 0x1: // HEADERS: a new stream, refused
 			srv.headers.Add(1)
 			if !goneAway {
 				goneAway = true
 				p := make([]byte, 8) // last stream ID below this one, NO_ERROR
 				binary.BigEndian.PutUint32(p, max(stream, 2)-2)
-				out = frame(0x7, 0, 0, p)
+				out = h2Frame(0x7, 0, 0, p)
 			}
 		}
 		if out != nil {
