@@ -194,6 +194,12 @@ func (c *Client) manage(ctx context.Context, method, bundleID, suffix, channelID
 	defer cancel()
 	defer context.AfterFunc(c.abortCtx, cancel)() // Stop's abort ends the call
 
+	// A replaced connection whose last call this was is closed: by this sweep, or by the state
+	// hook when net/http forgets the stream later. Both are needed: net/http runs the hook
+	// only when InFlight falls below what it saw at its last look, and a call's own stream
+	// may start and end between two looks (helper-28).
+	defer m.sweep()
+
 	requestID := newUUID()
 	idempotent := method != http.MethodPost // GET and DELETE; POST creates a channel
 	reauthed, retried, resends := false, false, 0
